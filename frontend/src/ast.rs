@@ -1,0 +1,219 @@
+//! The abstract syntax tree of a `.attn` file, as parsed: names are not yet resolved and nothing
+//! is type-checked (that happens when the IR is built). Every node carries its source span.
+
+use crate::source::Span;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub items: Vec<Item>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Kernel(Kernel),
+    Function(Function),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+/// `kernel NAME { ... }`: one attention computation with its inputs and outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: Ident,
+    pub body: Vec<Stmt>,
+    pub span: Span,
+}
+
+/// `fn NAME(params) { let ...; result }`: inlined at every call; how normalisers such as
+/// `softmax` are written (the prelude defines `softmax` this way).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Function {
+    pub name: Ident,
+    pub params: Vec<Ident>,
+    pub lets: Vec<Let>,
+    pub result: Expr,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    Bf16,
+    I32,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+            DType::I32 => "i32",
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        !matches!(self, DType::I32)
+    }
+
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+}
+
+/// `bf16[B, H, S, D]`: a storage type whose dimensions are expressions over `dim` symbols.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorType {
+    pub dtype: DType,
+    pub dtype_span: Span,
+    pub dims: Vec<Expr>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DimDecl {
+    pub name: Ident,
+    /// `dim W = 256;` gives a default that `--shape W=...` may override.
+    pub default: Option<Expr>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputDecl {
+    pub names: Vec<Ident>,
+    pub ty: TensorType,
+    /// `in [lo, hi]`: the values' range, used to draw random inputs and to check given ones.
+    pub range: Option<(Expr, Expr)>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputDecl {
+    pub names: Vec<Ident>,
+    pub ty: TensorType,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Let {
+    pub name: Ident,
+    pub value: Expr,
+    pub span: Span,
+}
+
+/// `o[b, h, i] = expr;`: defines an output by the indices of its leading axes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assign {
+    pub target: Ident,
+    pub indices: Vec<Expr>,
+    pub value: Expr,
+    pub span: Span,
+}
+
+/// `state S: [D, Dv] = update;` inside a recurrence; `S` in `update` is the previous step's value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateDecl {
+    pub name: Ident,
+    pub dims: Vec<Expr>,
+    pub update: Expr,
+    pub span: Span,
+}
+
+/// `recurrence t { ... }`: a scan over the sequence axis with carried state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recurrence {
+    pub index: Ident,
+    pub body: Vec<Stmt>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    Dims(Vec<DimDecl>),
+    Input(InputDecl),
+    Output(OutputDecl),
+    Let(Let),
+    /// `mask cond;`: pairs (i, j) where `cond` is false take no part in any reduction over `j`.
+    Mask(Expr),
+    /// `require cond;`: a condition on the bound shapes, checked before running.
+    Require(Expr),
+    Assign(Assign),
+    State(StateDecl),
+    Recurrence(Recurrence),
+    /// A statement the parser skipped after reporting a syntax error in it.
+    Error(Span),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Not,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    /// `/`: true division, always a float (as in Python 3).
+    Div,
+    /// `//`: floor division of integers.
+    FloorDiv,
+    Rem,
+    /// `@`: vector-matrix and matrix-matrix products (recurrent states).
+    MatMul,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::FloorDiv => "//",
+            BinaryOp::Rem => "%",
+            BinaryOp::MatMul => "@",
+            BinaryOp::Eq => "==",
+            BinaryOp::Ne => "!=",
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::And => "&&",
+            BinaryOp::Or => "||",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExprKind {
+    Int(i64),
+    Float(f64),
+    Name(String),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    Call { callee: Ident, args: Vec<Expr> },
+    Index { base: Ident, indices: Vec<Expr> },
+}

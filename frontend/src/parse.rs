@@ -1,0 +1,133 @@
+//! Parsing one source file into an AST, turning every lalrpop error into a [`Diagnostic`].
+//! The grammar recovers at `;`, so one run reports several syntax errors.
+
+use crate::ast::Program;
+use crate::diagnostic::Diagnostic;
+use crate::source::{FileId, MAX_SOURCE_BYTES, Sources, Span};
+use lalrpop_util::{ErrorRecovery, ParseError, lexer::Token};
+
+lalrpop_util::lalrpop_mod!(
+    #[allow(clippy::all, clippy::pedantic, unused_parens, dead_code)]
+    grammar
+);
+
+/// Errors raised by the grammar's own actions (the tokens were fine, their values are not).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyntaxError {
+    IntTooLarge { start: usize, end: usize },
+    FloatOutOfRange { start: usize, end: usize },
+}
+
+/// Parses `file`; on failure returns every syntax error found (at least one).
+pub fn parse_file(sources: &Sources, file: FileId) -> Result<Program, Vec<Diagnostic>> {
+    let text = sources.text(file);
+    if text.len() > MAX_SOURCE_BYTES {
+        return Err(vec![Diagnostic::global(format!(
+            "{} is {} bytes long; the limit is {} bytes",
+            sources.name(file),
+            text.len(),
+            MAX_SOURCE_BYTES
+        ))]);
+    }
+    let mut recovered = Vec::new();
+    let result = grammar::ProgramParser::new().parse(file, &mut recovered, text);
+    let mut diagnostics: Vec<Diagnostic> = recovered
+        .into_iter()
+        .map(|ErrorRecovery { error, .. }| to_diagnostic(file, text, error))
+        .collect();
+    match result {
+        Ok(program) if diagnostics.is_empty() => Ok(program),
+        Ok(_) => Err(diagnostics),
+        Err(error) => {
+            diagnostics.push(to_diagnostic(file, text, error));
+            Err(diagnostics)
+        }
+    }
+}
+
+fn to_diagnostic(
+    file: FileId,
+    text: &str,
+    error: ParseError<usize, Token<'_>, SyntaxError>,
+) -> Diagnostic {
+    match error {
+        ParseError::InvalidToken { location } => {
+            let end = next_char_end(text, location);
+            Diagnostic::error(
+                format!("unexpected character `{}`", &text[location..end]),
+                Span::new(file, location, end),
+                "not part of the .attn language",
+            )
+        }
+        ParseError::UnrecognizedEof { location, expected } => Diagnostic::error(
+            "unexpected end of file",
+            Span::new(file, location, location),
+            format!("expected {}", describe_expected(&expected)),
+        ),
+        ParseError::UnrecognizedToken {
+            token: (start, token, end),
+            expected,
+        } => Diagnostic::error(
+            format!("unexpected `{}`", token.1),
+            Span::new(file, start, end),
+            format!("expected {}", describe_expected(&expected)),
+        ),
+        ParseError::ExtraToken {
+            token: (start, token, end),
+        } => Diagnostic::error(
+            format!("unexpected `{}` after the end of the program", token.1),
+            Span::new(file, start, end),
+            "expected nothing more",
+        ),
+        ParseError::User {
+            error: SyntaxError::IntTooLarge { start, end },
+        } => Diagnostic::error(
+            "integer literal too large",
+            Span::new(file, start, end),
+            "does not fit in 64 bits",
+        ),
+        ParseError::User {
+            error: SyntaxError::FloatOutOfRange { start, end },
+        } => Diagnostic::error(
+            "float literal out of range",
+            Span::new(file, start, end),
+            "not a finite 64-bit float",
+        ),
+    }
+}
+
+fn next_char_end(text: &str, at: usize) -> usize {
+    text[at..].chars().next().map_or(at, |c| at + c.len_utf8())
+}
+
+/// Turns lalrpop's list of terminal names (`"\";\""`, `r#"..."#`) into a short readable phrase.
+fn describe_expected(expected: &[String]) -> String {
+    let mut names: Vec<String> = expected.iter().map(|e| readable_terminal(e)).collect();
+    names.sort();
+    names.dedup();
+    match names.len() {
+        0 => "something else".to_string(),
+        1 => names.remove(0),
+        n if n <= 6 => {
+            let last = names.remove(n - 1);
+            format!("{} or {}", names.join(", "), last)
+        }
+        _ => format!("one of {}", names.join(", ")),
+    }
+}
+
+fn readable_terminal(terminal: &str) -> String {
+    if terminal.starts_with("r#") {
+        return match terminal {
+            t if t.contains("A-Za-z") => "a name".to_string(),
+            t if t.contains("eE") => "a number".to_string(),
+            t if t.contains("0-9") => "an integer".to_string(),
+            _ => "a token".to_string(),
+        };
+    }
+    match terminal {
+        "INT" => "an integer".to_string(),
+        "FLOAT" => "a number".to_string(),
+        t => format!("`{}`", t.trim_matches('"')),
+    }
+}

@@ -1,0 +1,202 @@
+//! Giving the symbolic dims values: from `--shape`, from the shapes of given tensors, and from
+//! `dim X = default;`. Every conflict names the symbol, both values and where each came from;
+//! `require` conditions are checked last.
+
+use crate::graph::Graph;
+use crate::types::{Dim, DimEvalError, FrameIndex};
+use attnc_frontend::Diagnostic;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The values of all dims of one kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bindings {
+    pub dims: BTreeMap<String, i64>,
+}
+
+impl Bindings {
+    pub fn eval(&self, d: &Dim) -> Result<i64, DimEvalError> {
+        d.eval(&self.dims)
+    }
+
+    /// The number of values a frame index takes; 1 for an index the kernel does not use.
+    pub fn extent(&self, graph: &Graph, fi: FrameIndex) -> usize {
+        graph
+            .extents
+            .get(&fi)
+            .and_then(|d| self.eval(d).ok())
+            .map_or(1, |v| v.max(0) as usize)
+    }
+
+    /// The concrete shape of a tensor type.
+    pub fn shape(&self, dims: &[Dim]) -> Result<Vec<usize>, DimEvalError> {
+        dims.iter()
+            .map(|d| self.eval(d).map(|v| v.max(0) as usize))
+            .collect()
+    }
+}
+
+impl fmt::Display for Bindings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+/// Where a dim's value came from, for messages.
+#[derive(Clone, Debug)]
+enum Origin {
+    Flag,
+    Tensor { name: String, axis: usize },
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => write!(f, "--shape"),
+            Origin::Tensor { name, axis } => write!(f, "axis {axis} of `{name}`"),
+            Origin::Default => write!(f, "its default"),
+        }
+    }
+}
+
+/// Binds every dim of `graph`. `fixed` comes from `--shape`; `tensors` are the shapes of the
+/// inputs the user gave (empty when attnc draws random inputs).
+pub fn bind_dims(
+    graph: &Graph,
+    fixed: &BTreeMap<String, i64>,
+    tensors: &BTreeMap<String, Vec<usize>>,
+) -> Result<Bindings, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut values: BTreeMap<String, (i64, Origin)> = BTreeMap::new();
+    let known: Vec<&str> = graph.dims.iter().map(|d| d.name.as_str()).collect();
+    for (name, value) in fixed {
+        if !known.contains(&name.as_str()) {
+            errors.push(Diagnostic::global(format!(
+                "--shape names `{name}`, which kernel `{}` does not declare; its dims are: {}",
+                graph.kernel,
+                known.join(", ")
+            )));
+            continue;
+        }
+        values.insert(name.clone(), (*value, Origin::Flag));
+    }
+    for (_, name, ty) in graph.inputs() {
+        let Some(shape) = tensors.get(name) else {
+            continue;
+        };
+        if shape.len() != ty.dims.len() {
+            errors.push(Diagnostic::global(format!(
+                "input `{name}` must have {} axes ({ty}), the given tensor has {} (shape {shape:?})",
+                ty.dims.len(),
+                shape.len()
+            )));
+            continue;
+        }
+        for (axis, (dim, size)) in ty.dims.iter().zip(shape).enumerate() {
+            let Some(sym) = dim.as_symbol() else { continue };
+            let size = *size as i64;
+            match values.get(sym) {
+                Some((v, origin)) if *v != size => errors.push(Diagnostic::global(format!(
+                    "dim `{sym}` is {v} from {origin}, but axis {axis} of input `{name}` has size {size}"
+                ))),
+                Some(_) => {}
+                None => {
+                    values.insert(sym.to_string(), (size, Origin::Tensor { name: name.to_string(), axis }));
+                }
+            }
+        }
+    }
+    for d in &graph.dims {
+        if values.contains_key(&d.name) {
+            continue;
+        }
+        if let Some((arena, root)) = &d.default {
+            let plain: BTreeMap<String, i64> =
+                values.iter().map(|(k, (v, _))| (k.clone(), *v)).collect();
+            match arena.eval_constant(*root, &plain) {
+                Ok(v) => {
+                    values.insert(d.name.clone(), (v as i64, Origin::Default));
+                }
+                Err(e) => errors.push(Diagnostic::error(
+                    format!("cannot compute the default of dim `{}`: {e}", d.name),
+                    d.span,
+                    "default here",
+                )),
+            }
+        }
+    }
+    for d in &graph.dims {
+        match values.get(&d.name) {
+            None => errors.push(
+                Diagnostic::error(
+                    format!("dim `{}` has no value", d.name),
+                    d.span,
+                    "declared here",
+                )
+                .with_note(format!(
+                    "give it with --shape {}=N, or from an input tensor",
+                    d.name
+                )),
+            ),
+            Some((v, origin)) if *v < 1 => errors.push(Diagnostic::global(format!(
+                "dim `{}` is {v} (from {origin}); every dim must be at least 1",
+                d.name
+            ))),
+            Some(_) => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let bindings = Bindings {
+        dims: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+    };
+    check_tensor_shapes(graph, &bindings, tensors, &mut errors);
+    for r in &graph.requirements {
+        match r.arena.eval_constant(r.root, &bindings.dims) {
+            Ok(v) if v != 0.0 => {}
+            Ok(_) => errors.push(Diagnostic::error(
+                format!("requirement `{}` does not hold for {bindings}", r.text),
+                r.span,
+                "required here",
+            )),
+            Err(e) => errors.push(Diagnostic::error(
+                format!("cannot check requirement `{}`: {e}", r.text),
+                r.span,
+                "required here",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(bindings)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Axes given by expressions (`2 * S - 1`) are checked once all symbols have values.
+fn check_tensor_shapes(
+    graph: &Graph,
+    bindings: &Bindings,
+    tensors: &BTreeMap<String, Vec<usize>>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    for (_, name, ty) in graph.inputs() {
+        let Some(shape) = tensors.get(name) else {
+            continue;
+        };
+        for (axis, (dim, size)) in ty.dims.iter().zip(shape).enumerate() {
+            match bindings.eval(dim) {
+                Ok(v) if v == *size as i64 => {}
+                Ok(v) => errors.push(Diagnostic::global(format!(
+                    "axis {axis} of input `{name}` must have size {dim} = {v}, the given tensor has {size}"
+                ))),
+                Err(e) => errors.push(Diagnostic::global(format!(
+                    "cannot compute axis {axis} of `{name}` ({dim}): {e:?}"
+                ))),
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `attnc`: the command-line compiler. Dumps go to stdout, diagnostics to stderr, and any error
+//! exits non-zero.
+
+mod build_command;
+mod run_command;
+mod shape_arg;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "attnc",
+    version,
+    about = "A compiler for attention mechanisms written in .attn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a .attn file and print the requested stages.
+    Build(build_command::BuildArgs),
+    /// Run a .attn kernel on inputs and print a checksum of each output and the time taken.
+    Run(run_command::RunArgs),
+}
+
+/// A failure already explained on stderr (a diagnostic), as opposed to an unexpected error.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "errors were reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(args) => build_command::run(args),
+        Command::Run(args) => run_command::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -32,6 +32,9 @@ impl Builder<'_> {
     }
 
     pub(super) fn declare_input(&mut self, decl: &ast::InputDecl, scope: &Scope) {
+        // Until it is declared successfully, uses of the name report nothing more.
+        self.failed
+            .extend(decl.names.iter().map(|n| n.name.clone()));
         let Ok(ty) = self.tensor_type(&decl.ty) else {
             return;
         };
@@ -83,10 +86,13 @@ impl Builder<'_> {
                     ty: ty.clone(),
                 },
             );
+            self.failed.remove(&name.name);
         }
     }
 
     pub(super) fn declare_output(&mut self, decl: &ast::OutputDecl) {
+        self.failed
+            .extend(decl.names.iter().map(|n| n.name.clone()));
         let Ok(ty) = self.tensor_type(&decl.ty) else {
             return;
         };
@@ -102,6 +108,7 @@ impl Builder<'_> {
             if self.check_new_name(name, &Scope::default()).is_err() {
                 continue;
             }
+            self.failed.remove(&name.name);
             self.outputs.insert(
                 name.name.clone(),
                 OutputInfo {
@@ -249,6 +256,9 @@ impl Builder<'_> {
     /// Resolves an assignment's target and its index list; marks the output assigned.
     pub(super) fn output_target(&mut self, a: &ast::Assign) -> Res<(Vec<FrameIndex>, TensorType)> {
         let name = &a.target.name;
+        if self.failed.contains(name) {
+            return Err(super::Reported);
+        }
         let Some(out) = self.outputs.get(name) else {
             let msg = if self.inputs.contains_key(name) {
                 format!("`{name}` is an input; inputs cannot be assigned")

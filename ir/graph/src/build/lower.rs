@@ -29,7 +29,10 @@ impl Builder<'_> {
     pub(crate) fn lower(&mut self, e: &ast::Expr, scope: &Scope, ctx: &mut Ctx) -> Res<Lowered> {
         // Inside a recurrence, whatever does not read a state is computed outside it, once per
         // step, as ordinary ops: only the state arithmetic stays in the recurrence.
-        if ctx.state_time.is_some() && !is_leaf(e) && !is_diag(e) && !self.mentions_state(e, scope)
+        if ctx.state_time.is_some()
+            && !is_leaf(e)
+            && !stays_in_recurrence(e)
+            && !self.mentions_state(e, scope)
         {
             let v = self.value(e, scope, None)?;
             return Ok(self.operand(ctx, v, e.span));
@@ -133,6 +136,9 @@ impl Builder<'_> {
     }
 
     fn lower_name(&mut self, n: &str, span: Span, scope: &Scope, ctx: &mut Ctx) -> Res<Lowered> {
+        if self.failed.contains(n) && scope.get(n).is_none() {
+            return Err(super::Reported);
+        }
         if let Some(fi) = FrameIndex::from_name(n) {
             self.note_index_use(fi, span)?;
             return Ok(push(
@@ -232,6 +238,9 @@ impl Builder<'_> {
         scope: &Scope,
         ctx: &mut Ctx,
     ) -> Res<Lowered> {
+        if self.failed.contains(&base.name) && scope.get(&base.name).is_none() {
+            return Err(super::Reported);
+        }
         if scope.get(&base.name).is_none() && self.inputs.contains_key(&base.name) {
             let v = self.load(&base.name, indices, span, scope)?;
             return Ok(self.operand(ctx, v, span));
@@ -976,9 +985,11 @@ fn push(ctx: &mut Ctx, node: ExprNode, ty: ExprType, indices: IndexSet, span: Sp
     }
 }
 
-/// `diag(v)` is never materialised, so only its argument may be hoisted out of a recurrence.
-fn is_diag(e: &ast::Expr) -> bool {
-    matches!(&e.kind, ExprKind::Call { callee, .. } if callee.name == "diag")
+/// `diag(v)` is never materialised, and `outer(k, v)` is the rank-one update that the chunked
+/// form of a recurrence is derived from: both stay in the recurrence, only their arguments are
+/// hoisted out of it.
+fn stays_in_recurrence(e: &ast::Expr) -> bool {
+    matches!(&e.kind, ExprKind::Call { callee, .. } if callee.name == "diag" || callee.name == "outer")
 }
 
 /// Literals and names (indices, dims, bound values) are referenced in place, never hoisted.

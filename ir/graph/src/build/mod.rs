@@ -159,6 +159,8 @@ pub(crate) struct Builder<'a> {
     pub(crate) parallel_use: Option<Span>,
     /// Where the first `mask` statement is, once the mask op exists.
     pub(crate) mask_span: Option<Span>,
+    /// Names whose definition failed (already reported): uses of them stay silent.
+    pub(crate) failed: std::collections::HashSet<String>,
     /// The declared feature shape of each state of the recurrence being built.
     pub(crate) state_features: Vec<Feature>,
 }
@@ -182,6 +184,7 @@ impl<'a> Builder<'a> {
             parallel_use: None,
             state_features: Vec::new(),
             mask_span: None,
+            failed: std::collections::HashSet::new(),
         }
     }
 
@@ -216,7 +219,9 @@ impl<'a> Builder<'a> {
             Stmt::Dims(_) | Stmt::Input(_) | Stmt::Output(_) | Stmt::Error(_) => Ok(()),
             Stmt::Let(l) => {
                 self.check_new_name(&l.name, scope)?;
-                let binding = self.let_binding(l, scope)?;
+                let binding = self.let_binding(l, scope).inspect_err(|_| {
+                    self.failed.insert(l.name.name.clone());
+                })?;
                 scope
                     .vars
                     .insert(l.name.name.clone(), (binding, l.name.span));
@@ -228,11 +233,14 @@ impl<'a> Builder<'a> {
                 let v = self.value(&a.value, scope, None)?;
                 self.assign_output(a, v)
             }
-            Stmt::State(s) => Err(self.error(Diagnostic::error(
-                "`state` is only allowed inside `recurrence t { ... }`",
-                s.span,
-                "outside a recurrence",
-            ))),
+            Stmt::State(s) => {
+                self.failed.insert(s.name.name.clone());
+                Err(self.error(Diagnostic::error(
+                    "`state` is only allowed inside `recurrence t { ... }`",
+                    s.span,
+                    "outside a recurrence",
+                )))
+            }
             Stmt::Recurrence(r) => self.recurrence(r, scope),
         }
     }

@@ -1,0 +1,9 @@
+//! attnc's integration tests: one test binary (each binary that links the compiler is large),
+//! with one module per concern.
+
+mod common;
+mod oracle;
+mod parser_fuzz;
+mod run_files;
+mod snapshots;
+mod ui;

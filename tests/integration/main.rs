@@ -7,3 +7,4 @@ mod parser_fuzz;
 mod run_files;
 mod snapshots;
 mod ui;
+mod work_estimate;

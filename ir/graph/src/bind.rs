@@ -4,7 +4,7 @@
 
 use crate::graph::Graph;
 use crate::types::{Dim, DimEvalError, FrameIndex};
-use attnc_frontend::Diagnostic;
+use attnc_frontend::{Diagnostic, Span};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -47,7 +47,13 @@ impl fmt::Display for Bindings {
 #[derive(Clone, Debug)]
 enum Origin {
     Flag,
-    Tensor { name: String, axis: usize },
+    Tensor {
+        name: String,
+        axis: usize,
+        shape: Vec<usize>,
+        /// The input's declaration, so a conflict can point at both tensors in the source.
+        span: Span,
+    },
     Default,
 }
 
@@ -55,7 +61,9 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Flag => write!(f, "--shape"),
-            Origin::Tensor { name, axis } => write!(f, "axis {axis} of `{name}`"),
+            Origin::Tensor {
+                name, axis, shape, ..
+            } => write!(f, "axis {axis} of input `{name}` (shape {shape:?})"),
             Origin::Default => write!(f, "its default"),
         }
     }
@@ -63,6 +71,10 @@ impl fmt::Display for Origin {
 
 /// Binds every dim of `graph`. `fixed` comes from `--shape`; `tensors` are the shapes of the
 /// inputs the user gave (empty when attnc draws random inputs).
+///
+/// Values from `--shape` come first, then from the tensors in declaration order, then from
+/// defaults. A tensor that disagrees with an earlier value is reported with the symbol, both
+/// values and where each came from; tensors are pointed at in the source.
 pub fn bind_dims(
     graph: &Graph,
     fixed: &BTreeMap<String, i64>,
@@ -82,28 +94,59 @@ pub fn bind_dims(
         }
         values.insert(name.clone(), (*value, Origin::Flag));
     }
-    for (_, name, ty) in graph.inputs() {
+    for (node, name, ty) in graph.inputs() {
         let Some(shape) = tensors.get(name) else {
             continue;
         };
+        let span = graph.node(node).span;
         if shape.len() != ty.dims.len() {
-            errors.push(Diagnostic::global(format!(
-                "input `{name}` must have {} axes ({ty}), the given tensor has {} (shape {shape:?})",
-                ty.dims.len(),
-                shape.len()
-            )));
+            errors.push(Diagnostic::error(
+                format!(
+                    "input `{name}` must have {} axes, but the given tensor has {} (shape {shape:?})",
+                    ty.dims.len(),
+                    shape.len()
+                ),
+                span,
+                format!("declared as {ty}"),
+            ));
             continue;
         }
         for (axis, (dim, size)) in ty.dims.iter().zip(shape).enumerate() {
             let Some(sym) = dim.as_symbol() else { continue };
             let size = *size as i64;
             match values.get(sym) {
-                Some((v, origin)) if *v != size => errors.push(Diagnostic::global(format!(
-                    "dim `{sym}` is {v} from {origin}, but axis {axis} of input `{name}` has size {size}"
-                ))),
+                Some((v, origin)) if *v != size => {
+                    let mut d = Diagnostic::error(
+                        format!(
+                            "dim `{sym}` is {v} from {origin}, but axis {axis} of input `{name}` \
+                             (shape {shape:?}) makes it {size}"
+                        ),
+                        span,
+                        format!("axis {axis} of `{name}` is `{sym}`: {size} here"),
+                    );
+                    if let Origin::Tensor {
+                        name: first,
+                        axis: first_axis,
+                        span: first_span,
+                        ..
+                    } = origin
+                    {
+                        d = d.with_secondary(
+                            *first_span,
+                            format!("axis {first_axis} of `{first}` is `{sym}`: {v} here"),
+                        );
+                    }
+                    errors.push(d);
+                }
                 Some(_) => {}
                 None => {
-                    values.insert(sym.to_string(), (size, Origin::Tensor { name: name.to_string(), axis }));
+                    let origin = Origin::Tensor {
+                        name: name.to_string(),
+                        axis,
+                        shape: shape.clone(),
+                        span,
+                    };
+                    values.insert(sym.to_string(), (size, origin));
                 }
             }
         }
@@ -140,20 +183,24 @@ pub fn bind_dims(
                     d.name
                 )),
             ),
-            Some((v, origin)) if *v < 1 => errors.push(Diagnostic::global(format!(
-                "dim `{}` is {v} (from {origin}); every dim must be at least 1",
-                d.name
-            ))),
+            Some((v, origin)) if *v < 1 => errors.push(Diagnostic::error(
+                format!(
+                    "dim `{}` is {v} (from {origin}); every dim must be at least 1",
+                    d.name
+                ),
+                d.span,
+                "declared here",
+            )),
             Some(_) => {}
         }
     }
     if !errors.is_empty() {
         return Err(errors);
     }
+    check_tensor_shapes(graph, &values, tensors, &mut errors);
     let bindings = Bindings {
         dims: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
     };
-    check_tensor_shapes(graph, &bindings, tensors, &mut errors);
     for r in &graph.requirements {
         match r.arena.eval_constant(r.root, &bindings.dims) {
             Ok(v) if v != 0.0 => {}
@@ -176,27 +223,56 @@ pub fn bind_dims(
     }
 }
 
-/// Axes given by expressions (`2 * S - 1`) are checked once all symbols have values.
+/// Axes given by expressions (`2 * S - 1`) are checked once all symbols have values; the
+/// message says where each symbol of the expression got its value.
 fn check_tensor_shapes(
     graph: &Graph,
-    bindings: &Bindings,
+    values: &BTreeMap<String, (i64, Origin)>,
     tensors: &BTreeMap<String, Vec<usize>>,
     errors: &mut Vec<Diagnostic>,
 ) {
-    for (_, name, ty) in graph.inputs() {
+    let plain: BTreeMap<String, i64> = values.iter().map(|(k, (v, _))| (k.clone(), *v)).collect();
+    for (node, name, ty) in graph.inputs() {
         let Some(shape) = tensors.get(name) else {
             continue;
         };
+        let span = graph.node(node).span;
         for (axis, (dim, size)) in ty.dims.iter().zip(shape).enumerate() {
-            match bindings.eval(dim) {
+            match dim.eval(&plain) {
                 Ok(v) if v == *size as i64 => {}
-                Ok(v) => errors.push(Diagnostic::global(format!(
-                    "axis {axis} of input `{name}` must have size {dim} = {v}, the given tensor has {size}"
-                ))),
-                Err(e) => errors.push(Diagnostic::global(format!(
-                    "cannot compute axis {axis} of `{name}` ({dim}): {e:?}"
-                ))),
+                Ok(v) => {
+                    let mut d = Diagnostic::error(
+                        format!(
+                            "axis {axis} of input `{name}` must be {dim} = {v}, but the given \
+                             tensor has {size} (shape {shape:?})"
+                        ),
+                        span,
+                        format!("declared as {ty}"),
+                    );
+                    for (sym, (value, origin)) in values {
+                        if mentions(dim, sym) {
+                            d = d.with_note(format!("`{sym}` = {value} comes from {origin}"));
+                        }
+                    }
+                    errors.push(d);
+                }
+                Err(e) => errors.push(Diagnostic::error(
+                    format!("cannot compute axis {axis} of input `{name}` ({dim}): {e:?}"),
+                    span,
+                    format!("declared as {ty}"),
+                )),
             }
+        }
+    }
+}
+
+/// Whether the dim expression uses the symbol `sym`.
+fn mentions(dim: &Dim, sym: &str) -> bool {
+    match dim {
+        Dim::Sym(s) => s == sym,
+        Dim::Const(_) => false,
+        Dim::Add(a, b) | Dim::Sub(a, b) | Dim::Mul(a, b) | Dim::FloorDiv(a, b) => {
+            mentions(a, sym) || mentions(b, sym)
         }
     }
 }

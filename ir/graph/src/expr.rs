@@ -258,8 +258,23 @@ impl ExprArena {
     /// Evaluates an expression with no operands, indices or states (dim arithmetic, `require`
     /// conditions, input ranges) under the given dim values.
     pub fn eval_constant(&self, root: ExprId, dims: &BTreeMap<String, i64>) -> Result<f64, String> {
-        let value = |id: ExprId| self.eval_constant(id, dims);
+        self.eval_scalar(root, dims, None)
+    }
+
+    /// Evaluates a scalar expression of dims and, when `point` gives their values (indexed by
+    /// `FrameIndex as usize`), of the frame indices: what a mask over (i, j) needs.
+    pub fn eval_scalar(
+        &self,
+        root: ExprId,
+        dims: &BTreeMap<String, i64>,
+        point: Option<&[i64; 5]>,
+    ) -> Result<f64, String> {
+        let value = |id: ExprId| self.eval_scalar(id, dims, point);
         Ok(match self.node(root) {
+            ExprNode::Index(fi) => match point {
+                Some(p) => p[*fi as usize] as f64,
+                None => return Err(format!("index `{}` in a constant expression", fi.name())),
+            },
             ExprNode::Int(v) => *v as f64,
             ExprNode::Float(v) => *v,
             ExprNode::Dim(d) => *dims

@@ -12,6 +12,7 @@ pub mod expr;
 pub mod graph;
 pub mod types;
 pub mod verify;
+pub mod work;
 
 pub use bind::{Bindings, bind_dims};
 pub use build::build_graph;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what attnc needs on a Debian 12 machine, then builds it. Safe to run again.
+# Needs root or sudo for apt-get, and Rust 1.95 or newer (rustup) for cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_cmd=""
+if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "attnc needs Rust 1.95 or newer: install it with rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+fi
+
+# Python with NumPy runs the interop example (examples/python/check_with_numpy.py).
+packages="python3 python3-venv"
+missing=""
+for p in $packages; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing
+fi
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -c 'import numpy' 2>/dev/null || .venv/bin/pip install -q numpy

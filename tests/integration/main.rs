@@ -4,6 +4,7 @@
 mod common;
 mod oracle;
 mod parser_fuzz;
+mod plan;
 mod run_files;
 mod snapshots;
 mod ui;

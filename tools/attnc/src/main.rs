@@ -2,6 +2,8 @@
 //! exits non-zero.
 
 mod build_command;
+mod plan_command;
+mod plan_work;
 mod run_command;
 mod shape_arg;
 
@@ -25,6 +27,8 @@ enum Command {
     Build(build_command::BuildArgs),
     /// Run a .attn kernel on inputs and print a checksum of each output and the time taken.
     Run(run_command::RunArgs),
+    /// Place a model's pipeline stages and attention heads on described devices.
+    Plan(plan_command::PlanArgs),
 }
 
 /// A failure already explained on stderr (a diagnostic), as opposed to an unexpected error.
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),
+        Command::Plan(args) => plan_command::run(args, &plan_work::GraphWorkSource::default()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,66 @@
+//! `attnc plan MODEL --devices PROFILE`: places a model's pipeline stages and attention heads
+//! on described devices and prints the plan (text or JSON) on stdout; `--svg` also writes the
+//! timeline, `--compare` adds the comparison with the even-split and single-device baselines.
+//!
+//! Attention cost comes from the caller's work source (the compiler's graph IR), so this
+//! file only reads arguments and prints what `attnc_planner` returns.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use attnc_planner::{AttentionWorkSource, Model, Profile, SearchOptions};
+use clap::{Args, ValueEnum};
+
+/// How the plan is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// For people.
+    Text,
+    /// For programs (the runtime reads it).
+    Json,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The model description (TOML).
+    pub model: PathBuf,
+    /// The device profile (TOML).
+    #[arg(long)]
+    pub devices: PathBuf,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PlanFormat,
+    /// Also write the SVG timeline to this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Also print the plan beside the even-split and single-device baselines.
+    #[arg(long)]
+    pub compare: bool,
+}
+
+pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()> {
+    // stdout must stay one JSON document for the programs that read it.
+    if args.compare && args.format == PlanFormat::Json {
+        anyhow::bail!("--compare prints a table: use it with --format text");
+    }
+    let model = Model::load(&args.model)?;
+    let profile = Profile::load(&args.devices)?;
+    let options = SearchOptions {
+        progress: std::io::stderr().is_terminal(),
+    };
+    let plan = attnc_planner::plan(&model, &profile, work, &options)?;
+    match args.format {
+        PlanFormat::Text => print!("{}", attnc_planner::render_text(&plan)),
+        PlanFormat::Json => println!("{}", plan.to_json()?),
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, attnc_planner::render_svg(&plan))
+            .with_context(|| format!("cannot write the SVG timeline to {}", path.display()))?;
+    }
+    if args.compare {
+        let rows = attnc_planner::compare(&[model], &[profile], work)?;
+        print!("\n{}", attnc_planner::render_comparison(&rows));
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use crate::common;
 use attnc_frontend::{Sources, print_ast};
+use attnc_passes::tiling::target::{CpuTarget, Target};
 
 fn relative_name(path: &std::path::Path) -> String {
     format!(
@@ -33,6 +34,87 @@ fn graph_of_every_example() {
     });
 }
 
+#[test]
+fn fused_kernels_of_every_example() {
+    insta::glob!("../../examples", "*.attn", |path| {
+        let graph = common::compile(path);
+        let fused = attnc_passes::fusion::fuse(&graph).expect("every example fuses");
+        insta::assert_snapshot!(
+            "fused",
+            attnc_passes::fusion::dump::dump_fused(&graph, &fused)
+        );
+    });
+}
+
+/// Tiled for the CI machine's preset at nominal dims, so the choice is the same everywhere.
+#[test]
+fn tiled_kernels_of_every_example() {
+    let target = Target::Cpu(CpuTarget::xeon_avx512_2core());
+    insta::glob!("../../examples", "*.attn", |path| {
+        let graph = common::compile(path);
+        let fused = attnc_passes::fusion::fuse(&graph).expect("every example fuses");
+        let tiled =
+            attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("every example tiles");
+        insta::assert_snapshot!("tiled", attnc_passes::tiling::dump::dump_tiled(&tiled));
+    });
+}
+
+/// The template and the sweeps are what the kernels will be built from: check the facts that
+/// matter, beside the snapshots.
+#[test]
+fn fusion_derives_online_forms_without_special_cases() {
+    use attnc_passes::fusion::{Accumulation, Template};
+    let sweeps = |name: &str| {
+        let graph = common::compile(&common::example(name));
+        let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
+        match &fused.kernels[0].template {
+            Template::Parallel(p) => p.sweeps.clone(),
+            Template::Recurrent(_) => panic!("{name} is parallel"),
+        }
+    };
+    let online_terms = |s: &attnc_passes::fusion::Sweep| -> Vec<usize> {
+        s.reductions
+            .iter()
+            .filter_map(|r| match &r.accumulation {
+                Accumulation::Online { terms } => Some(terms.len()),
+                Accumulation::Plain { .. } => None,
+            })
+            .collect()
+    };
+    for one_sweep in [
+        "softmax_causal",
+        "gqa_causal",
+        "sink_sliding_window",
+        "alibi_causal",
+        "softcap_causal",
+    ] {
+        let s = sweeps(one_sweep);
+        assert_eq!(s.len(), 1, "{one_sweep} needs one sweep");
+        assert_eq!(
+            online_terms(&s[0]),
+            vec![1, 1],
+            "{one_sweep}: l and the aggregation are online"
+        );
+    }
+    // Differential attention: both maps in one sweep, the aggregation with two terms.
+    let d = sweeps("differential_causal");
+    assert_eq!(d.len(), 1);
+    assert_eq!(online_terms(&d[0]), vec![1, 1, 2]);
+    // Elementwise normalisers: no statistics at all.
+    for elementwise in ["sigmoid_bias", "relu_attention"] {
+        let s = sweeps(elementwise);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            s[0].reductions.len(),
+            1,
+            "{elementwise}: only the aggregation"
+        );
+        assert!(online_terms(&s[0]).is_empty());
+    }
+    // Statistics with no online form: one sweep per dependent statistic.
+    assert_eq!(sweeps("standardized_scores").len(), 3);
+}
+
 /// The dumps must not depend on anything but the source (no hash-map order, no addresses).
 #[test]
 fn graph_dump_is_deterministic() {
@@ -53,7 +135,7 @@ fn graph_dump_is_deterministic() {
 fn attnc_build_emits_every_stage_of_every_example() {
     for path in common::example_files() {
         let rel = relative_name(&path);
-        let out = common::attnc(&["build", &rel, "--emit", "ast,graph"]);
+        let out = common::attnc(&["build", &rel, "--emit", "ast,graph,fused,tiled"]);
         assert!(
             out.status.success(),
             "attnc build {rel} failed: {}",

@@ -2,6 +2,7 @@
 //! `dim X = default;`. Every conflict names the symbol, both values and where each came from;
 //! `require` conditions are checked last.
 
+use crate::expr::ExprNode;
 use crate::graph::Graph;
 use crate::types::{Dim, DimEvalError, FrameIndex};
 use attnc_frontend::{Diagnostic, Span};
@@ -94,6 +95,8 @@ pub fn bind_dims(
         }
         values.insert(name.clone(), (*value, Origin::Flag));
     }
+    // Tensors that contradict a symbol's first value, per symbol, reported together below.
+    let mut conflicts: BTreeMap<String, Vec<Conflict>> = BTreeMap::new();
     for (node, name, ty) in graph.inputs() {
         let Some(shape) = tensors.get(name) else {
             continue;
@@ -115,28 +118,17 @@ pub fn bind_dims(
             let Some(sym) = dim.as_symbol() else { continue };
             let size = *size as i64;
             match values.get(sym) {
-                Some((v, origin)) if *v != size => {
-                    let mut d = Diagnostic::error(
-                        format!(
-                            "dim `{sym}` is {v} from {origin}, but axis {axis} of input `{name}` \
-                             (shape {shape:?}) makes it {size}"
-                        ),
-                        span,
-                        format!("axis {axis} of `{name}` is `{sym}`: {size} here"),
-                    );
-                    if let Origin::Tensor {
-                        name: first,
-                        axis: first_axis,
-                        span: first_span,
-                        ..
-                    } = origin
-                    {
-                        d = d.with_secondary(
-                            *first_span,
-                            format!("axis {first_axis} of `{first}` is `{sym}`: {v} here"),
-                        );
-                    }
-                    errors.push(d);
+                Some((v, _)) if *v != size => {
+                    conflicts
+                        .entry(sym.to_string())
+                        .or_default()
+                        .push(Conflict {
+                            name: name.to_string(),
+                            axis,
+                            size,
+                            shape: shape.clone(),
+                            span,
+                        });
                 }
                 Some(_) => {}
                 None => {
@@ -149,6 +141,11 @@ pub fn bind_dims(
                     values.insert(sym.to_string(), (size, origin));
                 }
             }
+        }
+    }
+    for (sym, list) in &conflicts {
+        if let Some((value, origin)) = values.get(sym) {
+            errors.push(conflict_diagnostic(sym, *value, origin, list));
         }
     }
     for d in &graph.dims {
@@ -199,16 +196,30 @@ pub fn bind_dims(
     }
     check_tensor_shapes(graph, &values, tensors, &mut errors);
     let bindings = Bindings {
-        dims: values.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        dims: values.iter().map(|(k, (v, _))| (k.clone(), *v)).collect(),
     };
+    let origins = values;
     for r in &graph.requirements {
         match r.arena.eval_constant(r.root, &bindings.dims) {
             Ok(v) if v != 0.0 => {}
-            Ok(_) => errors.push(Diagnostic::error(
-                format!("requirement `{}` does not hold for {bindings}", r.text),
-                r.span,
-                "required here",
-            )),
+            Ok(_) => {
+                let mut d = Diagnostic::error(
+                    format!("requirement `{}` does not hold for {bindings}", r.text),
+                    r.span,
+                    "required here",
+                );
+                for sym in r.arena.ids().filter_map(|id| match r.arena.node(id) {
+                    ExprNode::Dim(sym) => Some(sym),
+                    _ => None,
+                }) {
+                    if let Some((value, origin)) = origins.get(sym)
+                        && !d.notes.iter().any(|n| n.starts_with(&format!("`{sym}` ")))
+                    {
+                        d = d.with_note(format!("`{sym}` = {value} comes from {origin}"));
+                    }
+                }
+                errors.push(d);
+            }
             Err(e) => errors.push(Diagnostic::error(
                 format!("cannot check requirement `{}`: {e}", r.text),
                 r.span,
@@ -221,6 +232,43 @@ pub fn bind_dims(
     } else {
         Err(errors)
     }
+}
+
+/// A tensor whose axis contradicts the value a symbol already has.
+struct Conflict {
+    name: String,
+    axis: usize,
+    size: i64,
+    shape: Vec<usize>,
+    span: Span,
+}
+
+/// One diagnostic per symbol: its value and where it came from, then every tensor that
+/// disagrees, each pointed at in the source.
+fn conflict_diagnostic(sym: &str, value: i64, origin: &Origin, list: &[Conflict]) -> Diagnostic {
+    let says = |c: &Conflict| {
+        format!(
+            "input `{}` has shape {:?}, where `{sym}` (axis {}) is {}",
+            c.name, c.shape, c.axis, c.size
+        )
+    };
+    let Some((first, rest)) = list.split_first() else {
+        return Diagnostic::global(format!("dim `{sym}` is {value} from {origin}"));
+    };
+    let mut d = Diagnostic::error(
+        format!("dim `{sym}` is {value} from {origin}, but {}", says(first)),
+        first.span,
+        format!("`{sym}` is {} here", first.size),
+    );
+    for c in rest {
+        d = d
+            .with_secondary(c.span, format!("`{sym}` is {} here", c.size))
+            .with_note(format!("also, {}", says(c)));
+    }
+    if let Origin::Tensor { span, .. } = origin {
+        d = d.with_secondary(*span, format!("`{sym}` is {value} here"));
+    }
+    d
 }
 
 /// Axes given by expressions (`2 * S - 1`) are checked once all symbols have values; the

@@ -211,6 +211,11 @@ impl Graph {
         )
     }
 
+    /// Removes a node and its edges (passes use it for values nothing reads).
+    pub fn remove_node(&mut self, n: NodeIndex) -> Option<Node> {
+        self.inner.remove_node(n)
+    }
+
     pub fn node(&self, n: NodeIndex) -> &Node {
         &self.inner[n]
     }

@@ -81,15 +81,19 @@ pub enum DimEvalError {
     Overflow(String),
 }
 
+impl Dim {
+    /// Binding strength, for printing with the fewest parentheses.
+    fn precedence(&self) -> u8 {
+        match self {
+            Dim::Add(..) | Dim::Sub(..) => 1,
+            Dim::Mul(..) | Dim::FloorDiv(..) => 2,
+            Dim::Sym(_) | Dim::Const(_) => 3,
+        }
+    }
+}
+
 impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Parenthesise operands that are themselves compound, so the text re-parses the same way.
-        fn operand(f: &mut fmt::Formatter<'_>, d: &Dim) -> fmt::Result {
-            match d {
-                Dim::Sym(_) | Dim::Const(_) => write!(f, "{d}"),
-                _ => write!(f, "({d})"),
-            }
-        }
         let (a, op, b) = match self {
             Dim::Sym(s) => return write!(f, "{s}"),
             Dim::Const(c) => return write!(f, "{c}"),
@@ -98,9 +102,20 @@ impl fmt::Display for Dim {
             Dim::Mul(a, b) => (a, "*", b),
             Dim::FloorDiv(a, b) => (a, "//", b),
         };
-        operand(f, a)?;
+        // The left operand needs parentheses if it binds looser; the right one also if equal,
+        // since - and // are not associative. The text re-parses to the same dimension.
+        let own = self.precedence();
+        if a.precedence() < own {
+            write!(f, "({a})")?;
+        } else {
+            write!(f, "{a}")?;
+        }
         write!(f, " {op} ")?;
-        operand(f, b)
+        if b.precedence() <= own {
+            write!(f, "({b})")
+        } else {
+            write!(f, "{b}")
+        }
     }
 }
 

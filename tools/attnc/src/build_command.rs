@@ -1,43 +1,168 @@
-//! `attnc build FILE --emit ast,graph`: compile and print the requested stages in pipeline order.
+//! `attnc build FILE --emit ast,graph,fused,tiled`: compile and print the requested stages in
+//! pipeline order; `--print-after-all` prints the graph after every pass, `--time-passes` the time
+//! of every stage.
 
 use crate::Reported;
+use crate::shape_arg::parse_shape;
 use attnc_frontend::{Sources, print_ast, render_all};
+use attnc_passes::pass_manager::{PassManager, Timing};
+use attnc_passes::tiling::target::{CpuTarget, Target};
 use clap::{Args, ValueEnum};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// A stage of the pipeline that can be printed. Later stages join this list as they are built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Stage {
     Ast,
     Graph,
+    Fused,
+    Tiled,
+}
+
+/// Which machine to tile for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetName {
+    /// This machine, as its OS describes it.
+    Host,
+    /// A 2-core AVX-512 Xeon (the CI machine): the same choice on every machine.
+    XeonAvx512_2core,
+}
+
+impl TargetName {
+    pub fn target(self) -> Target {
+        match self {
+            TargetName::Host => Target::Cpu(CpuTarget::host()),
+            TargetName::XeonAvx512_2core => Target::Cpu(CpuTarget::xeon_avx512_2core()),
+        }
+    }
 }
 
 #[derive(Args)]
 pub struct BuildArgs {
     /// The .attn file to compile.
     pub file: PathBuf,
-    /// Stages to print, comma-separated, in pipeline order.
+    /// Stages to print, comma-separated; they print in pipeline order.
     #[arg(long, value_delimiter = ',', default_value = "graph")]
     pub emit: Vec<Stage>,
+    /// Dims to tile for, e.g. B=2,H=4,S=4096,D=64 (nominal sizes otherwise).
+    #[arg(long, default_value = "")]
+    pub shape: String,
+    /// The target of tiling.
+    #[arg(long, value_enum, default_value = "host")]
+    pub target: TargetName,
+    /// Print the graph after every pass.
+    #[arg(long)]
+    pub print_after_all: bool,
+    /// Print the time of every stage and pass on stderr.
+    #[arg(long)]
+    pub time_passes: bool,
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let (mut sources, file) = load_source(&args.file)?;
+    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
     let mut stages = args.emit.clone();
     stages.sort();
     stages.dedup();
-    let unit = match attnc_frontend::parse_with_prelude(&mut sources, file) {
-        Ok(unit) => unit,
-        Err(diags) => return Err(report(&diags, &sources)),
-    };
+    let last = stages.iter().max().copied().unwrap_or(Stage::Graph);
+    let mut laps = Laps::default();
+    let unit =
+        attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
+    laps.lap("parse");
     if stages.contains(&Stage::Ast) {
         print!("{}", print_ast::print_program(&unit.program, &sources));
     }
-    if stages.contains(&Stage::Graph) {
-        let graph = compile_graph(&unit, &sources)?;
-        print!("{}", attnc_ir::dump::dump_graph(&graph));
+    if last >= Stage::Graph {
+        let mut graph = compile_graph(&unit, &sources)?;
+        laps.lap("build graph");
+        if args.print_after_all {
+            println!("// after build\n{}", attnc_ir::dump::dump_graph(&graph));
+        }
+        let pass_timings = PassManager::standard().run(&mut graph, &mut |name, changed, g| {
+            if args.print_after_all {
+                let note = if changed { "" } else { " (no change)" };
+                println!("// after {name}{note}\n{}", attnc_ir::dump::dump_graph(g));
+            }
+        })?;
+        laps.extend(pass_timings);
+        if stages.contains(&Stage::Graph) {
+            print!("{}", attnc_ir::dump::dump_graph(&graph));
+        }
+        if last >= Stage::Fused {
+            let fused = attnc_passes::fusion::fuse(&graph)
+                .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+            laps.lap("fusion");
+            if stages.contains(&Stage::Fused) {
+                print!("{}", attnc_passes::fusion::dump::dump_fused(&graph, &fused));
+            }
+            if last >= Stage::Tiled {
+                let given = if fixed.is_empty() {
+                    None
+                } else {
+                    Some(
+                        attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new())
+                            .map_err(|d| report(&d, &sources))?,
+                    )
+                };
+                let tiled = attnc_passes::tiling::tile(
+                    &graph,
+                    &fused,
+                    &args.target.target(),
+                    given.as_ref(),
+                )
+                .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+                laps.lap("tiling");
+                if stages.contains(&Stage::Tiled) {
+                    print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
+                }
+            }
+        }
+    }
+    if args.time_passes {
+        let total: f64 = laps.timings.iter().map(|t| t.duration.as_secs_f64()).sum();
+        for t in &laps.timings {
+            eprintln!(
+                "time {:<14} {:>9.3} ms",
+                t.name,
+                t.duration.as_secs_f64() * 1e3
+            );
+        }
+        eprintln!("time {:<14} {:>9.3} ms", "total", total * 1e3);
     }
     Ok(())
+}
+
+/// The time of each stage, measured from the end of the previous one.
+struct Laps {
+    clock: Instant,
+    timings: Vec<Timing>,
+}
+
+impl Default for Laps {
+    fn default() -> Self {
+        Laps {
+            clock: Instant::now(),
+            timings: Vec::new(),
+        }
+    }
+}
+
+impl Laps {
+    fn lap(&mut self, name: &str) {
+        self.timings.push(Timing {
+            name: name.to_string(),
+            duration: self.clock.elapsed(),
+        });
+        self.clock = Instant::now();
+    }
+
+    /// Adds timings measured elsewhere (the passes), restarting the clock.
+    fn extend(&mut self, timings: Vec<Timing>) {
+        self.timings.extend(timings);
+        self.clock = Instant::now();
+    }
 }
 
 /// Reads a source file into a fresh source map.

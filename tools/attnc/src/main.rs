@@ -6,6 +6,7 @@ mod plan_command;
 mod plan_work;
 mod run_command;
 mod shape_arg;
+mod tensor_inputs;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,14 +1,22 @@
-//! `attnc run FILE --shape ... --seed N`: binds the shapes, draws seeded random inputs (rounded
-//! to each input's dtype), runs the kernel on the chosen device and prints, per output, a
-//! checksum (sum, mean |x|, and a hash of the values stored in the output's dtype) and the time.
+//! `attnc run FILE`: runs a kernel on the chosen device and prints, per output, a checksum (sum,
+//! mean |x|, and a hash of the values stored in the output's dtype) and the time.
+//!
+//! The inputs are the user's tensors (`--inputs in.npz`, the dims bound from their shapes) or
+//! seeded random ones (`--shape ... --seed N`, optionally saved with `--save-inputs`, so the run
+//! can be reproduced outside attnc and again with `--inputs`). `--output` writes the outputs in
+//! their declared dtypes. Every check comes before the kernel runs and every file is written
+//! after it, each atomically, so a failed run writes nothing.
 
 use crate::build_command::{compile_graph, load_source, report};
 use crate::shape_arg::parse_shape;
+use crate::tensor_inputs::{self, Inputs};
+use attnc_frontend::{Diagnostic, Sources};
+use attnc_ir::{Bindings, Graph};
 use attnc_reference::{element_type, interpret, random_inputs, to_f64_tensors};
-use attnc_tensors::HostTensor;
+use attnc_tensors::{HostTensor, TensorFormat, write_tensors};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Where a kernel runs. Compiled backends join this list as they are built.
@@ -22,12 +30,28 @@ pub enum Device {
 pub struct RunArgs {
     /// The .attn file to run.
     pub file: PathBuf,
-    /// Values of the kernel's dims, e.g. B=2,H=4,S=128,D=64.
+    /// Values of the kernel's dims, e.g. B=2,H=4,S=128,D=64. With --inputs, those given must
+    /// agree with the tensors' shapes, and the others are taken from them.
     #[arg(long, default_value = "")]
     pub shape: String,
-    /// Seed of the random inputs.
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the random inputs (when no --inputs are given).
+    #[arg(long, default_value_t = 0, conflicts_with = "inputs")]
     pub seed: u64,
+    /// Run on these tensors (.npz or .safetensors; .npy for a kernel with one input), matched
+    /// to the kernel's inputs by name. bf16 may also be given as its bits in a uint16 array.
+    #[arg(long, value_name = "FILE")]
+    pub inputs: Option<PathBuf>,
+    /// Write the outputs, in their declared dtypes, to this .npy (one output), .npz or
+    /// .safetensors file.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write the random inputs drawn (in their dtypes) to this .npz or .safetensors file, to
+    /// run them again with --inputs or outside attnc.
+    #[arg(long, value_name = "FILE", conflicts_with = "inputs")]
+    pub save_inputs: Option<PathBuf>,
+    /// Accept NaN and infinities in --inputs (rejected by default).
+    #[arg(long, requires = "inputs")]
+    pub allow_nonfinite: bool,
     /// Where to run.
     #[arg(long, value_enum, default_value = "reference")]
     pub device: Device,
@@ -39,31 +63,141 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     let graph = compile_graph(&unit, &sources)?;
-    let bindings =
-        attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new()).map_err(|d| report(&d, &sources))?;
-    let inputs = random_inputs(&graph, &bindings, args.seed)
-        .map_err(|e| anyhow::anyhow!("cannot draw inputs: {e}"))?;
+    check_destinations(args, &graph).map_err(|d| report(&d, &sources))?;
+    let (bindings, inputs, origin) = match &args.inputs {
+        Some(path) => {
+            let (bindings, inputs) = load_inputs(args, path, &graph, &fixed, &sources)?;
+            (bindings, inputs, format!("inputs from {}", path.display()))
+        }
+        None => {
+            let no_tensors = BTreeMap::new();
+            let bindings = attnc_ir::bind_dims(&graph, &fixed, &no_tensors)
+                .map_err(|d| report(&d, &sources))?;
+            let inputs = random_inputs(&graph, &bindings, args.seed)
+                .map_err(|e| anyhow::anyhow!("cannot draw inputs: {e}"))?;
+            (bindings, inputs, format!("seed {}", args.seed))
+        }
+    };
     let start = Instant::now();
     let outputs = match args.device {
         Device::Reference => interpret(&graph, &bindings, &to_f64_tensors(&inputs))
             .map_err(|e| report(&[e.to_diagnostic()], &sources))?,
     };
     let seconds = start.elapsed().as_secs_f64();
-    println!(
-        "kernel {} on {:?} with {bindings}, seed {}",
-        graph.kernel, args.device, args.seed
-    );
-    let dtypes = graph.tensor_dtypes();
-    for (name, tensor) in &outputs {
-        let Some(dtype) = dtypes.get(name) else {
-            continue;
+    let mut stored = Vec::new();
+    for (_, name, ty) in graph.outputs() {
+        let Some(tensor) = outputs.get(name) else {
+            anyhow::bail!("internal error: the kernel did not produce output `{name}`");
         };
-        let stored = HostTensor::from_f64(element_type(*dtype), tensor.shape.clone(), &tensor.data)
+        let t = HostTensor::from_f64(element_type(ty.dtype), tensor.shape.clone(), &tensor.data)
             .map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?;
-        println!("  {}", checksum_line(name, &stored));
+        stored.push((name.to_string(), t));
+    }
+    println!(
+        "kernel {} on {:?} with {bindings}, {origin}",
+        graph.kernel, args.device
+    );
+    for (name, tensor) in &stored {
+        println!("  {}", checksum_line(name, tensor));
     }
     println!("  time {:.3} ms", seconds * 1e3);
+    if let Some(path) = &args.save_inputs {
+        write_tensors(path, &in_declared_order(&graph, inputs))?;
+        println!("  inputs saved to {}", path.display());
+    }
+    if let Some(path) = &args.output {
+        write_tensors(path, &stored)?;
+        println!("  outputs written to {}", path.display());
+    }
     Ok(())
+}
+
+/// Reads `--inputs`, binds the dims from the tensors' shapes (and `--shape`), and checks the
+/// values; all problems of one stage are reported together.
+fn load_inputs(
+    args: &RunArgs,
+    path: &Path,
+    graph: &Graph,
+    fixed: &BTreeMap<String, i64>,
+    sources: &Sources,
+) -> anyhow::Result<(Bindings, Inputs)> {
+    let inputs = tensor_inputs::read_inputs(path, graph).map_err(|d| report(&d, sources))?;
+    let shapes: BTreeMap<String, Vec<usize>> = inputs
+        .iter()
+        .map(|(name, t)| (name.clone(), t.shape().to_vec()))
+        .collect();
+    let bindings = attnc_ir::bind_dims(graph, fixed, &shapes).map_err(|diags| {
+        let note = format!(
+            "the input shapes are those of the tensors in {}",
+            path.display()
+        );
+        let diags: Vec<Diagnostic> = diags.into_iter().map(|d| d.with_note(&note)).collect();
+        report(&diags, sources)
+    })?;
+    tensor_inputs::check_values(path, graph, &bindings, &inputs, args.allow_nonfinite)
+        .map_err(|d| report(&d, sources))?;
+    Ok((bindings, inputs))
+}
+
+/// Rejects output paths that cannot be written, before spending a run on them: an unknown
+/// extension, several tensors for a .npy file, a missing folder, or one file named twice.
+fn check_destinations(args: &RunArgs, graph: &Graph) -> Result<(), Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let outputs: Vec<&str> = graph.outputs().iter().map(|(_, n, _)| *n).collect();
+    let inputs: Vec<&str> = graph.inputs().iter().map(|(_, n, _)| *n).collect();
+    let destinations = [
+        ("--output", &args.output, "outputs", outputs),
+        ("--save-inputs", &args.save_inputs, "inputs", inputs),
+    ];
+    for (flag, path, what, names) in &destinations {
+        let Some(path) = path else { continue };
+        match TensorFormat::from_path(path) {
+            Err(e) => errors.push(Diagnostic::global(format!("{flag}: {e}"))),
+            Ok(TensorFormat::Npy) if names.len() != 1 => errors.push(
+                Diagnostic::global(format!(
+                    "{flag} {}: a .npy file holds one tensor, but kernel `{}` has {} {what} ({})",
+                    path.display(),
+                    graph.kernel,
+                    names.len(),
+                    names.join(", ")
+                ))
+                .with_note("use a .npz or .safetensors file"),
+            ),
+            Ok(_) => {}
+        }
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(folder) = folder
+            && !folder.is_dir()
+        {
+            errors.push(Diagnostic::global(format!(
+                "{flag} {}: folder {} does not exist",
+                path.display(),
+                folder.display()
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (&args.output, &args.save_inputs)
+        && a == b
+    {
+        errors.push(Diagnostic::global(format!(
+            "--output and --save-inputs both name {}; give two files",
+            a.display()
+        )));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// The inputs as named tensors in the kernel's declaration order (the order of an .npz file).
+fn in_declared_order(graph: &Graph, mut inputs: Inputs) -> Vec<(String, HostTensor)> {
+    graph
+        .inputs()
+        .iter()
+        .filter_map(|(_, name, _)| inputs.remove_entry(*name))
+        .collect()
 }
 
 /// One line per output: enough to compare two runs at a glance and bit for bit by the hash.

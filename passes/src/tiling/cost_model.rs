@@ -1,0 +1,188 @@
+//! The tiling cost model: predicts the time of a fused attention kernel for candidate tile sizes
+//! on a target, as the larger of compute time and memory time plus per-tile overheads, and picks
+//! the cheapest candidate whose working set fits the caches.
+
+use super::target::CpuTarget;
+
+/// The sizes a choice depends on (bound dims, or nominal ones when building without a shape).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Problem {
+    /// Independent (b, h) slices.
+    pub slices: usize,
+    pub queries: usize,
+    pub keys: usize,
+    /// Query/key row length and value row length.
+    pub d_qk: usize,
+    pub d_v: usize,
+    /// Fraction of (i, j) pairs the mask keeps (1 without a mask).
+    pub density: f64,
+    /// Sweeps over the key tiles.
+    pub sweeps: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Choice {
+    pub query_tile: usize,
+    pub key_tile: usize,
+    pub predicted_seconds: f64,
+    /// Bytes of the tiles one work item keeps live.
+    pub working_set: usize,
+}
+
+const QUERY_TILES: &[usize] = &[8, 16, 32, 64, 128, 256];
+const KEY_TILES: &[usize] = &[16, 32, 64, 128, 256, 512];
+
+/// Per key tile: loop control and the tile-rule test.
+const TILE_OVERHEAD_S: f64 = 40e-9;
+
+/// Per key tile and query row: the running maximum, the exponentials of the rescale, and the
+/// rescale of the row's accumulator (one multiply per element, at a quarter of peak as it is
+/// scattered work), in FLOPs.
+fn rescale_flops(d_v: usize) -> f64 {
+    20.0 + 4.0 * d_v as f64
+}
+
+fn round_up(x: usize, m: usize) -> usize {
+    x.div_ceil(m) * m
+}
+
+/// The predicted time of one choice, or `None` if its working set does not fit in L2.
+pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choice> {
+    // Tiles never exceed the (lane-rounded) problem: a bigger one only computes padding.
+    let bq_eff = bq.min(round_up(p.queries, 8));
+    let bk_eff = bk.min(round_up(p.keys, t.f32_lanes));
+    let f32 = 4;
+    let working_set =
+        f32 * (bq_eff * p.d_qk + bk_eff * (p.d_qk + p.d_v) + bq_eff * bk_eff + bq_eff * p.d_v);
+    if working_set > t.l2_bytes / 2 {
+        return None;
+    }
+    let query_tiles = p.queries.div_ceil(bq_eff);
+    let key_tiles = p.keys.div_ceil(bk_eff);
+    let items = p.slices * query_tiles;
+    // Work is spread over cores in whole items: the last wave may leave cores idle.
+    let waves = items.div_ceil(t.cores);
+    let balance = items as f64 / (waves * t.cores) as f64;
+    // Padding computed in partial tiles is wasted.
+    let padded = (query_tiles * bq_eff) as f64 * (key_tiles * bk_eff) as f64;
+    let flops =
+        2.0 * padded * (p.d_qk + p.d_v) as f64 * p.density * p.sweeps as f64 * p.slices as f64;
+    // Vector lanes are wasted when the inner dimension is not a multiple of them.
+    let lane_use = p.d_v as f64 / round_up(p.d_v, t.f32_lanes) as f64;
+    // The query tile, the pair tile and the accumulators are reused for every key row and every
+    // element of a row: out of L1 they slow the inner loops. Key and value tiles stream once
+    // per query tile and are fine in L2.
+    let reused = f32 * bq_eff * (p.d_qk + bk_eff + p.d_v);
+    let l1_penalty = if reused > t.l1_bytes { 1.3 } else { 1.0 };
+    let compute = flops / (t.core_flops * t.cores as f64 * balance * lane_use) * l1_penalty;
+    // Each query tile reads the slice's key and value rows once per sweep. The first read
+    // comes from memory; the others from L2 when one slice's rows fit there, else from memory.
+    let slice_bytes = p.keys as f64 * (p.d_qk + p.d_v) as f64 * f32 as f64 * p.density;
+    let first = p.slices as f64 * slice_bytes;
+    let again = (p.slices * (query_tiles * p.sweeps - 1)) as f64 * slice_bytes;
+    let memory = if slice_bytes <= (t.l2_bytes / 2) as f64 {
+        first / t.dram_bytes_per_s + again / (t.l2_bytes_per_s * t.cores as f64)
+    } else {
+        (first + again) / t.dram_bytes_per_s
+    };
+    let visited = (items * key_tiles * p.sweeps) as f64 * p.density;
+    let rescale = visited * bq_eff as f64 * rescale_flops(p.d_v) / (t.core_flops * t.cores as f64);
+    let overhead = visited * TILE_OVERHEAD_S / t.cores as f64 + rescale;
+    Some(Choice {
+        query_tile: bq_eff,
+        key_tile: bk_eff,
+        predicted_seconds: compute.max(memory) + overhead,
+        working_set,
+    })
+}
+
+/// The cheapest choice over the candidate tile sizes.
+pub fn choose(t: &CpuTarget, p: &Problem) -> Option<Choice> {
+    let mut best: Option<Choice> = None;
+    for &bq in QUERY_TILES {
+        for &bk in KEY_TILES {
+            let Some(c) = predict(t, p, bq, bk) else {
+                continue;
+            };
+            // Ties go to the first (smaller) candidate, so the choice is deterministic.
+            if best.is_none_or(|b| c.predicted_seconds < b.predicted_seconds * (1.0 - 1e-9)) {
+                best = Some(c);
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(slices: usize, s: usize, d: usize) -> Problem {
+        Problem {
+            slices,
+            queries: s,
+            keys: s,
+            d_qk: d,
+            d_v: d,
+            density: 1.0,
+            sweeps: 1,
+        }
+    }
+
+    #[test]
+    fn a_working_set_over_half_of_l2_is_refused() {
+        let t = CpuTarget::xeon_avx512_2core();
+        // 256 x 512 tiles at D = 512: (256*512 + 512*1024 + 256*512 + 256*512) * 4 bytes = 3.5 MiB.
+        assert!(predict(&t, &problem(16, 4096, 512), 256, 512).is_none());
+        assert!(predict(&t, &problem(16, 4096, 64), 64, 64).is_some());
+    }
+
+    #[test]
+    fn every_head_width_gets_tiles_that_fit_half_of_l2() {
+        let t = CpuTarget::xeon_avx512_2core();
+        for d in [16, 64, 128, 256, 512] {
+            let c = choose(&t, &problem(16, 4096, d)).expect("a choice");
+            assert!(c.working_set <= t.l2_bytes / 2, "D={d}: {c:?}");
+        }
+        // The largest candidate pair would need more than half of L2 at D = 512.
+        let wide = choose(&t, &problem(16, 4096, 512)).expect("a choice");
+        assert!(wide.query_tile * wide.key_tile < 256 * 512, "{wide:?}");
+    }
+
+    #[test]
+    fn tiles_are_not_larger_than_a_short_sequence() {
+        let t = CpuTarget::xeon_avx512_2core();
+        let c = choose(&t, &problem(4, 20, 64)).expect("a choice");
+        assert!(c.query_tile <= 24 && c.key_tile <= 32, "{c:?}");
+    }
+
+    #[test]
+    fn few_slices_on_many_cores_get_smaller_query_tiles_for_parallelism() {
+        let mut t = CpuTarget::xeon_avx512_2core();
+        t.cores = 64;
+        let one_slice = choose(&t, &problem(1, 2048, 64)).expect("a choice");
+        // 2048 queries over 64 cores: tiles of at most 32 rows keep every core busy.
+        assert!(one_slice.query_tile <= 32, "{one_slice:?}");
+    }
+
+    #[test]
+    fn key_tiles_are_long_enough_to_amortise_the_online_rescale() {
+        let t = CpuTarget::xeon_avx512_2core();
+        let c = choose(&t, &problem(16, 4096, 64)).expect("a choice");
+        assert!(c.key_tile >= 64, "{c:?}");
+    }
+
+    #[test]
+    fn a_sparse_mask_makes_the_kernel_cheaper() {
+        let t = CpuTarget::xeon_avx512_2core();
+        let full = choose(&t, &problem(16, 4096, 64)).expect("a choice");
+        let mut causal = problem(16, 4096, 64);
+        causal.density = 0.5;
+        let half = choose(&t, &causal).expect("a choice");
+        let ratio = half.predicted_seconds / full.predicted_seconds;
+        assert!(
+            (0.4..0.6).contains(&ratio),
+            "causal/full predicted = {ratio}"
+        );
+    }
+}

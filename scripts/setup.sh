@@ -12,8 +12,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# Python with NumPy runs the interop example (examples/python/check_with_numpy.py).
-packages="python3 python3-venv"
+# LLVM/MLIR 22 (the MLIR stage and the CPU backend link them statically; libpolly-22-dev is
+# named by llvm-config --link-static), and Python with NumPy for the interop example.
+packages="llvm-22-dev libmlir-22-dev mlir-22-tools libclang-22-dev libpolly-22-dev zlib1g-dev libzstd-dev libxml2-dev python3 python3-venv"
 missing=""
 for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

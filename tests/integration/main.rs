@@ -2,6 +2,7 @@
 //! with one module per concern.
 
 mod common;
+mod cpu_kernels;
 mod oracle;
 mod parser_fuzz;
 mod plan;

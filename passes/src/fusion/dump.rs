@@ -3,6 +3,7 @@
 //! reduction is accumulated: online with its rescaled terms, or in a later sweep and why.
 
 use super::recurrent::{Decay, RecurrentKernel};
+use super::tree::Tree;
 use super::{Accumulation, FusedProgram, ParallelKernel, Template, Wait};
 use attnc_ir::graph::{Graph, Op, ValueRef};
 use petgraph::stable_graph::NodeIndex;
@@ -155,11 +156,16 @@ fn parallel(
                     );
                     for t in terms {
                         let sign = if t.sign < 0.0 { "-" } else { "+" };
-                        let _ = writeln!(
-                            out,
-                            "      {sign} term: per pair {}{row}",
-                            t.per_pair.render(names)
-                        );
+                        let weight = match &t.exponent {
+                            Some(y) if t.factor == Tree::Float(1.0) => {
+                                format!("exp({})", y.render(names))
+                            }
+                            Some(y) => {
+                                format!("exp({}) * {}", y.render(names), t.factor.render(names))
+                            }
+                            None => t.factor.render(names),
+                        };
+                        let _ = writeln!(out, "      {sign} term: per pair {weight}{row}");
                         if let Some(z) = &t.shift {
                             let _ = writeln!(
                                 out,

@@ -23,10 +23,12 @@ use attnc_ir::types::FrameIndex;
 pub struct OnlineTerm {
     /// +1 or -1.
     pub sign: f64,
-    /// The part computed per pair with the current shift: `exp(Y − Z) · G` is `exp(y) · g` here,
-    /// with `Z` kept apart in `shift`.
-    pub per_pair: Tree,
-    /// `Z`: the running shift, if the term has an exponential of running statistics.
+    /// `Y`: the exponent of the term's exponential factors, if it has any.
+    pub exponent: Option<Tree>,
+    /// `G`: the product of the factors that read no running statistic.
+    pub factor: Tree,
+    /// `Z`: the running shift, if the exponent is shifted by running statistics. The weight of a
+    /// pair is `exp(Y − Z) · G`, computed as one exponential so it cannot overflow.
     pub shift: Option<Tree>,
     /// Per-row factor applied after the sweep.
     pub post: Option<Tree>,
@@ -111,7 +113,8 @@ pub fn derive(arg: &Tree, c: &dyn Classify) -> Result<Vec<OnlineTerm>, NotOnline
 fn derive_term(sign: f64, term: &Tree, c: &dyn Classify) -> Result<OnlineTerm, NotOnline> {
     let mut factors = Vec::new();
     multiplicative(term, 1, &mut factors);
-    let (mut pair, mut post, mut shift) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pair, mut post, mut shift, mut exponent) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (power, f) in factors {
         if !reads_running(&f, c) {
             pair.push(if power > 0 { f } else { reciprocal(f) });
@@ -127,12 +130,11 @@ fn derive_term(sign: f64, term: &Tree, c: &dyn Classify) -> Result<OnlineTerm, N
                 part: f.clone(),
             });
         };
-        let mut exponent = Vec::new();
-        additive(&args[0], power as f64, &mut exponent);
-        let mut y = Vec::new();
-        for (s, e) in exponent {
+        let mut terms = Vec::new();
+        additive(&args[0], power as f64, &mut terms);
+        for (s, e) in terms {
             if !reads_running(&e, c) {
-                y.push(if s < 0.0 { negate(e) } else { e });
+                exponent.push(if s < 0.0 { negate(e) } else { e });
             } else if per_row(&e, c) {
                 // exp(... + s e) = exp(... - Z) with Z = -s e.
                 shift.push(if s < 0.0 { e } else { negate(e) });
@@ -143,11 +145,11 @@ fn derive_term(sign: f64, term: &Tree, c: &dyn Classify) -> Result<OnlineTerm, N
                 });
             }
         }
-        pair.push(Tree::Call(Builtin::Exp, vec![Tree::sum(y)]));
     }
     Ok(OnlineTerm {
         sign,
-        per_pair: Tree::product(pair),
+        exponent: (!exponent.is_empty()).then(|| Tree::sum(exponent)),
+        factor: Tree::product(pair),
         shift: (!shift.is_empty()).then(|| Tree::sum(shift)),
         post: (!post.is_empty()).then(|| Tree::product(post)),
     })

@@ -24,11 +24,11 @@ pub enum Tree {
 }
 
 impl Tree {
-    /// The tree of a map's expression; operands for which `inline` holds are replaced by their
-    /// own trees, recursively.
+    /// The tree of a map's (or the mask's) expression; operands for which `inline` holds are
+    /// replaced by their own trees, recursively.
     pub fn of_map(graph: &Graph, node: ValueRef, inline: &dyn Fn(ValueRef) -> bool) -> Tree {
         match &graph.node(node.node).op {
-            Op::Map { expr, root } => {
+            Op::Map { expr, root } | Op::Mask { expr, root } => {
                 let operands: Vec<ValueRef> =
                     graph.operands(node.node).iter().map(|(v, _)| *v).collect();
                 from_arena(graph, expr, *root, &operands, inline)

@@ -19,6 +19,10 @@ pub enum Stage {
     Graph,
     Fused,
     Tiled,
+    /// The CPU kernel in MLIR, as written (before MLIR's passes).
+    Mlir,
+    /// The CPU kernel in LLVM IR, after MLIR's CPU pipeline and translation.
+    Llvm,
 }
 
 /// Which machine to tile for.
@@ -116,6 +120,18 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
                     print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
+                }
+                if last >= Stage::Mlir {
+                    let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
+                    laps.lap("write mlir");
+                    if stages.contains(&Stage::Mlir) {
+                        print!("{mlir}");
+                    }
+                    if last >= Stage::Llvm {
+                        let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
+                        laps.lap("mlir to llvm");
+                        print!("{llvm}");
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! exits non-zero.
 
 mod build_command;
+mod cpu_device;
 mod plan_command;
 mod plan_work;
 mod run_command;

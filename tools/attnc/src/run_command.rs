@@ -24,7 +24,14 @@ use std::time::Instant;
 pub enum Device {
     /// The f64 reference interpreter (the oracle).
     Reference,
+    /// This machine's cores, through the compiled CPU kernel.
+    Cpu,
 }
+
+/// The largest relative difference from the reference that `--check` accepts. Kernels compute
+/// in f32 (a relative rounding error near 6e-8 per operation); sums over a few thousand keys in
+/// a different order than the reference stay well below this.
+pub const CHECK_TOLERANCE: f64 = 1e-4;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -55,6 +62,9 @@ pub struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "reference")]
     pub device: Device,
+    /// Also run the reference interpreter and fail if the outputs differ beyond the tolerance.
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -78,12 +88,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             (bindings, inputs, format!("seed {}", args.seed))
         }
     };
-    let start = Instant::now();
-    let outputs = match args.device {
-        Device::Reference => interpret(&graph, &bindings, &to_f64_tensors(&inputs))
-            .map_err(|e| report(&[e.to_diagnostic()], &sources))?,
+    let values = to_f64_tensors(&inputs);
+    let mut compile_seconds = None;
+    let (outputs, seconds) = match args.device {
+        Device::Reference => {
+            let start = Instant::now();
+            let out = interpret(&graph, &bindings, &values)
+                .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+            (out, start.elapsed().as_secs_f64())
+        }
+        Device::Cpu => {
+            let start = Instant::now();
+            let kernel = crate::cpu_device::compile(&graph, &bindings)?;
+            compile_seconds = Some(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            let out = crate::cpu_device::run(&kernel, &bindings, &values)?;
+            (out, start.elapsed().as_secs_f64())
+        }
     };
-    let seconds = start.elapsed().as_secs_f64();
     let mut stored = Vec::new();
     for (_, name, ty) in graph.outputs() {
         let Some(tensor) = outputs.get(name) else {
@@ -100,7 +122,45 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     for (name, tensor) in &stored {
         println!("  {}", checksum_line(name, tensor));
     }
-    println!("  time {:.3} ms", seconds * 1e3);
+    let flops = attnc_ir::work::estimate(&graph, &bindings)
+        .map(|w| w.flops)
+        .unwrap_or(0.0);
+    if let Some(c) = compile_seconds {
+        println!("  compile {:.1} ms", c * 1e3);
+    }
+    println!(
+        "  time {:.3} ms, {:.2} GFLOP/s",
+        seconds * 1e3,
+        flops / seconds.max(1e-12) / 1e9
+    );
+    if args.check && args.device != Device::Reference {
+        let reference = interpret(&graph, &bindings, &values)
+            .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+        for (name, want) in &reference {
+            let got = outputs.get(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the {:?} kernel did not produce output `{name}`",
+                    args.device
+                )
+            })?;
+            let (err, mismatch) = crate::cpu_device::compare(got, want);
+            let ok = !mismatch && err <= CHECK_TOLERANCE;
+            println!(
+                "  check {name}: max relative difference from the reference {err:.3e} (tolerance {CHECK_TOLERANCE:.0e}){}",
+                if ok { ": ok" } else { "" }
+            );
+            if !ok {
+                anyhow::bail!(
+                    "output `{name}` differs from the reference interpreter{}",
+                    if mismatch {
+                        " (finite and non-finite values disagree)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
     if let Some(path) = &args.save_inputs {
         write_tensors(path, &in_declared_order(&graph, inputs))?;
         println!("  inputs saved to {}", path.display());

@@ -1,0 +1,310 @@
+//! Compiling a fused, tiled kernel for the host and running it: MLIR text through MLIR's CPU
+//! pipeline and the JIT once, then one call per (b, h, query tile) work item on all cores.
+
+use crate::parallel::{self, KERNEL};
+use crate::{CodegenError, Layout};
+use attnc_ir::bind::Bindings;
+use attnc_ir::graph::{Graph, Op};
+use attnc_ir::types::FrameIndex;
+use attnc_mlir::{Arg, CPU_LOWERING_PIPELINE, HostJit, JitOptions, KernelSignature, MlirSession};
+use attnc_passes::fusion::tile_rule::{Coverage, Span1, TileBox, coverage};
+use attnc_passes::fusion::{FusedProgram, Template};
+use attnc_passes::tiling::{TiledBody, TiledProgram};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+/// A dense row-major array: its shape and its values.
+pub type Array = (Vec<usize>, Vec<f64>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("input `{0}` was not given")]
+    MissingInput(String),
+    #[error("input `{name}` has shape {given:?}; the bound dims make it {expected:?}")]
+    Shape {
+        name: String,
+        given: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{0}")]
+    Dims(String),
+    #[error("kernel call failed: {0}")]
+    Call(#[from] attnc_mlir::MlirError),
+}
+
+/// A kernel compiled for this machine.
+pub struct CpuKernel {
+    graph: Graph,
+    layout: Layout,
+    jit: HostJit,
+    mlir: String,
+    llvm_ir: String,
+}
+
+/// The kernel as MLIR text (`--emit mlir`), its launch signature and host layout.
+pub fn generate_mlir(
+    graph: &Graph,
+    fused: &FusedProgram,
+    tiled: &TiledProgram,
+) -> Result<(String, KernelSignature, Layout), CodegenError> {
+    let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
+        return Err(CodegenError::Internal("no kernel to compile".into()));
+    };
+    let Template::Parallel(plan) = &kernel.template else {
+        return Err(CodegenError::Unsupported(
+            "recurrent kernels (the reference runs them)".into(),
+        ));
+    };
+    let TiledBody::Parallel { choice, .. } = &tiles.body else {
+        return Err(CodegenError::Internal(
+            "a parallel kernel tiled as a recurrence".into(),
+        ));
+    };
+    let (function, signature, layout) =
+        parallel::generate(graph, plan, choice.query_tile, choice.key_tile)?;
+    Ok((format!("module {{\n{function}}}\n"), signature, layout))
+}
+
+/// The kernel's MLIR lowered by MLIR's CPU pipeline and translated to LLVM IR (`--emit llvm`).
+pub fn lower_to_llvm(mlir: &str) -> Result<String, CodegenError> {
+    let session = MlirSession::new();
+    let mut module = session.parse(mlir)?;
+    module.verify()?;
+    module.run_pipeline(CPU_LOWERING_PIPELINE)?;
+    Ok(module.to_llvm_ir()?)
+}
+
+impl CpuKernel {
+    pub fn compile(
+        graph: &Graph,
+        fused: &FusedProgram,
+        tiled: &TiledProgram,
+    ) -> Result<CpuKernel, CodegenError> {
+        let (mlir, signature, layout) = generate_mlir(graph, fused, tiled)?;
+        let session = MlirSession::new();
+        let mut module = session.parse(&mlir)?;
+        module.verify()?;
+        module.run_pipeline(CPU_LOWERING_PIPELINE)?;
+        let llvm_ir = module.to_llvm_ir()?;
+        let jit = HostJit::compile(
+            &module,
+            std::slice::from_ref(&signature),
+            JitOptions::default(),
+        )?;
+        Ok(CpuKernel {
+            graph: graph.clone(),
+            layout,
+            jit,
+            mlir,
+            llvm_ir,
+        })
+    }
+
+    /// The kernel in MLIR, before MLIR's passes (`--emit mlir`).
+    pub fn mlir(&self) -> &str {
+        &self.mlir
+    }
+
+    /// The kernel in LLVM IR, from MLIR's translation (`--emit llvm`).
+    pub fn llvm_ir(&self) -> &str {
+        &self.llvm_ir
+    }
+
+    pub fn signature(&self) -> Result<&KernelSignature, CodegenError> {
+        Ok(self.jit.kernel(KERNEL)?.signature())
+    }
+
+    /// Runs on `inputs` (by name) under `bindings`; outputs start as NaN, so an element no work
+    /// item wrote stays visible.
+    pub fn run(
+        &self,
+        bindings: &Bindings,
+        inputs: &BTreeMap<String, Array>,
+    ) -> Result<BTreeMap<String, Array>, RunError> {
+        let g = &self.graph;
+        let shape = |dims: &[attnc_ir::types::Dim]| {
+            bindings
+                .shape(dims)
+                .map_err(|e| RunError::Dims(format!("{e:?}")))
+        };
+        let mut floats: Vec<Vec<f32>> = Vec::new();
+        let mut ints: Vec<Vec<i32>> = Vec::new();
+        let mut lengths = Vec::new();
+        for name in &self.layout.inputs {
+            let (_, _, ty) = g
+                .inputs()
+                .into_iter()
+                .find(|(_, n, _)| n == name)
+                .ok_or_else(|| RunError::MissingInput(name.clone()))?;
+            let (given, data) = inputs
+                .get(name)
+                .ok_or_else(|| RunError::MissingInput(name.clone()))?;
+            let expected = shape(&ty.dims)?;
+            if *given != expected || data.len() != expected.iter().product::<usize>() {
+                return Err(RunError::Shape {
+                    name: name.clone(),
+                    given: given.clone(),
+                    expected,
+                });
+            }
+            lengths.push(data.len() as i64);
+            if self.layout.int_inputs.contains(name) {
+                ints.push(data.iter().map(|x| *x as i32).collect());
+                floats.push(Vec::new());
+            } else {
+                floats.push(data.iter().map(|x| *x as f32).collect());
+                ints.push(Vec::new());
+            }
+        }
+        let extent = |fi| {
+            if g.extents.contains_key(&fi) {
+                bindings.extent(g, fi)
+            } else {
+                1
+            }
+        };
+        let (bq, bk) = (self.layout.query_tile, self.layout.key_tile);
+        let (n_i, n_j) = (extent(FrameIndex::I), extent(FrameIndex::J));
+        let key_tiles = n_j.div_ceil(bk);
+        let mut out_shapes = Vec::new();
+        let mut row_lens = Vec::new();
+        for o in &self.layout.outputs {
+            let s = shape(&o.dims)?;
+            row_lens.push(if o.axes.len() < o.dims.len() {
+                *s.last().unwrap_or(&1)
+            } else {
+                1
+            });
+            out_shapes.push(s);
+        }
+        let dims: Vec<i64> = self
+            .layout
+            .dims
+            .iter()
+            .map(|d| bindings.dims.get(d).copied().unwrap_or(0))
+            .collect();
+        let items: Vec<(usize, usize, usize)> = (0..extent(FrameIndex::B))
+            .flat_map(|b| {
+                (0..extent(FrameIndex::H))
+                    .flat_map(move |h| (0..n_i.div_ceil(bq)).map(move |q| (b, h, q)))
+            })
+            .collect();
+        let kernel = self.jit.kernel(KERNEL)?;
+        // The JIT engine is not shared with the workers: only the reentrant kernel is.
+        let layout = &self.layout;
+        let tiles: Vec<Vec<Vec<f32>>> = items
+            .par_iter()
+            .map(|&(b, h, qt)| {
+                let cov = coverage_codes(g, layout, bindings, (b, h, qt), n_i, n_j, key_tiles);
+                let mut outs: Vec<Vec<f32>> =
+                    row_lens.iter().map(|f| vec![f32::NAN; bq * f]).collect();
+                let mut args: Vec<Arg> = Vec::new();
+                for (k, name) in layout.inputs.iter().enumerate() {
+                    if layout.int_inputs.contains(name) {
+                        args.push(Arg::input(&ints[k]));
+                    } else {
+                        args.push(Arg::input(&floats[k]));
+                    }
+                }
+                for o in outs.iter_mut() {
+                    args.push(Arg::output(o.as_mut_slice()));
+                }
+                args.push(Arg::input(&cov));
+                args.extend(lengths.iter().map(|l| Arg::Int(*l)));
+                args.extend(row_lens.iter().map(|f| Arg::Int(*f as i64)));
+                args.push(Arg::Int(key_tiles as i64));
+                args.extend(dims.iter().map(|d| Arg::Int(*d)));
+                args.extend([b, h, qt].iter().map(|x| Arg::Int(*x as i64)));
+                kernel.call(&args)?;
+                drop(args);
+                Ok(outs)
+            })
+            .collect::<Result<_, RunError>>()?;
+        let mut outputs = BTreeMap::new();
+        for (k, o) in self.layout.outputs.iter().enumerate() {
+            let s = &out_shapes[k];
+            let mut data = vec![f64::NAN; s.iter().product()];
+            let mut strides = vec![1usize; s.len()];
+            for a in (0..s.len().saturating_sub(1)).rev() {
+                strides[a] = strides[a + 1] * s[a + 1];
+            }
+            let f = row_lens[k];
+            for (&(b, h, qt), item) in items.iter().zip(&tiles) {
+                let rows = bq.min(n_i - qt * bq);
+                for ii in 0..rows {
+                    let offset: usize = o
+                        .axes
+                        .iter()
+                        .zip(&strides)
+                        .map(|(fi, st)| {
+                            st * match fi {
+                                FrameIndex::B => b,
+                                FrameIndex::H => h,
+                                FrameIndex::I => qt * bq + ii,
+                                _ => 0,
+                            }
+                        })
+                        .sum();
+                    for e in 0..f {
+                        data[offset + e] = item[k][ii * f + e] as f64;
+                    }
+                }
+            }
+            outputs.insert(o.name.clone(), (s.clone(), data));
+        }
+        Ok(outputs)
+    }
+}
+
+/// Per key tile of one work item: 0 to skip it, 1 to mask per element, 2 when fully kept.
+fn coverage_codes(
+    graph: &Graph,
+    layout: &Layout,
+    bindings: &Bindings,
+    (b, h, qt): (usize, usize, usize),
+    n_i: usize,
+    n_j: usize,
+    key_tiles: usize,
+) -> Vec<i32> {
+    let Some(Op::Mask { expr, root }) = layout.mask.map(|m| &graph.node(m).op) else {
+        return vec![2; key_tiles.max(1)];
+    };
+    let (bq, bk) = (layout.query_tile, layout.key_tile);
+    let mut tile = TileBox {
+        ranges: BTreeMap::new(),
+    };
+    let point = |x: usize| Span1 {
+        lo: x as f64,
+        hi: x as f64,
+    };
+    tile.ranges.insert(FrameIndex::B, point(b));
+    tile.ranges.insert(FrameIndex::H, point(h));
+    let i0 = qt * bq;
+    tile.ranges.insert(
+        FrameIndex::I,
+        Span1 {
+            lo: i0 as f64,
+            hi: ((i0 + bq).min(n_i) - 1) as f64,
+        },
+    );
+    let mut codes = Vec::with_capacity(key_tiles.max(1));
+    for kt in 0..key_tiles {
+        let j0 = kt * bk;
+        tile.ranges.insert(
+            FrameIndex::J,
+            Span1 {
+                lo: j0 as f64,
+                hi: ((j0 + bk).min(n_j) - 1) as f64,
+            },
+        );
+        codes.push(match coverage(expr, *root, &bindings.dims, &tile) {
+            Coverage::Empty => 0,
+            Coverage::Partial => 1,
+            Coverage::Full => 2,
+        });
+    }
+    if codes.is_empty() {
+        codes.push(0);
+    }
+    codes
+}

@@ -1,0 +1,48 @@
+//! The host CPU backend: a fused, tiled kernel written as MLIR (`--emit mlir`), lowered by MLIR's
+//! own pass pipeline to LLVM (`--emit llvm`), compiled by the JIT, and run over (b, h, query
+//! tile) work items on all cores. Each work item writes its own output tile, which the host
+//! copies into place, so no two threads ever share a writable buffer.
+
+mod launch;
+mod mlir_text;
+mod parallel;
+
+pub use launch::{Array, CpuKernel, RunError, generate_mlir, lower_to_llvm};
+
+use attnc_ir::types::{Dim, FrameIndex};
+use petgraph::stable_graph::NodeIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// A construct the CPU backend does not lower yet; the reference interpreter still runs it.
+    #[error("not supported by the CPU backend yet: {0}")]
+    Unsupported(String),
+    #[error("internal compiler error in the CPU backend: {0}")]
+    Internal(String),
+    #[error("MLIR: {0}")]
+    Mlir(#[from] attnc_mlir::MlirError),
+}
+
+/// How the host lays out a kernel's arguments and results.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Inputs in parameter order.
+    pub inputs: Vec<String>,
+    /// The inputs passed as i32.
+    pub int_inputs: Vec<String>,
+    pub outputs: Vec<OutputTile>,
+    /// The dims in parameter order.
+    pub dims: Vec<String>,
+    pub query_tile: usize,
+    pub key_tile: usize,
+    pub mask: Option<NodeIndex>,
+}
+
+/// An output as a work item writes it: rows of the query tile, each of the output's last axis.
+#[derive(Clone, Debug)]
+pub struct OutputTile {
+    pub name: String,
+    /// The frame index of each leading axis.
+    pub axes: Vec<FrameIndex>,
+    pub dims: Vec<Dim>,
+}

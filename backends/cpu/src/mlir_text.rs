@@ -1,0 +1,132 @@
+//! Writing MLIR text: fresh SSA names, constants, loops. The code generator builds kernels with
+//! it; MLIR's parser (through melior) checks what it writes.
+
+use std::fmt::Write;
+
+pub struct Body {
+    text: String,
+    next: usize,
+    depth: usize,
+}
+
+/// An MLIR float literal for an f32 constant (MLIR needs a decimal point or a hex bit pattern).
+pub fn f32_literal(x: f64) -> String {
+    let x = x as f32;
+    if x.is_finite() {
+        format!("{:.9e}", x)
+    } else {
+        format!("0x{:08X}", x.to_bits())
+    }
+}
+
+impl Body {
+    pub fn new(depth: usize) -> Self {
+        Body {
+            text: String::new(),
+            next: 0,
+            depth,
+        }
+    }
+
+    pub fn into_text(self) -> String {
+        self.text
+    }
+
+    pub fn line(&mut self, s: &str) {
+        let _ = writeln!(self.text, "{}{s}", "  ".repeat(self.depth));
+    }
+
+    /// Emits `%vN = rhs` and returns `%vN`.
+    pub fn op(&mut self, rhs: &str) -> String {
+        self.next += 1;
+        let v = format!("%v{}", self.next);
+        self.line(&format!("{v} = {rhs}"));
+        v
+    }
+
+    pub fn f32(&mut self, x: f64) -> String {
+        self.op(&format!("arith.constant {} : f32", f32_literal(x)))
+    }
+
+    pub fn index(&mut self, x: i64) -> String {
+        self.op(&format!("arith.constant {x} : index"))
+    }
+
+    pub fn binf(&mut self, op: &str, a: &str, b: &str) -> String {
+        self.op(&format!("arith.{op} {a}, {b} : f32"))
+    }
+
+    pub fn bini(&mut self, op: &str, a: &str, b: &str) -> String {
+        self.op(&format!("arith.{op} {a}, {b} : index"))
+    }
+
+    pub fn math(&mut self, f: &str, a: &str) -> String {
+        self.op(&format!("math.{f} {a} : f32"))
+    }
+
+    /// An index value as f32 (indices are small enough to be exact).
+    pub fn index_to_f32(&mut self, i: &str) -> String {
+        let w = self.op(&format!("arith.index_cast {i} : index to i64"));
+        self.op(&format!("arith.sitofp {w} : i64 to f32"))
+    }
+
+    /// An f32 holding an integer, as an index (rounded down).
+    pub fn f32_to_index(&mut self, x: &str) -> String {
+        let f = self.math("floor", x);
+        let w = self.op(&format!("arith.fptosi {f} : f32 to i64"));
+        self.op(&format!("arith.index_cast {w} : i64 to index"))
+    }
+
+    pub fn select_f32(&mut self, cond_i1: &str, a: &str, b: &str) -> String {
+        self.op(&format!("arith.select {cond_i1}, {a}, {b} : f32"))
+    }
+
+    pub fn load(&mut self, buf: &str, i: &str) -> String {
+        self.op(&format!("memref.load {buf}[{i}] : memref<?xf32>"))
+    }
+
+    pub fn store(&mut self, v: &str, buf: &str, i: &str) {
+        self.line(&format!("memref.store {v}, {buf}[{i}] : memref<?xf32>"));
+    }
+
+    /// Opens `for iv in lo..hi {`; returns `iv`. Close with [`Body::close`].
+    pub fn open_for(&mut self, lo: &str, hi: &str) -> String {
+        let one = self.index(1);
+        self.next += 1;
+        let iv = format!("%i{}", self.next);
+        self.line(&format!("scf.for {iv} = {lo} to {hi} step {one} {{"));
+        self.depth += 1;
+        iv
+    }
+
+    pub fn close(&mut self) {
+        self.depth -= 1;
+        self.line("}");
+    }
+
+    /// Opens a loop carrying one f32 from `init`; returns (iv, the carried value, the loop's
+    /// result). Close with [`Body::close_fold`] and the next carried value.
+    pub fn open_fold(&mut self, lo: &str, hi: &str, init: &str) -> (String, String, String) {
+        let one = self.index(1);
+        self.next += 1;
+        let iv = format!("%i{}", self.next);
+        let acc = format!("%a{}", self.next);
+        let result = format!("%r{}", self.next);
+        self.line(&format!(
+            "{result} = scf.for {iv} = {lo} to {hi} step {one} iter_args({acc} = {init}) -> (f32) {{"
+        ));
+        self.depth += 1;
+        (iv, acc, result)
+    }
+
+    pub fn close_fold(&mut self, next: &str) {
+        self.line(&format!("scf.yield {next} : f32"));
+        self.close();
+    }
+
+    /// Opens `if cond {` for an i1 condition; close with [`Body::close`].
+    pub fn open_if(&mut self, cond: &str) {
+        self.line(&format!("scf.if {cond} {{"));
+        self.depth += 1;
+    }
+}

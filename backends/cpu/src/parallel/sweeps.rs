@@ -1,0 +1,475 @@
+//! The body of a work item: the sweeps over key tiles with each reduction's update, the
+//! finishing of reductions, and the output tile.
+
+use super::{At, Class, Gen};
+use crate::{CodegenError, Layout};
+use attnc_ir::graph::{Op, ReduceKind, ValueRef};
+use attnc_ir::types::FrameIndex;
+use attnc_passes::fusion::tree::Tree;
+use attnc_passes::fusion::{Accumulation, ParallelKernel, ReductionPlan};
+use petgraph::stable_graph::NodeIndex;
+use std::collections::{BTreeSet, HashMap};
+
+/// Buffers of an online reduction: one accumulator (and shift) per term, and whether any pair
+/// was accumulated (an empty sum is 0, as in the reference).
+struct OnlineBuffers {
+    acc: Vec<String>,
+    shift: Vec<Option<String>>,
+    seen: String,
+}
+
+impl Gen<'_> {
+    pub(super) fn body_of(
+        &mut self,
+        plan: &ParallelKernel,
+        order: &[NodeIndex],
+        layout: &Layout,
+    ) -> Result<(), CodegenError> {
+        // Every buffer is allocated up front, outside the loops.
+        for &n in order {
+            let op = &self.graph.node(n).op;
+            if matches!(op, Op::Input { .. } | Op::Output { .. }) || plan.absorbed.contains(&n) {
+                continue;
+            }
+            self.allocate(n)?;
+        }
+        let mut online: HashMap<NodeIndex, OnlineBuffers> = HashMap::new();
+        for sweep in &plan.sweeps {
+            for r in &sweep.reductions {
+                if let Accumulation::Online { terms } = &r.accumulation {
+                    let f = self.buffers[&r.node].1.clone();
+                    let bq = self.body.index(self.bq as i64);
+                    let size = self.body.bini("muli", &bq, &f);
+                    let acc = terms
+                        .iter()
+                        .map(|_| {
+                            self.body
+                                .op(&format!("memref.alloca({size}) : memref<?xf32>"))
+                        })
+                        .collect();
+                    let shift = terms
+                        .iter()
+                        .map(|t| {
+                            t.shift.as_ref().map(|_| {
+                                self.body
+                                    .op(&format!("memref.alloca({bq}) : memref<?xf32>"))
+                            })
+                        })
+                        .collect();
+                    let seen = self
+                        .body
+                        .op(&format!("memref.alloca({bq}) : memref<?xf32>"));
+                    online.insert(r.node, OnlineBuffers { acc, shift, seen });
+                }
+            }
+        }
+        let n_i = match self.graph.extents.get(&FrameIndex::I).cloned() {
+            Some(d) => self.dim(&d),
+            None => self.body.index(1),
+        };
+        let bq = self.body.index(self.bq as i64);
+        let left = self.body.bini("subi", &n_i, &self.i0.clone());
+        let rows = self.body.bini("minsi", &bq, &left);
+        for &n in &plan.per_head {
+            self.compute(n, "", "")?;
+        }
+        for &n in &plan.query_side {
+            self.compute(n, &rows, "")?;
+        }
+        let mut done: BTreeSet<NodeIndex> = BTreeSet::new();
+        for (s, sweep) in plan.sweeps.iter().enumerate() {
+            for r in &sweep.reductions {
+                self.init(r, online.get(&r.node), &rows)?;
+            }
+            let n_j = match self.graph.extents.get(&FrameIndex::J).cloned() {
+                Some(d) => self.dim(&d),
+                None => self.body.index(1),
+            };
+            let bk = self.body.index(self.bk as i64);
+            let one = self.body.index(1);
+            let bk1 = self.body.bini("subi", &bk, &one);
+            let padded = self.body.bini("addi", &n_j, &bk1);
+            let tiles = self.body.bini("divsi", &padded, &bk);
+            let c0 = self.c0.clone();
+            let tiles_param = self.body.op("arith.index_cast %n_key_tiles : i64 to index");
+            let cov = self.body.op(&format!(
+                "memref.reinterpret_cast %cov to offset: [0], sizes: [{tiles_param}], strides: [1] : memref<i32> to memref<?xi32>"
+            ));
+            let kt = self.body.open_for(&c0, &tiles);
+            let code = self
+                .body
+                .op(&format!("memref.load {cov}[{kt}] : memref<?xi32>"));
+            let zero = self.body.op("arith.constant 0 : i32");
+            let visit = self
+                .body
+                .op(&format!("arith.cmpi ne, {code}, {zero} : i32"));
+            self.body.open_if(&visit);
+            self.j0 = self.body.bini("muli", &kt, &bk);
+            let left = self.body.bini("subi", &n_j, &self.j0.clone());
+            let cols = self.body.bini("minsi", &bk, &left);
+            for &n in &plan.key_side {
+                self.compute(n, "", &cols)?;
+            }
+            for &n in &plan.pair {
+                self.compute(n, &rows, &cols)?;
+            }
+            if let Some(m) = plan.mask {
+                self.compute(m, &rows, &cols)?;
+            }
+            for r in &sweep.reductions {
+                self.update(r, plan.mask, online.get(&r.node), &rows, &cols, s)?;
+            }
+            self.body.close();
+            self.body.close();
+            // Finish this sweep's reductions, and every per-row value that now has its inputs.
+            let mut ready: Vec<NodeIndex> = sweep.reductions.iter().map(|r| r.node).collect();
+            for &n in &plan.epilogue {
+                if matches!(self.graph.node(n).op, Op::Map { .. })
+                    && !done.contains(&n)
+                    && self.ready_after(n, s)
+                {
+                    ready.push(n);
+                }
+            }
+            for &n in order.iter().filter(|n| ready.contains(n)) {
+                match sweep.reductions.iter().find(|r| r.node == n) {
+                    Some(r) => self.finish(r, online.get(&n), &rows)?,
+                    None => self.compute(n, &rows, "")?,
+                }
+                done.insert(n);
+            }
+        }
+        for &n in &plan.epilogue {
+            if matches!(self.graph.node(n).op, Op::Map { .. }) && !done.contains(&n) {
+                self.compute(n, &rows, "")?;
+            }
+        }
+        for &n in &plan.epilogue {
+            if let Op::Output { name, .. } = &self.graph.node(n).op {
+                let value = self.graph.operands(n)[0].0;
+                self.store_output(name, value, &rows, layout)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every statistic a node reads is final after sweep `s`.
+    fn ready_after(&self, n: NodeIndex, s: usize) -> bool {
+        self.stats.get(&n).is_none_or(|deps| {
+            deps.iter()
+                .all(|d| self.sweep_of.get(d).is_some_and(|k| *k <= s))
+        })
+    }
+
+    fn init(
+        &mut self,
+        r: &ReductionPlan,
+        online: Option<&OnlineBuffers>,
+        rows: &str,
+    ) -> Result<(), CodegenError> {
+        let c0 = self.c0.clone();
+        let (buf, f) = self.buffers[&r.node].clone();
+        let ii = self.body.open_for(&c0, rows);
+        let fi = self.body.open_for(&c0, &f);
+        let row = self.body.bini("muli", &ii, &f);
+        let at = self.body.bini("addi", &row, &fi);
+        match online {
+            None => {
+                let identity = self.body.f32(r.kind.identity());
+                self.body.store(&identity, &buf, &at);
+            }
+            Some(o) => {
+                let zero = self.body.f32(0.0);
+                for acc in &o.acc {
+                    self.body.store(&zero, acc, &at);
+                }
+            }
+        }
+        self.body.close();
+        if let Some(o) = online {
+            let zero = self.body.f32(0.0);
+            let ninf = self.body.f32(f64::NEG_INFINITY);
+            self.body.store(&zero, &o.seen, &ii);
+            for z in o.shift.iter().flatten() {
+                self.body.store(&ninf, z, &ii);
+            }
+        }
+        self.body.close();
+        Ok(())
+    }
+
+    /// The argument of a reduction as the code needs it: leaves that are per-row values reading
+    /// statistics of this sweep are expanded, so they are computed from the running values.
+    fn expand_running(&self, t: &Tree, sweep: usize) -> Tree {
+        let graph = self.graph;
+        let running = |v: ValueRef| {
+            matches!(graph.node(v.node).op, Op::Map { .. })
+                && self
+                    .stats
+                    .get(&v.node)
+                    .is_some_and(|s| s.iter().any(|r| self.sweep_of.get(r) == Some(&sweep)))
+        };
+        expand(t, graph, &running)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        r: &ReductionPlan,
+        mask: Option<NodeIndex>,
+        online: Option<&OnlineBuffers>,
+        rows: &str,
+        cols: &str,
+        sweep: usize,
+    ) -> Result<(), CodegenError> {
+        let c0 = self.c0.clone();
+        let (buf, f) = self.buffers[&r.node].clone();
+        let ii = self.body.open_for(&c0, rows);
+        let mut shifts: Vec<Option<String>> = Vec::new();
+        if let (Accumulation::Online { terms }, Some(o)) = (&r.accumulation, online) {
+            for (k, t) in terms.iter().enumerate() {
+                let (Some(z), Some(zbuf)) = (&t.shift, &o.shift[k]) else {
+                    shifts.push(None);
+                    continue;
+                };
+                let z = self.expand_running(z, sweep);
+                let at = At {
+                    ii: Some(ii.clone()),
+                    ..At::default()
+                };
+                let znew = self.tree(&z, &at)?;
+                let zold = self.body.load(zbuf, &ii);
+                let same = self
+                    .body
+                    .op(&format!("arith.cmpf oeq, {zold}, {znew} : f32"));
+                let d = self.body.binf("subf", &zold, &znew);
+                let e = self.body.math("exp", &d);
+                let one = self.body.f32(1.0);
+                let scale = self.body.select_f32(&same, &one, &e);
+                let fi = self.body.open_for(&c0, &f);
+                let row = self.body.bini("muli", &ii, &f);
+                let at = self.body.bini("addi", &row, &fi);
+                let a = self.body.load(&o.acc[k], &at);
+                let scaled = self.body.binf("mulf", &a, &scale);
+                self.body.store(&scaled, &o.acc[k], &at);
+                self.body.close();
+                self.body.store(&znew, zbuf, &ii);
+                shifts.push(Some(znew));
+            }
+        }
+        let jj = self.body.open_for(&c0, cols);
+        let at = At {
+            ii: Some(ii.clone()),
+            jj: Some(jj.clone()),
+            f: None,
+        };
+        if let Some(m) = mask {
+            let keep = self.load_value(ValueRef { node: m, result: 0 }, &at)?;
+            let zero = self.body.f32(0.0);
+            let c = self
+                .body
+                .op(&format!("arith.cmpf une, {keep}, {zero} : f32"));
+            self.body.open_if(&c);
+        }
+        match (&r.accumulation, online) {
+            (Accumulation::Plain { argument, .. }, _) => match r.row {
+                Some(row) => {
+                    let w = self.tree(argument, &at)?;
+                    self.accumulate_row(&buf, &f, &ii, &w, row, &at)?;
+                }
+                None => {
+                    let fi = self.body.open_for(&c0, &f);
+                    let pos = At {
+                        f: Some(fi.clone()),
+                        ..at.clone()
+                    };
+                    let x = self.tree(argument, &pos)?;
+                    let rowo = self.body.bini("muli", &ii, &f);
+                    let o = self.body.bini("addi", &rowo, &fi);
+                    let a = self.body.load(&buf, &o);
+                    let op = match r.kind {
+                        ReduceKind::Sum => "addf",
+                        ReduceKind::Max => "maximumf",
+                        ReduceKind::Min => "minimumf",
+                    };
+                    let n = self.body.binf(op, &a, &x);
+                    self.body.store(&n, &buf, &o);
+                    self.body.close();
+                }
+            },
+            (Accumulation::Online { terms }, Some(o)) => {
+                let one = self.body.f32(1.0);
+                self.body.store(&one, &o.seen, &ii);
+                for (k, t) in terms.iter().enumerate() {
+                    let mut w = self.tree(&t.factor, &at)?;
+                    if let Some(y) = &t.exponent {
+                        let mut e = self.tree(y, &at)?;
+                        if let Some(z) = &shifts[k] {
+                            e = self.body.binf("subf", &e, z);
+                        }
+                        let ex = self.body.math("exp", &e);
+                        w = self.body.binf("mulf", &ex, &w);
+                    }
+                    match r.row {
+                        Some(row) => self.accumulate_row(&o.acc[k], &f, &ii, &w, row, &at)?,
+                        None => {
+                            if self
+                                .value_type(r.node)
+                                .is_some_and(|t| t.feature != attnc_ir::types::Feature::Scalar)
+                            {
+                                return Err(CodegenError::Unsupported(
+                                    "an online sum of vectors".into(),
+                                ));
+                            }
+                            let a = self.body.load(&o.acc[k], &ii);
+                            let n = self.body.binf("addf", &a, &w);
+                            self.body.store(&n, &o.acc[k], &ii);
+                        }
+                    }
+                }
+            }
+            (Accumulation::Online { .. }, None) => {
+                return Err(CodegenError::Internal(
+                    "online reduction without buffers".into(),
+                ));
+            }
+        }
+        if mask.is_some() {
+            self.body.close();
+        }
+        self.body.close();
+        self.body.close();
+        Ok(())
+    }
+
+    /// `acc[ii, :] += w * row[jj, :]`.
+    fn accumulate_row(
+        &mut self,
+        acc: &str,
+        f: &str,
+        ii: &str,
+        w: &str,
+        row: ValueRef,
+        at: &At,
+    ) -> Result<(), CodegenError> {
+        let c0 = self.c0.clone();
+        let fi = self.body.open_for(&c0, f);
+        let pos = At {
+            f: Some(fi.clone()),
+            ..at.clone()
+        };
+        let x = self.load_value(row, &pos)?;
+        let rowo = self.body.bini("muli", ii, f);
+        let o = self.body.bini("addi", &rowo, &fi);
+        let a = self.body.load(acc, &o);
+        let p = self.body.binf("mulf", w, &x);
+        let n = self.body.binf("addf", &a, &p);
+        self.body.store(&n, acc, &o);
+        self.body.close();
+        Ok(())
+    }
+
+    /// After the sweep: an online reduction's value is the signed sum of its terms, each times
+    /// its per-row factor; an empty sum is 0.
+    fn finish(
+        &mut self,
+        r: &ReductionPlan,
+        online: Option<&OnlineBuffers>,
+        rows: &str,
+    ) -> Result<(), CodegenError> {
+        let (Accumulation::Online { terms }, Some(o)) = (&r.accumulation, online) else {
+            return Ok(());
+        };
+        let c0 = self.c0.clone();
+        let (buf, f) = self.buffers[&r.node].clone();
+        let ii = self.body.open_for(&c0, rows);
+        let at = At {
+            ii: Some(ii.clone()),
+            ..At::default()
+        };
+        let mut posts = Vec::new();
+        for t in terms {
+            posts.push(match &t.post {
+                Some(p) => Some(self.tree(p, &at)?),
+                None => None,
+            });
+        }
+        let seen = self.body.load(&o.seen, &ii);
+        let zero = self.body.f32(0.0);
+        let any = self
+            .body
+            .op(&format!("arith.cmpf une, {seen}, {zero} : f32"));
+        let fi = self.body.open_for(&c0, &f);
+        let rowo = self.body.bini("muli", &ii, &f);
+        let idx = self.body.bini("addi", &rowo, &fi);
+        let mut total = self.body.f32(0.0);
+        for (k, t) in terms.iter().enumerate() {
+            let mut x = self.body.load(&o.acc[k], &idx);
+            if let Some(p) = &posts[k] {
+                x = self.body.binf("mulf", &x, p);
+            }
+            total = self
+                .body
+                .binf(if t.sign < 0.0 { "subf" } else { "addf" }, &total, &x);
+        }
+        let value = self.body.select_f32(&any, &total, &zero);
+        self.body.store(&value, &buf, &idx);
+        self.body.close();
+        self.body.close();
+        Ok(())
+    }
+
+    fn store_output(
+        &mut self,
+        name: &str,
+        value: ValueRef,
+        rows: &str,
+        _layout: &Layout,
+    ) -> Result<(), CodegenError> {
+        let c0 = self.c0.clone();
+        let len = self
+            .buffers
+            .get(&value.node)
+            .map(|b| b.1.clone())
+            .ok_or_else(|| CodegenError::Internal(format!("output {name} has no value")))?;
+        let bq = self.body.index(self.bq as i64);
+        let size = self.body.bini("muli", &bq, &len);
+        let out = self.body.op(&format!(
+            "memref.reinterpret_cast %out_{name} to offset: [0], sizes: [{size}], strides: [1] : memref<f32> to memref<?xf32>"
+        ));
+        let ii = self.body.open_for(&c0, rows);
+        let fi = self.body.open_for(&c0, &len);
+        let class = self.classes.get(&value.node).copied();
+        let at = At {
+            ii: Some(ii.clone()),
+            jj: None,
+            f: Some(fi.clone()),
+        };
+        if class == Some(Class::Key) || class == Some(Class::Pair) {
+            return Err(CodegenError::Internal(format!(
+                "output {name} varies with j"
+            )));
+        }
+        let x = self.load_value(value, &at)?;
+        let rowo = self.body.bini("muli", &ii, &len);
+        let o = self.body.bini("addi", &rowo, &fi);
+        self.body.store(&x, &out, &o);
+        self.body.close();
+        self.body.close();
+        Ok(())
+    }
+}
+
+fn expand(t: &Tree, graph: &attnc_ir::Graph, inline: &dyn Fn(ValueRef) -> bool) -> Tree {
+    let e = |x: &Tree| Box::new(expand(x, graph, inline));
+    match t {
+        Tree::Value(v) if inline(*v) => Tree::of_map(graph, *v, inline),
+        Tree::Unary(op, a) => Tree::Unary(*op, e(a)),
+        Tree::Binary(op, a, b) => Tree::Binary(*op, e(a), e(b)),
+        Tree::Call(f, args) => {
+            Tree::Call(*f, args.iter().map(|a| expand(a, graph, inline)).collect())
+        }
+        Tree::Extract(a, b) => Tree::Extract(e(a), e(b)),
+        other => other.clone(),
+    }
+}

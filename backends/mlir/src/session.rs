@@ -1,0 +1,166 @@
+//! The MLIR session: the entry of the MLIR edge, where generated MLIR text becomes a module that
+//! pass pipelines lower and that translates to LLVM IR.
+//!
+//! One session owns one MLIR context with every dialect, pass and LLVM translation registered,
+//! and a diagnostic handler, so each failure comes back as an [`MlirError`] holding MLIR's own
+//! message. A context is single-threaded: compile kernels in parallel with one session per thread.
+
+use crate::{diagnostics::DiagnosticLog, error::MlirError};
+use melior::{
+    Context,
+    dialect::DialectRegistry,
+    ir::{Module, operation::OperationLike},
+    pass::PassManager,
+    utility::{
+        parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
+        register_all_passes,
+    },
+};
+use mlir_sys::{
+    LLVMContextCreate, LLVMContextDispose, LLVMDisposeMessage, LLVMDisposeModule,
+    LLVMPrintModuleToString, mlirTranslateModuleToLLVMIR,
+};
+use std::{
+    ffi::CStr,
+    fmt::{self, Display, Formatter},
+};
+
+/// An MLIR context ready for the compiler's modules.
+pub struct MlirSession {
+    context: Context,
+    diagnostics: DiagnosticLog,
+}
+
+impl MlirSession {
+    /// Creates a context with all dialects, passes and LLVM translations registered.
+    ///
+    /// MLIR's own threading is off: the modules are small (a few kernels), and the compiler
+    /// parallelises across kernels with one session each, so a thread pool per context would
+    /// only oversubscribe the cores.
+    pub fn new() -> Self {
+        let registry = DialectRegistry::new();
+        register_all_dialects(&registry);
+        register_all_passes();
+        let context = Context::new_with_registry(&registry, false);
+        register_all_llvm_translations(&context);
+        let diagnostics = DiagnosticLog::default();
+        diagnostics.attach(&context);
+        Self {
+            context,
+            diagnostics,
+        }
+    }
+
+    /// Parses MLIR text into a module; the error holds MLIR's messages with `line:col`.
+    pub fn parse(&self, text: &str) -> Result<MlirModule<'_>, MlirError> {
+        self.diagnostics.clear();
+        match Module::parse(&self.context, text) {
+            Some(module) => Ok(MlirModule {
+                session: self,
+                module,
+            }),
+            None => Err(MlirError::Parse {
+                diagnostics: self.diagnostics.take(),
+            }),
+        }
+    }
+}
+
+impl Default for MlirSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A parsed module, tied to the session whose context owns it.
+pub struct MlirModule<'s> {
+    session: &'s MlirSession,
+    module: Module<'s>,
+}
+
+impl<'s> MlirModule<'s> {
+    /// Checks every op's invariants; a failure is a bug in whatever wrote the module.
+    pub fn verify(&self) -> Result<(), MlirError> {
+        self.session.diagnostics.clear();
+        if self.module.as_operation().verify() {
+            Ok(())
+        } else {
+            Err(MlirError::Verify {
+                diagnostics: self.session.diagnostics.take(),
+            })
+        }
+    }
+
+    /// Runs a textual pass pipeline anchored on the module, e.g.
+    /// `builtin.module(convert-scf-to-cf, func.func(canonicalize))`.
+    ///
+    /// The verifier runs after every pass. On failure the module may be half-converted; print
+    /// it to see where the pipeline stopped.
+    pub fn run_pipeline(&mut self, pipeline: &str) -> Result<(), MlirError> {
+        let session = self.session;
+        session.diagnostics.clear();
+        let manager = PassManager::new(&session.context);
+        parse_pass_pipeline(manager.as_operation_pass_manager(), pipeline).map_err(|error| {
+            MlirError::PipelineSyntax {
+                pipeline: pipeline.to_owned(),
+                message: match error {
+                    melior::Error::ParsePassPipeline(message) => message,
+                    other => other.to_string(),
+                },
+            }
+        })?;
+        manager
+            .run(&mut self.module)
+            .map_err(|_| MlirError::Pipeline {
+                pipeline: pipeline.to_owned(),
+                diagnostics: session.diagnostics.take(),
+            })
+    }
+
+    /// Translates a module that is entirely in the LLVM dialect to LLVM IR text (`--emit llvm`).
+    ///
+    /// Uses `mlirTranslateModuleToLLVMIR` rather than `mlirTranslateModuleToLLVMIRToString`:
+    /// the latter prints the translated module without checking it exists, and crashes on a
+    /// module that does not translate.
+    pub fn to_llvm_ir(&self) -> Result<String, MlirError> {
+        self.session.diagnostics.clear();
+        // SAFETY: the LLVM context is created here, outlives the module translated into it, and
+        // is disposed after it; the operation is this live module's.
+        unsafe {
+            let llvm_context = LLVMContextCreate();
+            let llvm_module =
+                mlirTranslateModuleToLLVMIR(self.module.as_operation().to_raw(), llvm_context);
+            let result = if llvm_module.is_null() {
+                Err(MlirError::Translate {
+                    diagnostics: self.session.diagnostics.take(),
+                })
+            } else {
+                let printed = LLVMPrintModuleToString(llvm_module);
+                // SAFETY: LLVM returns a NUL-terminated copy that we own until disposed.
+                let text = CStr::from_ptr(printed).to_string_lossy().into_owned();
+                LLVMDisposeMessage(printed);
+                LLVMDisposeModule(llvm_module);
+                Ok(text)
+            };
+            LLVMContextDispose(llvm_context);
+            result
+        }
+    }
+
+    /// The melior module, for the host JIT in this crate.
+    pub(crate) fn module(&self) -> &Module<'s> {
+        &self.module
+    }
+
+    /// The session's diagnostics, so the JIT can report what translation said.
+    pub(crate) fn diagnostics(&self) -> &DiagnosticLog {
+        &self.session.diagnostics
+    }
+}
+
+/// Prints the module as MLIR text, for `--emit mlir` dumps and snapshots.
+impl Display for MlirModule<'_> {
+    fn fmt(&self, formatter: &mut Formatter) -> fmt::Result {
+        write!(formatter, "{}", self.module.as_operation())
+    }
+}

@@ -1,0 +1,58 @@
+//! `attnc run --device cpu`: the graph through the passes, fusion and tiling for this machine,
+//! compiled by the CPU backend, and run on the same inputs the reference would see.
+
+use attnc_cpu::CpuKernel;
+use attnc_ir::{Bindings, Graph};
+use attnc_passes::pass_manager::PassManager;
+use attnc_passes::tiling::target::{CpuTarget, Target};
+use attnc_reference::Tensor;
+use std::collections::BTreeMap;
+
+/// Compiles `graph` for this machine, with tiles chosen for the bound dims.
+pub fn compile(graph: &Graph, bindings: &Bindings) -> anyhow::Result<CpuKernel> {
+    let mut graph = graph.clone();
+    PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
+    let fused = attnc_passes::fusion::fuse(&graph)
+        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+    let tiled = attnc_passes::tiling::tile(
+        &graph,
+        &fused,
+        &Target::Cpu(CpuTarget::host()),
+        Some(bindings),
+    )
+    .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+    Ok(CpuKernel::compile(&graph, &fused, &tiled)?)
+}
+
+/// Runs a compiled kernel on f64 inputs (as the reference takes them).
+pub fn run(
+    kernel: &CpuKernel,
+    bindings: &Bindings,
+    inputs: &BTreeMap<String, Tensor>,
+) -> anyhow::Result<BTreeMap<String, Tensor>> {
+    let arrays = inputs
+        .iter()
+        .map(|(name, t)| (name.clone(), (t.shape.clone(), t.data.clone())))
+        .collect();
+    let outputs = kernel.run(bindings, &arrays)?;
+    Ok(outputs
+        .into_iter()
+        .map(|(name, (shape, data))| (name, Tensor { shape, data }))
+        .collect())
+}
+
+/// The largest difference from the reference, relative to the reference's largest magnitude
+/// (at least 1), and whether any element differs in being finite.
+pub fn compare(got: &Tensor, want: &Tensor) -> (f64, bool) {
+    let scale = want.data.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    let mut worst = 0.0f64;
+    let mut finiteness = false;
+    for (a, b) in got.data.iter().zip(&want.data) {
+        if a.is_finite() != b.is_finite() {
+            finiteness = true;
+        } else if a.is_finite() {
+            worst = worst.max((a - b).abs() / scale);
+        }
+    }
+    (worst, finiteness || got.data.len() != want.data.len())
+}

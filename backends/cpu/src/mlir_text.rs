@@ -52,8 +52,16 @@ impl Body {
         self.op(&format!("arith.constant {x} : index"))
     }
 
+    /// Float arithmetic. Sums and products may be reassociated and contracted into FMAs, which
+    /// lets LLVM vectorise reductions (a dot product over the head dimension); nothing assumes
+    /// the absence of NaN or infinity, which masks and running maxima rely on.
     pub fn binf(&mut self, op: &str, a: &str, b: &str) -> String {
-        self.op(&format!("arith.{op} {a}, {b} : f32"))
+        let flags = if matches!(op, "addf" | "subf" | "mulf") {
+            " fastmath<reassoc,contract>"
+        } else {
+            ""
+        };
+        self.op(&format!("arith.{op} {a}, {b}{flags} : f32"))
     }
 
     pub fn bini(&mut self, op: &str, a: &str, b: &str) -> String {
@@ -61,7 +69,53 @@ impl Body {
     }
 
     pub fn math(&mut self, f: &str, a: &str) -> String {
+        if f == "exp" {
+            return self.exp(a);
+        }
         self.op(&format!("math.{f} {a} : f32"))
+    }
+
+    /// `exp(x)` written out in arithmetic, so loops of it vectorise (a libm call does not):
+    /// `x = k ln 2 + r` with |r| <= ln 2 / 2, `exp(r)` by its degree-6 Taylor polynomial
+    /// (relative error below 4e-8), `2^k` built in the exponent bits. Below -87.3 it is 0 (as
+    /// `exp(-inf)` must be), above 88.7 it is infinity.
+    fn exp(&mut self, x: &str) -> String {
+        let lo = self.f32(-87.0);
+        let hi = self.f32(88.0);
+        let clamped_lo = self.op(&format!("arith.maximumf {x}, {lo} : f32"));
+        let c = self.op(&format!("arith.minimumf {clamped_lo}, {hi} : f32"));
+        let log2e = self.f32(std::f64::consts::LOG2_E);
+        let half = self.f32(0.5);
+        let t = self.binf("mulf", &c, &log2e);
+        let t = self.binf("addf", &t, &half);
+        let k = self.op(&format!("math.floor {t} : f32"));
+        let ln2_hi = self.f32(0.693_145_751_953_125);
+        let ln2_lo = self.f32(1.428_606_765_330_187e-6);
+        let a = self.binf("mulf", &k, &ln2_hi);
+        let r = self.binf("subf", &c, &a);
+        let b = self.binf("mulf", &k, &ln2_lo);
+        let r = self.binf("subf", &r, &b);
+        let mut p = self.f32(1.0 / 720.0);
+        for coefficient in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            let m = self.binf("mulf", &p, &r);
+            let c = self.f32(coefficient);
+            p = self.binf("addf", &m, &c);
+        }
+        let ki = self.op(&format!("arith.fptosi {k} : f32 to i32"));
+        let bias = self.op("arith.constant 127 : i32");
+        let e = self.op(&format!("arith.addi {ki}, {bias} : i32"));
+        let shift = self.op("arith.constant 23 : i32");
+        let bits = self.op(&format!("arith.shli {e}, {shift} : i32"));
+        let scale = self.op(&format!("arith.bitcast {bits} : i32 to f32"));
+        let y = self.binf("mulf", &p, &scale);
+        let under = self.f32(-87.3);
+        let over = self.f32(88.7);
+        let zero = self.f32(0.0);
+        let inf = self.f32(f64::INFINITY);
+        let small = self.op(&format!("arith.cmpf olt, {x}, {under} : f32"));
+        let big = self.op(&format!("arith.cmpf ogt, {x}, {over} : f32"));
+        let y = self.op(&format!("arith.select {small}, {zero}, {y} : f32"));
+        self.op(&format!("arith.select {big}, {inf}, {y} : f32"))
     }
 
     /// An index value as f32 (indices are small enough to be exact).

@@ -67,6 +67,10 @@ struct Gen<'a> {
     /// The statistics each node reads, and the sweep each reduction is accumulated in.
     stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>>,
     sweep_of: BTreeMap<NodeIndex, usize>,
+    /// Expressions already evaluated at a position, while `cache_on` (one loop body, where every
+    /// value defined dominates the rest of the body).
+    cache: Vec<(Tree, [Option<String>; 3], String)>,
+    cache_on: bool,
 }
 
 pub fn generate(
@@ -112,6 +116,8 @@ pub fn generate(
         c0: String::new(),
         stats,
         sweep_of,
+        cache: Vec::new(),
+        cache_on: false,
     };
     let (params, layout) = g.signature(plan)?;
     g.prologue(&params)?;
@@ -580,6 +586,19 @@ impl Gen<'_> {
     }
 
     fn tree(&mut self, t: &Tree, at: &At) -> Result<String, CodegenError> {
+        if !self.cache_on {
+            return self.tree_uncached(t, at);
+        }
+        let key = [at.ii.clone(), at.jj.clone(), at.f.clone()];
+        if let Some((_, _, v)) = self.cache.iter().find(|(tt, k, _)| tt == t && *k == key) {
+            return Ok(v.clone());
+        }
+        let v = self.tree_uncached(t, at)?;
+        self.cache.push((t.clone(), key, v.clone()));
+        Ok(v)
+    }
+
+    fn tree_uncached(&mut self, t: &Tree, at: &At) -> Result<String, CodegenError> {
         Ok(match t {
             Tree::Value(v) => self.load_value(*v, at)?,
             Tree::Index(fi) => {

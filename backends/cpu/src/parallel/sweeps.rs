@@ -113,12 +113,24 @@ impl Gen<'_> {
             for &n in &plan.pair {
                 self.compute(n, &rows, &cols)?;
             }
+            // Tiles the rule found fully kept (code 2) need no per-element mask.
+            let two = self.body.op("arith.constant 2 : i32");
+            let full = self.body.op(&format!("arith.cmpi eq, {code}, {two} : i32"));
             if let Some(m) = plan.mask {
+                let partial = self.body.op(&format!("arith.cmpi ne, {code}, {two} : i32"));
+                self.body.open_if(&partial);
                 self.compute(m, &rows, &cols)?;
+                self.body.close();
             }
-            for r in &sweep.reductions {
-                self.update(r, plan.mask, online.get(&r.node), &rows, &cols, s)?;
-            }
+            self.update_sweep(
+                &sweep.reductions,
+                plan.mask,
+                &online,
+                &rows,
+                &cols,
+                s,
+                &full,
+            )?;
             self.body.close();
             self.body.close();
             // Finish this sweep's reductions, and every per-row value that now has its inputs.
@@ -212,24 +224,66 @@ impl Gen<'_> {
         expand(t, graph, &running)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn update(
+    /// Opens `if full || mask[ii, jj] != 0` when the kernel has a mask; returns whether it did.
+    fn open_mask(
         &mut self,
-        r: &ReductionPlan,
         mask: Option<NodeIndex>,
-        online: Option<&OnlineBuffers>,
+        at: &At,
+        full: &str,
+    ) -> Result<bool, CodegenError> {
+        let Some(m) = mask else { return Ok(false) };
+        let keep = self.load_value(ValueRef { node: m, result: 0 }, at)?;
+        let zero = self.body.f32(0.0);
+        let kept = self
+            .body
+            .op(&format!("arith.cmpf une, {keep}, {zero} : f32"));
+        let c = self.body.op(&format!("arith.ori {full}, {kept} : i1"));
+        self.body.open_if(&c);
+        Ok(true)
+    }
+
+    /// One key tile's updates: plain reductions first (online shifts read their running
+    /// values), then every online reduction in one loop nest, so a weight they share (softmax's
+    /// `exp(s - m)` for the row sum and the aggregation) is computed once per pair.
+    #[allow(clippy::too_many_arguments)]
+    fn update_sweep(
+        &mut self,
+        reductions: &[ReductionPlan],
+        mask: Option<NodeIndex>,
+        online: &HashMap<NodeIndex, OnlineBuffers>,
         rows: &str,
         cols: &str,
         sweep: usize,
+        full: &str,
     ) -> Result<(), CodegenError> {
+        for r in reductions {
+            if let Accumulation::Plain { argument, .. } = &r.accumulation {
+                self.update_plain(r, argument, mask, rows, cols, full)?;
+            }
+        }
+        let onl: Vec<(
+            &ReductionPlan,
+            &Vec<attnc_passes::fusion::online::OnlineTerm>,
+            &OnlineBuffers,
+        )> = reductions
+            .iter()
+            .filter_map(|r| match (&r.accumulation, online.get(&r.node)) {
+                (Accumulation::Online { terms }, Some(o)) => Some((r, terms, o)),
+                _ => None,
+            })
+            .collect();
+        if onl.is_empty() {
+            return Ok(());
+        }
         let c0 = self.c0.clone();
-        let (buf, f) = self.buffers[&r.node].clone();
         let ii = self.body.open_for(&c0, rows);
-        let mut shifts: Vec<Option<String>> = Vec::new();
-        if let (Accumulation::Online { terms }, Some(o)) = (&r.accumulation, online) {
+        let mut shifts: Vec<Vec<Option<String>>> = Vec::new();
+        for (r, terms, o) in &onl {
+            let f = self.buffers[&r.node].1.clone();
+            let mut row_shifts = Vec::new();
             for (k, t) in terms.iter().enumerate() {
                 let (Some(z), Some(zbuf)) = (&t.shift, &o.shift[k]) else {
-                    shifts.push(None);
+                    row_shifts.push(None);
                     continue;
                 };
                 let z = self.expand_running(z, sweep);
@@ -254,8 +308,9 @@ impl Gen<'_> {
                 self.body.store(&scaled, &o.acc[k], &at);
                 self.body.close();
                 self.body.store(&znew, zbuf, &ii);
-                shifts.push(Some(znew));
+                row_shifts.push(Some(znew));
             }
+            shifts.push(row_shifts);
         }
         let jj = self.body.open_for(&c0, cols);
         let at = At {
@@ -263,78 +318,96 @@ impl Gen<'_> {
             jj: Some(jj.clone()),
             f: None,
         };
-        if let Some(m) = mask {
-            let keep = self.load_value(ValueRef { node: m, result: 0 }, &at)?;
-            let zero = self.body.f32(0.0);
-            let c = self
-                .body
-                .op(&format!("arith.cmpf une, {keep}, {zero} : f32"));
-            self.body.open_if(&c);
-        }
-        match (&r.accumulation, online) {
-            (Accumulation::Plain { argument, .. }, _) => match r.row {
-                Some(row) => {
-                    let w = self.tree(argument, &at)?;
-                    self.accumulate_row(&buf, &f, &ii, &w, row, &at)?;
-                }
-                None => {
-                    let fi = self.body.open_for(&c0, &f);
-                    let pos = At {
-                        f: Some(fi.clone()),
-                        ..at.clone()
-                    };
-                    let x = self.tree(argument, &pos)?;
-                    let rowo = self.body.bini("muli", &ii, &f);
-                    let o = self.body.bini("addi", &rowo, &fi);
-                    let a = self.body.load(&buf, &o);
-                    let op = match r.kind {
-                        ReduceKind::Sum => "addf",
-                        ReduceKind::Max => "maximumf",
-                        ReduceKind::Min => "minimumf",
-                    };
-                    let n = self.body.binf(op, &a, &x);
-                    self.body.store(&n, &buf, &o);
-                    self.body.close();
-                }
-            },
-            (Accumulation::Online { terms }, Some(o)) => {
-                let one = self.body.f32(1.0);
-                self.body.store(&one, &o.seen, &ii);
-                for (k, t) in terms.iter().enumerate() {
-                    let mut w = self.tree(&t.factor, &at)?;
-                    if let Some(y) = &t.exponent {
-                        let mut e = self.tree(y, &at)?;
-                        if let Some(z) = &shifts[k] {
-                            e = self.body.binf("subf", &e, z);
-                        }
-                        let ex = self.body.math("exp", &e);
-                        w = self.body.binf("mulf", &ex, &w);
+        let masked = self.open_mask(mask, &at, full)?;
+        self.cache_on = true;
+        let one = self.body.f32(1.0);
+        for ((r, terms, o), row_shifts) in onl.iter().zip(&shifts) {
+            let f = self.buffers[&r.node].1.clone();
+            self.body.store(&one, &o.seen, &ii);
+            for (k, t) in terms.iter().enumerate() {
+                let mut w = self.tree(&t.factor, &at)?;
+                if let Some(y) = &t.exponent {
+                    let mut e = self.tree(y, &at)?;
+                    if let Some(z) = &row_shifts[k] {
+                        e = self.body.binf("subf", &e, z);
                     }
-                    match r.row {
-                        Some(row) => self.accumulate_row(&o.acc[k], &f, &ii, &w, row, &at)?,
-                        None => {
-                            if self
-                                .value_type(r.node)
-                                .is_some_and(|t| t.feature != attnc_ir::types::Feature::Scalar)
-                            {
-                                return Err(CodegenError::Unsupported(
-                                    "an online sum of vectors".into(),
-                                ));
-                            }
-                            let a = self.body.load(&o.acc[k], &ii);
-                            let n = self.body.binf("addf", &a, &w);
-                            self.body.store(&n, &o.acc[k], &ii);
+                    let ex = self.body.math("exp", &e);
+                    w = self.body.binf("mulf", &ex, &w);
+                }
+                match r.row {
+                    Some(row) => self.accumulate_row(&o.acc[k], &f, &ii, &w, row, &at)?,
+                    None => {
+                        if self
+                            .value_type(r.node)
+                            .is_some_and(|t| t.feature != attnc_ir::types::Feature::Scalar)
+                        {
+                            return Err(CodegenError::Unsupported(
+                                "an online sum of vectors".into(),
+                            ));
                         }
+                        let a = self.body.load(&o.acc[k], &ii);
+                        let n = self.body.binf("addf", &a, &w);
+                        self.body.store(&n, &o.acc[k], &ii);
                     }
                 }
             }
-            (Accumulation::Online { .. }, None) => {
-                return Err(CodegenError::Internal(
-                    "online reduction without buffers".into(),
-                ));
+        }
+        self.cache_on = false;
+        self.cache.clear();
+        if masked {
+            self.body.close();
+        }
+        self.body.close();
+        self.body.close();
+        Ok(())
+    }
+
+    /// A running sum, maximum or minimum (or plain aggregation) over one key tile.
+    fn update_plain(
+        &mut self,
+        r: &ReductionPlan,
+        argument: &Tree,
+        mask: Option<NodeIndex>,
+        rows: &str,
+        cols: &str,
+        full: &str,
+    ) -> Result<(), CodegenError> {
+        let c0 = self.c0.clone();
+        let (buf, f) = self.buffers[&r.node].clone();
+        let ii = self.body.open_for(&c0, rows);
+        let jj = self.body.open_for(&c0, cols);
+        let at = At {
+            ii: Some(ii.clone()),
+            jj: Some(jj.clone()),
+            f: None,
+        };
+        let masked = self.open_mask(mask, &at, full)?;
+        match r.row {
+            Some(row) => {
+                let w = self.tree(argument, &at)?;
+                self.accumulate_row(&buf, &f, &ii, &w, row, &at)?;
+            }
+            None => {
+                let fi = self.body.open_for(&c0, &f);
+                let pos = At {
+                    f: Some(fi.clone()),
+                    ..at.clone()
+                };
+                let x = self.tree(argument, &pos)?;
+                let rowo = self.body.bini("muli", &ii, &f);
+                let o = self.body.bini("addi", &rowo, &fi);
+                let a = self.body.load(&buf, &o);
+                let op = match r.kind {
+                    ReduceKind::Sum => "addf",
+                    ReduceKind::Max => "maximumf",
+                    ReduceKind::Min => "minimumf",
+                };
+                let n = self.body.binf(op, &a, &x);
+                self.body.store(&n, &buf, &o);
+                self.body.close();
             }
         }
-        if mask.is_some() {
+        if masked {
             self.body.close();
         }
         self.body.close();

@@ -68,6 +68,12 @@ impl Body {
         self.op(&format!("arith.{op} {a}, {b} : index"))
     }
 
+    /// `row * len + col`: the flat index of an element of a row-major buffer.
+    pub fn row_offset(&mut self, row: &str, len: &str, col: &str) -> String {
+        let r = self.bini("muli", row, len);
+        self.bini("addi", &r, col)
+    }
+
     pub fn math(&mut self, f: &str, a: &str) -> String {
         if f == "exp" {
             return self.exp(a);

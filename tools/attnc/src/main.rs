@@ -1,6 +1,7 @@
 //! `attnc`: the command-line compiler. Dumps go to stdout, diagnostics to stderr, and any error
 //! exits non-zero.
 
+mod bench_command;
 mod build_command;
 mod cpu_device;
 mod plan_command;
@@ -31,6 +32,8 @@ enum Command {
     Run(run_command::RunArgs),
     /// Place a model's pipeline stages and attention heads on described devices.
     Plan(plan_command::PlanArgs),
+    /// Time the compiled CPU kernel, and optionally the reference and an unfused loop.
+    Bench(bench_command::BenchArgs),
 }
 
 /// A failure already explained on stderr (a diagnostic), as opposed to an unexpected error.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),
         Command::Plan(args) => plan_command::run(args, &plan_work::GraphWorkSource::default()),
+        Command::Bench(args) => bench_command::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -183,8 +183,7 @@ impl Gen<'_> {
         let (buf, f) = self.buffers[&r.node].clone();
         let ii = self.body.open_for(&c0, rows);
         let fi = self.body.open_for(&c0, &f);
-        let row = self.body.bini("muli", &ii, &f);
-        let at = self.body.bini("addi", &row, &fi);
+        let at = self.body.row_offset(&ii, &f, &fi);
         match online {
             None => {
                 let identity = self.body.f32(r.kind.identity());
@@ -301,8 +300,7 @@ impl Gen<'_> {
                 let one = self.body.f32(1.0);
                 let scale = self.body.select_f32(&same, &one, &e);
                 let fi = self.body.open_for(&c0, &f);
-                let row = self.body.bini("muli", &ii, &f);
-                let at = self.body.bini("addi", &row, &fi);
+                let at = self.body.row_offset(&ii, &f, &fi);
                 let a = self.body.load(&o.acc[k], &at);
                 let scaled = self.body.binf("mulf", &a, &scale);
                 self.body.store(&scaled, &o.acc[k], &at);
@@ -394,8 +392,7 @@ impl Gen<'_> {
                     ..at.clone()
                 };
                 let x = self.tree(argument, &pos)?;
-                let rowo = self.body.bini("muli", &ii, &f);
-                let o = self.body.bini("addi", &rowo, &fi);
+                let o = self.body.row_offset(&ii, &f, &fi);
                 let a = self.body.load(&buf, &o);
                 let op = match r.kind {
                     ReduceKind::Sum => "addf",
@@ -432,8 +429,7 @@ impl Gen<'_> {
             ..at.clone()
         };
         let x = self.load_value(row, &pos)?;
-        let rowo = self.body.bini("muli", ii, f);
-        let o = self.body.bini("addi", &rowo, &fi);
+        let o = self.body.row_offset(ii, f, &fi);
         let a = self.body.load(acc, &o);
         let p = self.body.binf("mulf", w, &x);
         let n = self.body.binf("addf", &a, &p);
@@ -473,8 +469,7 @@ impl Gen<'_> {
             .body
             .op(&format!("arith.cmpf une, {seen}, {zero} : f32"));
         let fi = self.body.open_for(&c0, &f);
-        let rowo = self.body.bini("muli", &ii, &f);
-        let idx = self.body.bini("addi", &rowo, &fi);
+        let idx = self.body.row_offset(&ii, &f, &fi);
         let mut total = self.body.f32(0.0);
         for (k, t) in terms.iter().enumerate() {
             let mut x = self.body.load(&o.acc[k], &idx);
@@ -524,8 +519,7 @@ impl Gen<'_> {
             )));
         }
         let x = self.load_value(value, &at)?;
-        let rowo = self.body.bini("muli", &ii, &len);
-        let o = self.body.bini("addi", &rowo, &fi);
+        let o = self.body.row_offset(&ii, &len, &fi);
         self.body.store(&x, &out, &o);
         self.body.close();
         self.body.close();

@@ -1,10 +1,9 @@
-//! Every example through the whole CPU path (passes, fusion, tiling, MLIR, MLIR's pipeline, the
-//! JIT) against the reference interpreter, on fresh random inputs, at several shapes: sequences
+//! Every example, parallel or recurrent, through the whole CPU path (passes, fusion, tiling,
+//! MLIR, MLIR's pipeline, the JIT) against the reference interpreter, on fresh random inputs, at several shapes: sequences
 //! not divisible by the tiles, a single position, different query and key lengths, grouped
 //! heads. Outputs start as NaN, so an element no work item wrote fails the comparison.
 
 use crate::common;
-use attnc_passes::fusion::Template;
 use attnc_passes::pass_manager::PassManager;
 use attnc_passes::tiling::target::{CpuTarget, Target};
 use std::collections::BTreeMap;
@@ -49,7 +48,7 @@ fn seed() -> u64 {
 }
 
 #[test]
-fn every_parallel_example_matches_the_reference_on_the_cpu() {
+fn every_example_matches_the_reference_on_the_cpu() {
     let seed = seed();
     println!("seed {seed} (rerun with ATTNC_CPU_SEED={seed})");
     let mut checked = 0;
@@ -59,9 +58,6 @@ fn every_parallel_example_matches_the_reference_on_the_cpu() {
             .run(&mut graph, &mut |_, _, _| {})
             .expect("passes run");
         let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
-        if matches!(fused.kernels[0].template, Template::Recurrent(_)) {
-            continue;
-        }
         for (k, set) in shape_sets().iter().enumerate() {
             let fixed: BTreeMap<String, i64> = graph
                 .dims
@@ -114,25 +110,6 @@ fn every_parallel_example_matches_the_reference_on_the_cpu() {
     );
 }
 
-/// Recurrent kernels are not compiled for the CPU yet: they say so instead of running wrongly.
-#[test]
-fn recurrent_kernels_are_refused_with_a_reason() {
-    for name in ["retention", "gated_linear_attention", "linear_attention"] {
-        let graph = common::compile(&common::example(name));
-        let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
-        let tiled =
-            attnc_passes::tiling::tile(&graph, &fused, &Target::Cpu(CpuTarget::host()), None)
-                .expect("tiles");
-        match attnc_cpu::CpuKernel::compile(&graph, &fused, &tiled) {
-            Err(attnc_cpu::CodegenError::Unsupported(why)) => {
-                assert!(why.contains("recurrent"), "{why}")
-            }
-            Err(other) => panic!("{name}: {other}"),
-            Ok(_) => panic!("{name} compiled; update this test and test its numbers instead"),
-        }
-    }
-}
-
 #[test]
 fn attnc_run_on_the_cpu_checks_itself_against_the_reference() {
     let out = common::attnc(&[
@@ -159,16 +136,13 @@ fn attnc_run_on_the_cpu_checks_itself_against_the_reference() {
     assert!(stdout.contains("GFLOP/s"), "{stdout}");
 }
 
-/// The MLIR of every parallel example, as written: the snapshot shows codegen changes.
+/// The MLIR of every example, as written: the snapshot shows codegen changes.
 #[test]
-fn mlir_of_every_parallel_example() {
+fn mlir_of_every_example() {
     let target = Target::Cpu(CpuTarget::xeon_avx512_2core());
     insta::glob!("../../examples", "*.attn", |path| {
         let graph = common::compile(path);
         let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
-        if matches!(fused.kernels[0].template, Template::Recurrent(_)) {
-            return;
-        }
         let tiled = attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("tiles");
         let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled).expect("generates");
         insta::assert_snapshot!("mlir", mlir);

@@ -2,6 +2,7 @@
 //! pipeline and the JIT once, then one call per (b, h, query tile) work item on all cores.
 
 use crate::parallel::{self, KERNEL};
+use crate::recurrent::SCAN_KERNEL;
 use crate::{CodegenError, Layout};
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op};
@@ -50,10 +51,12 @@ pub fn generate_mlir(
     let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
         return Err(CodegenError::Internal("no kernel to compile".into()));
     };
-    let Template::Parallel(plan) = &kernel.template else {
-        return Err(CodegenError::Unsupported(
-            "recurrent kernels (the reference runs them)".into(),
-        ));
+    let plan = match &kernel.template {
+        Template::Parallel(plan) => plan,
+        Template::Recurrent(r) => {
+            let (function, signature, layout) = crate::recurrent::generate(graph, r)?;
+            return Ok((format!("module {{\n{function}}}\n"), signature, layout));
+        }
     };
     let TiledBody::Parallel { choice, .. } = &tiles.body else {
         return Err(CodegenError::Internal(
@@ -163,9 +166,20 @@ impl CpuKernel {
                 1
             }
         };
-        let (bq, bk) = (self.layout.query_tile, self.layout.key_tile);
-        let (n_i, n_j) = (extent(FrameIndex::I), extent(FrameIndex::J));
-        let key_tiles = n_j.div_ceil(bk);
+        // A parallel kernel's work item is a query tile; a scan's is the whole sequence of steps.
+        let scan = self.layout.scan;
+        let (row_index, n_rows) = if scan {
+            (FrameIndex::T, extent(FrameIndex::T))
+        } else {
+            (FrameIndex::I, extent(FrameIndex::I))
+        };
+        let tile_rows = if scan { n_rows } else { self.layout.query_tile };
+        let n_j = extent(FrameIndex::J);
+        let key_tiles = if scan {
+            0
+        } else {
+            n_j.div_ceil(self.layout.key_tile)
+        };
         let mut out_shapes = Vec::new();
         let mut row_lens = Vec::new();
         for o in &self.layout.outputs {
@@ -183,21 +197,28 @@ impl CpuKernel {
             .iter()
             .map(|d| bindings.dims.get(d).copied().unwrap_or(0))
             .collect();
+        let tiles_per_slice = n_rows.div_ceil(tile_rows.max(1));
         let items: Vec<(usize, usize, usize)> = (0..extent(FrameIndex::B))
             .flat_map(|b| {
                 (0..extent(FrameIndex::H))
-                    .flat_map(move |h| (0..n_i.div_ceil(bq)).map(move |q| (b, h, q)))
+                    .flat_map(move |h| (0..tiles_per_slice).map(move |q| (b, h, q)))
             })
             .collect();
-        let kernel = self.jit.kernel(KERNEL)?;
+        let kernel = self.jit.kernel(if scan { SCAN_KERNEL } else { KERNEL })?;
         // The JIT engine is not shared with the workers: only the reentrant kernel is.
         let layout = &self.layout;
         let tiles: Vec<Vec<Vec<f32>>> = items
             .par_iter()
             .map(|&(b, h, qt)| {
-                let cov = coverage_codes(g, layout, bindings, (b, h, qt), n_i, n_j, key_tiles);
-                let mut outs: Vec<Vec<f32>> =
-                    row_lens.iter().map(|f| vec![f32::NAN; bq * f]).collect();
+                let cov = if scan {
+                    Vec::new()
+                } else {
+                    coverage_codes(g, layout, bindings, (b, h, qt), n_rows, n_j, key_tiles)
+                };
+                let mut outs: Vec<Vec<f32>> = row_lens
+                    .iter()
+                    .map(|f| vec![f32::NAN; tile_rows * f])
+                    .collect();
                 let mut args: Vec<Arg> = Vec::new();
                 for (k, name) in layout.inputs.iter().enumerate() {
                     if layout.int_inputs.contains(name) {
@@ -209,12 +230,15 @@ impl CpuKernel {
                 for o in outs.iter_mut() {
                     args.push(Arg::output(o.as_mut_slice()));
                 }
-                args.push(Arg::input(&cov));
+                if !scan {
+                    args.push(Arg::input(&cov));
+                }
                 args.extend(lengths.iter().map(|l| Arg::Int(*l)));
                 args.extend(row_lens.iter().map(|f| Arg::Int(*f as i64)));
-                args.push(Arg::Int(key_tiles as i64));
+                args.push(Arg::Int(if scan { n_rows } else { key_tiles } as i64));
                 args.extend(dims.iter().map(|d| Arg::Int(*d)));
-                args.extend([b, h, qt].iter().map(|x| Arg::Int(*x as i64)));
+                let work: &[usize] = if scan { &[b, h] } else { &[b, h, qt] };
+                args.extend(work.iter().map(|x| Arg::Int(*x as i64)));
                 kernel.call(&args)?;
                 drop(args);
                 Ok(outs)
@@ -230,7 +254,7 @@ impl CpuKernel {
             }
             let f = row_lens[k];
             for (&(b, h, qt), item) in items.iter().zip(&tiles) {
-                let rows = bq.min(n_i - qt * bq);
+                let rows = tile_rows.min(n_rows - qt * tile_rows);
                 for ii in 0..rows {
                     let offset: usize = o
                         .axes
@@ -240,7 +264,7 @@ impl CpuKernel {
                             st * match fi {
                                 FrameIndex::B => b,
                                 FrameIndex::H => h,
-                                FrameIndex::I => qt * bq + ii,
+                                fi if *fi == row_index => qt * tile_rows + ii,
                                 _ => 0,
                             }
                         })

@@ -6,6 +6,7 @@
 mod launch;
 mod mlir_text;
 mod parallel;
+mod recurrent;
 
 pub use launch::{Array, CpuKernel, RunError, generate_mlir, lower_to_llvm};
 
@@ -36,6 +37,8 @@ pub struct Layout {
     pub query_tile: usize,
     pub key_tile: usize,
     pub mask: Option<NodeIndex>,
+    /// A recurrence: one work item per (b, h), each writing every step t.
+    pub scan: bool,
 }
 
 /// An output as a work item writes it: rows of the query tile, each of the output's last axis.

@@ -43,15 +43,15 @@ fn class_of(set: IndexSet) -> Class {
 
 /// The position an expression is evaluated at: query row, key row and feature element.
 #[derive(Clone, Default)]
-struct At {
-    ii: Option<String>,
-    jj: Option<String>,
-    f: Option<String>,
+pub(crate) struct At {
+    pub(crate) ii: Option<String>,
+    pub(crate) jj: Option<String>,
+    pub(crate) f: Option<String>,
 }
 
-struct Gen<'a> {
+pub(crate) struct Gen<'a> {
     graph: &'a Graph,
-    body: Body,
+    pub(crate) body: Body,
     bq: usize,
     bk: usize,
     /// Buffer and feature length (SSA index) of every node stored in the work item.
@@ -63,7 +63,9 @@ struct Gen<'a> {
     j0: String,
     b: String,
     h: String,
-    c0: String,
+    pub(crate) c0: String,
+    /// The step of a recurrence being generated.
+    pub(crate) t: Option<String>,
     /// The statistics each node reads, and the sweep each reduction is accumulated in.
     stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>>,
     sweep_of: BTreeMap<NodeIndex, usize>,
@@ -100,25 +102,9 @@ pub fn generate(
             sweep_of.insert(r.node, k);
         }
     }
-    let mut g = Gen {
-        graph,
-        body: Body::new(1),
-        bq,
-        bk,
-        buffers: HashMap::new(),
-        classes: HashMap::new(),
-        dims: BTreeMap::new(),
-        inputs: HashMap::new(),
-        i0: String::new(),
-        j0: String::new(),
-        b: String::new(),
-        h: String::new(),
-        c0: String::new(),
-        stats,
-        sweep_of,
-        cache: Vec::new(),
-        cache_on: false,
-    };
+    let mut g = Gen::new(graph, bq, bk);
+    g.stats = stats;
+    g.sweep_of = sweep_of;
     let (params, layout) = g.signature(plan)?;
     g.prologue(&params)?;
     g.body_of(plan, &order, &layout)?;
@@ -152,7 +138,30 @@ pub fn generate(
     Ok((text, signature, layout))
 }
 
-impl Gen<'_> {
+impl<'a> Gen<'a> {
+    pub(crate) fn new(graph: &'a Graph, bq: usize, bk: usize) -> Self {
+        Gen {
+            graph,
+            body: Body::new(1),
+            bq,
+            bk,
+            buffers: HashMap::new(),
+            classes: HashMap::new(),
+            dims: BTreeMap::new(),
+            inputs: HashMap::new(),
+            i0: String::new(),
+            j0: String::new(),
+            b: String::new(),
+            h: String::new(),
+            c0: String::new(),
+            t: None,
+            stats: BTreeMap::new(),
+            sweep_of: BTreeMap::new(),
+            cache: Vec::new(),
+            cache_on: false,
+        }
+    }
+
     fn signature(&self, plan: &ParallelKernel) -> Result<(Vec<Param>, Layout), CodegenError> {
         let mut buffers = Vec::new();
         let mut ints = Vec::new();
@@ -164,6 +173,7 @@ impl Gen<'_> {
             query_tile: self.bq,
             key_tile: self.bk,
             mask: plan.mask,
+            scan: false,
         };
         for (_, name, ty) in self.graph.inputs() {
             let int = !ty.dtype.is_float();
@@ -235,7 +245,16 @@ impl Gen<'_> {
         Ok((buffers, layout))
     }
 
+    /// The prologue of a scan: dims, the slice (b, h) and the inputs; no query tile.
+    pub(crate) fn prologue_scan(&mut self, params: &[Param]) -> Result<(), CodegenError> {
+        self.prologue_with(params, &["b", "h"])
+    }
+
     fn prologue(&mut self, params: &[Param]) -> Result<(), CodegenError> {
+        self.prologue_with(params, &["b", "h", "qt"])
+    }
+
+    fn prologue_with(&mut self, params: &[Param], work: &[&str]) -> Result<(), CodegenError> {
         self.c0 = self.body.index(0);
         for d in &self.graph.dims {
             let i = self
@@ -246,7 +265,7 @@ impl Gen<'_> {
                 .op(&format!("arith.sitofp %d_{} : i64 to f32", d.name));
             self.dims.insert(d.name.clone(), (i, f));
         }
-        for w in ["b", "h", "qt"] {
+        for w in work.iter().copied() {
             let v = self
                 .body
                 .op(&format!("arith.index_cast %w_{w} : i64 to index"));
@@ -285,7 +304,7 @@ impl Gen<'_> {
         Ok(())
     }
 
-    fn dim(&mut self, d: &Dim) -> String {
+    pub(crate) fn dim(&mut self, d: &Dim) -> String {
         match d {
             Dim::Sym(s) => self
                 .dims
@@ -306,6 +325,14 @@ impl Gen<'_> {
         }
     }
 
+    /// A dim's value as f32.
+    pub(crate) fn dim_f32(&self, d: &str) -> Result<String, CodegenError> {
+        self.dims
+            .get(d)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| CodegenError::Internal(format!("dim {d}")))
+    }
+
     fn feature_len(&mut self, f: &Feature) -> Result<String, CodegenError> {
         match f {
             Feature::Scalar => Ok(self.body.index(1)),
@@ -324,7 +351,7 @@ impl Gen<'_> {
     }
 
     /// Allocates a node's buffer in the work item (at function scope).
-    fn allocate(&mut self, n: NodeIndex) -> Result<(), CodegenError> {
+    pub(crate) fn allocate(&mut self, n: NodeIndex) -> Result<(), CodegenError> {
         if self.buffers.contains_key(&n) {
             return Ok(());
         }
@@ -385,7 +412,7 @@ impl Gen<'_> {
         })
     }
 
-    fn load_value(&mut self, v: ValueRef, at: &At) -> Result<String, CodegenError> {
+    pub(crate) fn load_value(&mut self, v: ValueRef, at: &At) -> Result<String, CodegenError> {
         let (buf, _) = self.buffers.get(&v.node).cloned().ok_or_else(|| {
             CodegenError::Internal(format!(
                 "node {} is read before it is computed",
@@ -423,7 +450,12 @@ impl Gen<'_> {
     }
 
     /// Computes a node into its buffer over the tile.
-    fn compute(&mut self, n: NodeIndex, rows: &str, cols: &str) -> Result<(), CodegenError> {
+    pub(crate) fn compute(
+        &mut self,
+        n: NodeIndex,
+        rows: &str,
+        cols: &str,
+    ) -> Result<(), CodegenError> {
         self.allocate(n)?;
         let node = self.graph.node(n);
         if let Op::Map { .. } = &node.op {
@@ -496,7 +528,7 @@ impl Gen<'_> {
         }
     }
 
-    fn frame_index(&mut self, fi: FrameIndex, at: &At) -> Result<String, CodegenError> {
+    pub(crate) fn frame_index(&mut self, fi: FrameIndex, at: &At) -> Result<String, CodegenError> {
         Ok(match fi {
             FrameIndex::B => self.b.clone(),
             FrameIndex::H => self.h.clone(),
@@ -514,9 +546,10 @@ impl Gen<'_> {
                     .ok_or_else(|| CodegenError::Internal("j without a key row".into()))?;
                 self.body.bini("addi", &self.j0.clone(), &jj)
             }
-            FrameIndex::T => {
-                return Err(CodegenError::Unsupported("t in a parallel kernel".into()));
-            }
+            FrameIndex::T => self
+                .t
+                .clone()
+                .ok_or_else(|| CodegenError::Internal("t outside a scan".into()))?,
         })
     }
 
@@ -654,7 +687,12 @@ impl Gen<'_> {
         })
     }
 
-    fn binary(&mut self, op: BinaryOp, a: &str, b: &str) -> Result<String, CodegenError> {
+    pub(crate) fn binary(
+        &mut self,
+        op: BinaryOp,
+        a: &str,
+        b: &str,
+    ) -> Result<String, CodegenError> {
         let cmp = |g: &mut Self, pred: &str| {
             let c = g.body.op(&format!("arith.cmpf {pred}, {a}, {b} : f32"));
             g.body.op(&format!("arith.uitofp {c} : i1 to f32"))
@@ -742,6 +780,11 @@ impl Gen<'_> {
             .iter()
             .map(|a| self.tree(a, at))
             .collect::<Result<_, _>>()?;
+        self.scalar_call(f, &v)
+    }
+
+    /// A scalar function of already evaluated arguments.
+    pub(crate) fn scalar_call(&mut self, f: Builtin, v: &[String]) -> Result<String, CodegenError> {
         let b = &mut self.body;
         Ok(match f {
             Builtin::Exp => b.math("exp", &v[0]),

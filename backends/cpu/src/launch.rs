@@ -36,6 +36,8 @@ pub enum RunError {
 /// A kernel compiled for this machine.
 pub struct CpuKernel {
     graph: Graph,
+    /// The dims the code was specialised for (empty for a shape-generic kernel).
+    specialised: BTreeMap<String, i64>,
     layout: Layout,
     jit: HostJit,
     mlir: String,
@@ -51,10 +53,16 @@ pub fn generate_mlir(
     let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
         return Err(CodegenError::Internal("no kernel to compile".into()));
     };
+    // Tiled for given dims: specialise the kernel for them. Nominal dims stay parameters.
+    let constants = if tiled.nominal {
+        BTreeMap::new()
+    } else {
+        tiled.dims.clone()
+    };
     let plan = match &kernel.template {
         Template::Parallel(plan) => plan,
         Template::Recurrent(r) => {
-            let (function, signature, layout) = crate::recurrent::generate(graph, r)?;
+            let (function, signature, layout) = crate::recurrent::generate(graph, r, &constants)?;
             return Ok((format!("module {{\n{function}}}\n"), signature, layout));
         }
     };
@@ -64,7 +72,7 @@ pub fn generate_mlir(
         ));
     };
     let (function, signature, layout) =
-        parallel::generate(graph, plan, choice.query_tile, choice.key_tile)?;
+        parallel::generate(graph, plan, choice.query_tile, choice.key_tile, &constants)?;
     Ok((format!("module {{\n{function}}}\n"), signature, layout))
 }
 
@@ -84,6 +92,11 @@ impl CpuKernel {
         tiled: &TiledProgram,
     ) -> Result<CpuKernel, CodegenError> {
         let (mlir, signature, layout) = generate_mlir(graph, fused, tiled)?;
+        let specialised = if tiled.nominal {
+            BTreeMap::new()
+        } else {
+            tiled.dims.clone()
+        };
         let session = MlirSession::new();
         let mut module = session.parse(&mlir)?;
         module.verify()?;
@@ -96,6 +109,7 @@ impl CpuKernel {
         )?;
         Ok(CpuKernel {
             graph: graph.clone(),
+            specialised,
             layout,
             jit,
             mlir,
@@ -125,6 +139,17 @@ impl CpuKernel {
         inputs: &BTreeMap<String, Array>,
     ) -> Result<BTreeMap<String, Array>, RunError> {
         let g = &self.graph;
+        for (name, v) in &self.specialised {
+            if bindings.dims.get(name) != Some(v) {
+                return Err(RunError::Dims(format!(
+                    "the kernel was compiled for {name}={v}, the call binds {name}={}",
+                    bindings
+                        .dims
+                        .get(name)
+                        .map_or("nothing".to_string(), |x| x.to_string())
+                )));
+            }
+        }
         let shape = |dims: &[attnc_ir::types::Dim]| {
             bindings
                 .shape(dims)

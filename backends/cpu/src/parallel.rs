@@ -73,6 +73,8 @@ pub(crate) struct Gen<'a> {
     /// value defined dominates the rest of the body).
     cache: Vec<(Tree, [Option<String>; 3], String)>,
     cache_on: bool,
+    /// Dims the kernel is specialised for.
+    pub(crate) constants: BTreeMap<String, i64>,
 }
 
 pub fn generate(
@@ -80,6 +82,7 @@ pub fn generate(
     plan: &ParallelKernel,
     bq: usize,
     bk: usize,
+    constants: &BTreeMap<String, i64>,
 ) -> Result<(String, KernelSignature, Layout), CodegenError> {
     let order = graph
         .topo_order()
@@ -103,6 +106,7 @@ pub fn generate(
         }
     }
     let mut g = Gen::new(graph, bq, bk);
+    g.constants = constants.clone();
     g.stats = stats;
     g.sweep_of = sweep_of;
     let (params, layout) = g.signature(plan)?;
@@ -159,6 +163,7 @@ impl<'a> Gen<'a> {
             sweep_of: BTreeMap::new(),
             cache: Vec::new(),
             cache_on: false,
+            constants: BTreeMap::new(),
         }
     }
 
@@ -257,12 +262,17 @@ impl<'a> Gen<'a> {
     fn prologue_with(&mut self, params: &[Param], work: &[&str]) -> Result<(), CodegenError> {
         self.c0 = self.body.index(0);
         for d in &self.graph.dims {
-            let i = self
-                .body
-                .op(&format!("arith.index_cast %d_{} : i64 to index", d.name));
-            let f = self
-                .body
-                .op(&format!("arith.sitofp %d_{} : i64 to f32", d.name));
+            // A dim known when compiling becomes a constant: LLVM then unrolls and vectorises the
+            // loops over it (the head dimension above all) and folds arithmetic on it.
+            let (i, f) = match self.constants.get(&d.name) {
+                Some(v) => (self.body.index(*v), self.body.f32(*v as f64)),
+                None => (
+                    self.body
+                        .op(&format!("arith.index_cast %d_{} : i64 to index", d.name)),
+                    self.body
+                        .op(&format!("arith.sitofp %d_{} : i64 to f32", d.name)),
+                ),
+            };
             self.dims.insert(d.name.clone(), (i, f));
         }
         for w in work.iter().copied() {

@@ -27,6 +27,7 @@ struct StateBuf {
 pub fn generate(
     graph: &Graph,
     plan: &RecurrentKernel,
+    constants: &std::collections::BTreeMap<String, i64>,
 ) -> Result<(String, KernelSignature, Layout), CodegenError> {
     let order = graph
         .topo_order()
@@ -118,6 +119,7 @@ pub fn generate(
     }
     params.extend(ints);
     let mut g = Gen::new(graph, 1, 1);
+    g.constants = constants.clone();
     g.prologue_scan(&params)?;
     // Values of the slice, then per-step buffers, then states: all allocated before any loop.
     for &n in &order {

@@ -14,8 +14,10 @@ pub struct Problem {
     /// Query/key row length and value row length.
     pub d_qk: usize,
     pub d_v: usize,
-    /// Fraction of (i, j) pairs the mask keeps (1 without a mask).
+    /// Fraction of key tiles visited (not skipped by the tile rule; 1 without a mask).
     pub density: f64,
+    /// Fraction of the visited tiles that need the mask per element.
+    pub partial: f64,
     /// Sweeps over the key tiles.
     pub sweeps: usize,
 }
@@ -34,6 +36,10 @@ const KEY_TILES: &[usize] = &[16, 32, 64, 128, 256, 512];
 
 /// Per key tile: loop control and the tile-rule test.
 const TILE_OVERHEAD_S: f64 = 40e-9;
+
+/// Per pair of a partially masked tile: evaluating the mask and branching on it, in FLOPs at
+/// peak rate (scalar, unvectorised work costs several).
+const MASK_FLOPS: f64 = 32.0;
 
 /// Per key tile and query row: the running maximum, the exponentials of the rescale, and the
 /// rescale of the row's accumulator (one multiply per element, at a quarter of peak as it is
@@ -87,7 +93,10 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     };
     let visited = (items * key_tiles * p.sweeps) as f64 * p.density;
     let rescale = visited * bq_eff as f64 * rescale_flops(p.d_v) / (t.core_flops * t.cores as f64);
-    let overhead = visited * TILE_OVERHEAD_S / t.cores as f64 + rescale;
+    // Partially masked tiles evaluate the mask for every pair.
+    let masking = visited * p.partial * (bq_eff * bk_eff) as f64 * MASK_FLOPS
+        / (t.core_flops * t.cores as f64);
+    let overhead = visited * TILE_OVERHEAD_S / t.cores as f64 + rescale + masking;
     Some(Choice {
         query_tile: bq_eff,
         key_tile: bk_eff,
@@ -96,12 +105,29 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     })
 }
 
-/// The cheapest choice over the candidate tile sizes.
+/// The cheapest choice over the candidate tile sizes, for a problem whose tile coverage does
+/// not depend on the tile sizes (no mask, or a measured average).
 pub fn choose(t: &CpuTarget, p: &Problem) -> Option<Choice> {
+    choose_with(t, p, &|_, _| (p.density, p.partial))
+}
+
+/// The cheapest choice, with the tile rule's coverage measured for each candidate:
+/// `coverage(bq, bk)` gives (fraction of tiles visited, fraction of those partially masked).
+pub fn choose_with(
+    t: &CpuTarget,
+    p: &Problem,
+    coverage: &dyn Fn(usize, usize) -> (f64, f64),
+) -> Option<Choice> {
     let mut best: Option<Choice> = None;
     for &bq in QUERY_TILES {
         for &bk in KEY_TILES {
-            let Some(c) = predict(t, p, bq, bk) else {
+            let (density, partial) = coverage(bq, bk);
+            let candidate = Problem {
+                density,
+                partial,
+                ..*p
+            };
+            let Some(c) = predict(t, &candidate, bq, bk) else {
                 continue;
             };
             // Ties go to the first (smaller) candidate, so the choice is deterministic.
@@ -125,6 +151,7 @@ mod tests {
             d_qk: d,
             d_v: d,
             density: 1.0,
+            partial: 0.0,
             sweeps: 1,
         }
     }
@@ -170,6 +197,17 @@ mod tests {
         let t = CpuTarget::xeon_avx512_2core();
         let c = choose(&t, &problem(16, 4096, 64)).expect("a choice");
         assert!(c.key_tile >= 64, "{c:?}");
+    }
+
+    #[test]
+    fn partially_masked_tiles_cost_more() {
+        let t = CpuTarget::xeon_avx512_2core();
+        let mut p = problem(16, 4096, 64);
+        p.density = 0.5;
+        let clean = predict(&t, &p, 64, 64).expect("fits");
+        p.partial = 1.0;
+        let masked = predict(&t, &p, 64, 64).expect("fits");
+        assert!(masked.predicted_seconds > clean.predicted_seconds);
     }
 
     #[test]

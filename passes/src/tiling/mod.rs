@@ -155,22 +155,34 @@ fn parallel(
             _ => {}
         }
     }
-    let mut problem = Problem {
+    let problem = Problem {
         slices: extent(FrameIndex::B) * extent(FrameIndex::H),
         queries: extent(FrameIndex::I),
         keys: extent(FrameIndex::J),
         d_qk,
         d_v,
         density: 1.0,
+        partial: 0.0,
         sweeps: p.sweeps.len().max(1),
     };
-    // Tile sizes and the fraction of tiles visited depend on each other: settle them in two rounds.
-    let first = cost_model::choose(cpu, &problem).ok_or("no tile size fits the target's caches")?;
-    let tiles = count_tiles(graph, p, b, first.query_tile, first.key_tile);
-    problem.density = 1.0 - tiles.skipped as f64 / tiles.total.max(1) as f64;
-    let choice =
-        cost_model::choose(cpu, &problem).ok_or("no tile size fits the target's caches")?;
+    // The tile rule's coverage depends on the tile sizes: measure it for each candidate.
+    let coverage = |bq: usize, bk: usize| {
+        let t = count_tiles(graph, p, b, bq, bk);
+        let visited = (t.total - t.skipped).max(1);
+        (
+            visited as f64 / t.total.max(1) as f64,
+            (visited - t.full.min(visited)) as f64 / visited as f64,
+        )
+    };
+    let choice = cost_model::choose_with(cpu, &problem, &coverage)
+        .ok_or("no tile size fits the target's caches")?;
     let tiles = count_tiles(graph, p, b, choice.query_tile, choice.key_tile);
+    let (density, partial) = coverage(choice.query_tile, choice.key_tile);
+    let problem = Problem {
+        density,
+        partial,
+        ..problem
+    };
     let place = |bytes: usize| {
         if bytes <= cpu.l1_bytes / 4 {
             Place::L1
@@ -250,7 +262,11 @@ fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: u
         .insert(FrameIndex::B, Span1 { lo: 0.0, hi: 0.0 });
     tile.ranges
         .insert(FrameIndex::H, Span1 { lo: 0.0, hi: 0.0 });
-    for q in 0..qt {
+    // Long sequences: every `stride`-th query tile, scaled back up, keeps this quick.
+    let stride = (qt * kt).div_ceil(1 << 14).max(1);
+    let mut sampled = 0;
+    for q in (0..qt).step_by(stride) {
+        sampled += 1;
         for k in 0..kt {
             tile.ranges.insert(
                 FrameIndex::I,
@@ -272,6 +288,11 @@ fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: u
                 Coverage::Partial => {}
             }
         }
+    }
+    if sampled < qt {
+        let scale = |x: usize| x * qt / sampled.max(1);
+        count.skipped = scale(count.skipped);
+        count.full = scale(count.full);
     }
     count
 }

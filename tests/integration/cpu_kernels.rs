@@ -167,3 +167,19 @@ fn llvm_ir_comes_from_mlirs_translation() {
         "the soft-cap's tanh is missing"
     );
 }
+
+/// The LLVM IR of every example, from MLIR's pipeline and translation. It depends on the MLIR
+/// and LLVM 22 release installed (Debian's 22.1.x): a new release that changes it shows here as
+/// a diff to review, like any change of the compiler's output.
+#[test]
+fn llvm_ir_of_every_example() {
+    let target = Target::Cpu(CpuTarget::xeon_avx512_2core());
+    insta::glob!("../../examples", "*.attn", |path| {
+        let graph = common::compile(path);
+        let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
+        let tiled = attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("tiles");
+        let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled).expect("generates");
+        let llvm = attnc_cpu::lower_to_llvm(&mlir).expect("lowers");
+        insta::assert_snapshot!("llvm", llvm);
+    });
+}

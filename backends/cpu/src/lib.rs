@@ -49,3 +49,36 @@ pub struct OutputTile {
     pub axes: Vec<FrameIndex>,
     pub dims: Vec<Dim>,
 }
+
+impl Layout {
+    /// Adds every input of `graph` as a read-only buffer with its length as an `Int`
+    /// parameter (an extent may be an expression such as `2 * S - 1`, so the host passes it).
+    pub(crate) fn add_inputs(
+        &mut self,
+        graph: &attnc_ir::Graph,
+        buffers: &mut Vec<attnc_mlir::Param>,
+        ints: &mut Vec<attnc_mlir::Param>,
+    ) {
+        use attnc_mlir::{Access, ElementType, Param};
+        for (_, name, ty) in graph.inputs() {
+            let int = !ty.dtype.is_float();
+            buffers.push(Param::Buffer {
+                name: format!("in_{name}"),
+                element: if int {
+                    ElementType::I32
+                } else {
+                    ElementType::F32
+                },
+                access: Access::Read,
+                extent: vec![attnc_mlir::Dim::Param(format!("n_{name}"))],
+            });
+            ints.push(Param::Int {
+                name: format!("n_{name}"),
+            });
+            self.inputs.push(name.to_string());
+            if int {
+                self.int_inputs.push(name.to_string());
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Writing MLIR text: fresh SSA names, constants, loops. The code generator builds kernels with
 //! it; MLIR's parser (through melior) checks what it writes.
 
+use attnc_mlir::{ElementType, Param};
 use std::fmt::Write;
 
 pub struct Body {
@@ -189,4 +190,28 @@ impl Body {
         self.line(&format!("scf.if {cond} {{"));
         self.depth += 1;
     }
+}
+
+/// A kernel function: its parameters (buffers as `memref<T>`, integers, floats) and body.
+pub fn function(name: &str, params: &[Param], body: Body) -> String {
+    let args: Vec<String> = params
+        .iter()
+        .map(|p| match p {
+            Param::Buffer { name, element, .. } => {
+                let element = if *element == ElementType::I32 {
+                    "i32"
+                } else {
+                    "f32"
+                };
+                format!("%{name}: memref<{element}>")
+            }
+            Param::Int { name } => format!("%{name}: i64"),
+            Param::F32 { name } => format!("%{name}: f32"),
+        })
+        .collect();
+    format!(
+        "func.func @{name}({}) attributes {{llvm.emit_c_interface}} {{\n{}}}\n",
+        args.join(", "),
+        body.into_text()
+    )
 }

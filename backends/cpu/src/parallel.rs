@@ -113,27 +113,10 @@ pub fn generate(
     g.prologue(&params)?;
     g.body_of(plan, &order, &layout)?;
     g.body.line("return");
-    let args: Vec<String> = params
-        .iter()
-        .map(|p| match p {
-            Param::Buffer { name, element, .. } => {
-                format!(
-                    "%{name}: memref<{}>",
-                    if *element == ElementType::I32 {
-                        "i32"
-                    } else {
-                        "f32"
-                    }
-                )
-            }
-            Param::Int { name } => format!("%{name}: i64"),
-            Param::F32 { name } => format!("%{name}: f32"),
-        })
-        .collect();
-    let text = format!(
-        "func.func @{KERNEL}({}) attributes {{llvm.emit_c_interface}} {{\n{}}}\n",
-        args.join(", "),
-        std::mem::replace(&mut g.body, Body::new(0)).into_text()
+    let text = crate::mlir_text::function(
+        KERNEL,
+        &params,
+        std::mem::replace(&mut g.body, Body::new(0)),
     );
     let signature = KernelSignature {
         name: KERNEL.to_string(),
@@ -180,26 +163,7 @@ impl<'a> Gen<'a> {
             mask: plan.mask,
             scan: false,
         };
-        for (_, name, ty) in self.graph.inputs() {
-            let int = !ty.dtype.is_float();
-            buffers.push(Param::Buffer {
-                name: format!("in_{name}"),
-                element: if int {
-                    ElementType::I32
-                } else {
-                    ElementType::F32
-                },
-                access: Access::Read,
-                extent: vec![attnc_mlir::Dim::Param(format!("n_{name}"))],
-            });
-            ints.push(Param::Int {
-                name: format!("n_{name}"),
-            });
-            layout.inputs.push(name.to_string());
-            if int {
-                layout.int_inputs.push(name.to_string());
-            }
-        }
+        layout.add_inputs(self.graph, &mut buffers, &mut ints);
         for (n, name, ty) in self.graph.outputs() {
             let Op::Output { axes, .. } = &self.graph.node(n).op else {
                 continue;

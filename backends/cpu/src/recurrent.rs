@@ -52,26 +52,7 @@ pub fn generate(
         mask: None,
         scan: true,
     };
-    for (_, name, ty) in graph.inputs() {
-        let int = !ty.dtype.is_float();
-        params.push(Param::Buffer {
-            name: format!("in_{name}"),
-            element: if int {
-                ElementType::I32
-            } else {
-                ElementType::F32
-            },
-            access: Access::Read,
-            extent: vec![attnc_mlir::Dim::Param(format!("n_{name}"))],
-        });
-        ints.push(Param::Int {
-            name: format!("n_{name}"),
-        });
-        layout.inputs.push(name.to_string());
-        if int {
-            layout.int_inputs.push(name.to_string());
-        }
-    }
+    layout.add_inputs(graph, &mut params, &mut ints);
     let mut emitted: Vec<(String, usize)> = Vec::new();
     for n in &plan.epilogue {
         let Op::Output { name, ty, axes } = &graph.node(*n).op else {
@@ -219,27 +200,10 @@ pub fn generate(
     }
     g.body.close();
     g.body.line("return");
-    let args: Vec<String> = params
-        .iter()
-        .map(|p| match p {
-            Param::Buffer { name, element, .. } => {
-                format!(
-                    "%{name}: memref<{}>",
-                    if *element == ElementType::I32 {
-                        "i32"
-                    } else {
-                        "f32"
-                    }
-                )
-            }
-            Param::Int { name } => format!("%{name}: i64"),
-            Param::F32 { name } => format!("%{name}: f32"),
-        })
-        .collect();
-    let text = format!(
-        "func.func @{SCAN_KERNEL}({}) attributes {{llvm.emit_c_interface}} {{\n{}}}\n",
-        args.join(", "),
-        std::mem::replace(&mut g.body, Body::new(0)).into_text()
+    let text = crate::mlir_text::function(
+        SCAN_KERNEL,
+        &params,
+        std::mem::replace(&mut g.body, Body::new(0)),
     );
     Ok((
         text,

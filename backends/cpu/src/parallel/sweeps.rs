@@ -14,6 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 /// was accumulated (an empty sum is 0, as in the reference).
 struct OnlineBuffers {
     acc: Vec<String>,
+    /// Each term's weight for every key of the current tile.
+    weights: Vec<String>,
     shift: Vec<Option<String>>,
     seen: String,
 }
@@ -59,7 +61,23 @@ impl Gen<'_> {
                     let seen = self
                         .body
                         .op(&format!("memref.alloca({bq}) : memref<?xf32>"));
-                    online.insert(r.node, OnlineBuffers { acc, shift, seen });
+                    let bk = self.body.index(self.bk as i64);
+                    let weights = terms
+                        .iter()
+                        .map(|_| {
+                            self.body
+                                .op(&format!("memref.alloca({bk}) : memref<?xf32>"))
+                        })
+                        .collect();
+                    online.insert(
+                        r.node,
+                        OnlineBuffers {
+                            acc,
+                            weights,
+                            shift,
+                            seen,
+                        },
+                    );
                 }
             }
         }
@@ -310,18 +328,19 @@ impl Gen<'_> {
             }
             shifts.push(row_shifts);
         }
-        let jj = self.body.open_for(&c0, cols);
+        // Every term's weight for every key of the tile, without branches (a masked pair weighs
+        // 0), so the exponentials vectorise across the keys; `any` records whether a key was kept.
+        let zero = self.body.f32(0.0);
+        let one = self.body.f32(1.0);
+        let (jj, any, any_kept) = self.body.open_fold(&c0, cols, &zero);
         let at = At {
             ii: Some(ii.clone()),
             jj: Some(jj.clone()),
             f: None,
         };
-        let masked = self.open_mask(mask, &at, full)?;
+        let keep = self.keep(mask, &at, full)?;
         self.cache_on = true;
-        let one = self.body.f32(1.0);
-        for ((r, terms, o), row_shifts) in onl.iter().zip(&shifts) {
-            let f = self.buffers[&r.node].1.clone();
-            self.body.store(&one, &o.seen, &ii);
+        for ((_, terms, o), row_shifts) in onl.iter().zip(&shifts) {
             for (k, t) in terms.iter().enumerate() {
                 let mut w = self.tree(&t.factor, &at)?;
                 if let Some(y) = &t.exponent {
@@ -332,8 +351,34 @@ impl Gen<'_> {
                     let ex = self.body.math("exp", &e);
                     w = self.body.binf("mulf", &ex, &w);
                 }
+                let w = self.body.select_f32(&keep, &w, &zero);
+                self.body.store(&w, &o.weights[k], &jj);
+            }
+        }
+        self.cache_on = false;
+        self.cache.clear();
+        let kept = self.body.select_f32(&keep, &one, &zero);
+        let next = self.body.binf("maximumf", &any, &kept);
+        self.body.close_fold(&next);
+        // Then the accumulations, dense over the keys.
+        for (r, terms, o) in &onl {
+            let seen = self.body.load(&o.seen, &ii);
+            let seen = self.body.binf("maximumf", &seen, &any_kept);
+            self.body.store(&seen, &o.seen, &ii);
+            let f = self.buffers[&r.node].1.clone();
+            for k in 0..terms.len() {
                 match r.row {
-                    Some(row) => self.accumulate_row(&o.acc[k], &f, &ii, &w, row, &at)?,
+                    Some(row) => {
+                        let jj = self.body.open_for(&c0, cols);
+                        let w = self.body.load(&o.weights[k], &jj);
+                        let at = At {
+                            ii: Some(ii.clone()),
+                            jj: Some(jj.clone()),
+                            f: None,
+                        };
+                        self.accumulate_row(&o.acc[k], &f, &ii, &w, row, &at)?;
+                        self.body.close();
+                    }
                     None => {
                         if self
                             .value_type(r.node)
@@ -343,21 +388,37 @@ impl Gen<'_> {
                                 "an online sum of vectors".into(),
                             ));
                         }
+                        let (jj, acc, total) = self.body.open_fold(&c0, cols, &zero);
+                        let w = self.body.load(&o.weights[k], &jj);
+                        let n = self.body.binf("addf", &acc, &w);
+                        self.body.close_fold(&n);
                         let a = self.body.load(&o.acc[k], &ii);
-                        let n = self.body.binf("addf", &a, &w);
+                        let n = self.body.binf("addf", &a, &total);
                         self.body.store(&n, &o.acc[k], &ii);
                     }
                 }
             }
         }
-        self.cache_on = false;
-        self.cache.clear();
-        if masked {
-            self.body.close();
-        }
-        self.body.close();
         self.body.close();
         Ok(())
+    }
+
+    /// Whether pair (ii, jj) is kept: on a fully kept tile always, else by the mask (an i1).
+    fn keep(
+        &mut self,
+        mask: Option<NodeIndex>,
+        at: &At,
+        full: &str,
+    ) -> Result<String, CodegenError> {
+        let Some(m) = mask else {
+            return Ok(self.body.op("arith.constant true"));
+        };
+        let keep = self.load_value(ValueRef { node: m, result: 0 }, at)?;
+        let zero = self.body.f32(0.0);
+        let kept = self
+            .body
+            .op(&format!("arith.cmpf une, {keep}, {zero} : f32"));
+        Ok(self.body.op(&format!("arith.ori {full}, {kept} : i1")))
     }
 
     /// A running sum, maximum or minimum (or plain aggregation) over one key tile.

@@ -8,7 +8,7 @@ use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op};
 use attnc_ir::types::FrameIndex;
 use attnc_mlir::{Arg, CPU_LOWERING_PIPELINE, HostJit, JitOptions, KernelSignature, MlirSession};
-use attnc_passes::fusion::tile_rule::{Coverage, Span1, TileBox, coverage};
+use attnc_passes::fusion::tile_rule::{Coverage, key_tile_coverage};
 use attnc_passes::fusion::{FusedProgram, Template};
 use attnc_passes::tiling::{TiledBody, TiledProgram};
 use rayon::prelude::*;
@@ -53,12 +53,7 @@ pub fn generate_mlir(
     let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
         return Err(CodegenError::Internal("no kernel to compile".into()));
     };
-    // Tiled for given dims: specialise the kernel for them. Nominal dims stay parameters.
-    let constants = if tiled.nominal {
-        BTreeMap::new()
-    } else {
-        tiled.dims.clone()
-    };
+    let constants = specialised_dims(tiled);
     let plan = match &kernel.template {
         Template::Parallel(plan) => plan,
         Template::Recurrent(r) => {
@@ -74,6 +69,15 @@ pub fn generate_mlir(
     let (function, signature, layout) =
         parallel::generate(graph, plan, choice.query_tile, choice.key_tile, &constants)?;
     Ok((format!("module {{\n{function}}}\n"), signature, layout))
+}
+
+/// Tiled for given dims: the kernel is specialised for them. Nominal dims stay parameters.
+fn specialised_dims(tiled: &TiledProgram) -> BTreeMap<String, i64> {
+    if tiled.nominal {
+        BTreeMap::new()
+    } else {
+        tiled.dims.clone()
+    }
 }
 
 /// The kernel's MLIR lowered by MLIR's CPU pipeline and translated to LLVM IR (`--emit llvm`).
@@ -92,11 +96,7 @@ impl CpuKernel {
         tiled: &TiledProgram,
     ) -> Result<CpuKernel, CodegenError> {
         let (mlir, signature, layout) = generate_mlir(graph, fused, tiled)?;
-        let specialised = if tiled.nominal {
-            BTreeMap::new()
-        } else {
-            tiled.dims.clone()
-        };
+        let specialised = specialised_dims(tiled);
         let session = MlirSession::new();
         let mut module = session.parse(&mlir)?;
         module.verify()?;
@@ -319,39 +319,24 @@ fn coverage_codes(
         return vec![2; key_tiles.max(1)];
     };
     let (bq, bk) = (layout.query_tile, layout.key_tile);
-    let mut tile = TileBox {
-        ranges: BTreeMap::new(),
-    };
-    let point = |x: usize| Span1 {
-        lo: x as f64,
-        hi: x as f64,
-    };
-    tile.ranges.insert(FrameIndex::B, point(b));
-    tile.ranges.insert(FrameIndex::H, point(h));
     let i0 = qt * bq;
-    tile.ranges.insert(
-        FrameIndex::I,
-        Span1 {
-            lo: i0 as f64,
-            hi: ((i0 + bq).min(n_i) - 1) as f64,
-        },
-    );
-    let mut codes = Vec::with_capacity(key_tiles.max(1));
-    for kt in 0..key_tiles {
-        let j0 = kt * bk;
-        tile.ranges.insert(
-            FrameIndex::J,
-            Span1 {
-                lo: j0 as f64,
-                hi: ((j0 + bk).min(n_j) - 1) as f64,
-            },
-        );
-        codes.push(match coverage(expr, *root, &bindings.dims, &tile) {
-            Coverage::Empty => 0,
-            Coverage::Partial => 1,
-            Coverage::Full => 2,
-        });
-    }
+    let mut codes: Vec<i32> = key_tile_coverage(
+        expr,
+        *root,
+        &bindings.dims,
+        (b, h),
+        i0..(i0 + bq).min(n_i),
+        bk,
+        n_j,
+    )
+    .into_iter()
+    .map(|c| match c {
+        Coverage::Empty => 0,
+        Coverage::Partial => 1,
+        Coverage::Full => 2,
+    })
+    .collect();
+    debug_assert_eq!(codes.len(), key_tiles);
     if codes.is_empty() {
         codes.push(0);
     }

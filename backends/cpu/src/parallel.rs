@@ -368,20 +368,17 @@ impl<'a> Gen<'a> {
             Class::PerHead => fe,
             Class::Query => {
                 let ii = need(&at.ii, "query")?;
-                let r = self.body.bini("muli", &ii, &f);
-                self.body.bini("addi", &r, &fe)
+                self.body.row_offset(&ii, &f, &fe)
             }
             Class::Key => {
                 let jj = need(&at.jj, "key")?;
-                let r = self.body.bini("muli", &jj, &f);
-                self.body.bini("addi", &r, &fe)
+                self.body.row_offset(&jj, &f, &fe)
             }
             Class::Pair => {
                 let ii = need(&at.ii, "query")?;
                 let jj = need(&at.jj, "key")?;
                 let bk = self.body.index(self.bk as i64);
-                let r = self.body.bini("muli", &ii, &bk);
-                self.body.bini("addi", &r, &jj)
+                self.body.row_offset(&ii, &bk, &jj)
             }
         })
     }

@@ -55,6 +55,39 @@ pub fn coverage(
     }
 }
 
+/// The coverage of each key tile (`key_tile` keys each, `keys` in all) for the query rows
+/// `rows` of slice (b, h): what a work item visits, and what the tiling cost model counts.
+#[allow(clippy::too_many_arguments)]
+pub fn key_tile_coverage(
+    mask: &ExprArena,
+    root: ExprId,
+    dims: &BTreeMap<String, i64>,
+    (b, h): (usize, usize),
+    rows: std::ops::Range<usize>,
+    key_tile: usize,
+    keys: usize,
+) -> Vec<Coverage> {
+    let span = |lo: usize, hi: usize| Span1 {
+        lo: lo as f64,
+        hi: hi as f64,
+    };
+    let mut tile = TileBox {
+        ranges: BTreeMap::new(),
+    };
+    tile.ranges.insert(FrameIndex::B, span(b, b));
+    tile.ranges.insert(FrameIndex::H, span(h, h));
+    tile.ranges
+        .insert(FrameIndex::I, span(rows.start, rows.end - 1));
+    (0..keys.div_ceil(key_tile))
+        .map(|k| {
+            let j0 = k * key_tile;
+            tile.ranges
+                .insert(FrameIndex::J, span(j0, (j0 + key_tile).min(keys) - 1));
+            coverage(mask, root, dims, &tile)
+        })
+        .collect()
+}
+
 fn num(lo: f64, hi: f64) -> Interval {
     if lo.is_nan() || hi.is_nan() {
         ANY

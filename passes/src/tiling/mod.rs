@@ -6,7 +6,7 @@ pub mod dump;
 pub mod target;
 
 use crate::fusion::recurrent::RecurrentKernel;
-use crate::fusion::tile_rule::{Coverage, Span1, TileBox, coverage};
+use crate::fusion::tile_rule::{Coverage, key_tile_coverage};
 use crate::fusion::{FusedProgram, ParallelKernel, Template};
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op, PortType};
@@ -255,34 +255,14 @@ fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: u
     let Op::Mask { expr, root } = &graph.node(mask).op else {
         return count;
     };
-    let mut tile = TileBox {
-        ranges: BTreeMap::new(),
-    };
-    tile.ranges
-        .insert(FrameIndex::B, Span1 { lo: 0.0, hi: 0.0 });
-    tile.ranges
-        .insert(FrameIndex::H, Span1 { lo: 0.0, hi: 0.0 });
     // Long sequences: every `stride`-th query tile, scaled back up, keeps this quick.
     let stride = (qt * kt).div_ceil(1 << 14).max(1);
     let mut sampled = 0;
     for q in (0..qt).step_by(stride) {
         sampled += 1;
-        for k in 0..kt {
-            tile.ranges.insert(
-                FrameIndex::I,
-                Span1 {
-                    lo: (q * bq) as f64,
-                    hi: (((q + 1) * bq).min(rows) - 1) as f64,
-                },
-            );
-            tile.ranges.insert(
-                FrameIndex::J,
-                Span1 {
-                    lo: (k * bk) as f64,
-                    hi: (((k + 1) * bk).min(cols) - 1) as f64,
-                },
-            );
-            match coverage(expr, *root, &b.dims, &tile) {
+        let rows_of_tile = q * bq..((q + 1) * bq).min(rows);
+        for c in key_tile_coverage(expr, *root, &b.dims, (0, 0), rows_of_tile, bk, cols) {
+            match c {
                 Coverage::Empty => count.skipped += 1,
                 Coverage::Full => count.full += 1,
                 Coverage::Partial => {}

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Run on these tensors instead of random ones (.npz or .safetensors).
     #[arg(long)]
     pub inputs: Option<PathBuf>,
+    /// Accept NaN and infinities in --inputs (rejected by default, as by `attnc run`).
+    #[arg(long, requires = "inputs")]
+    pub allow_nonfinite: bool,
     /// Write the kernel's outputs here, to compare them with another implementation.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -63,16 +66,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     let graph = compile_graph(&unit, &sources)?;
     let (bindings, host) = match &args.inputs {
+        // The same reading and checks as `attnc run --inputs` (shapes, dtypes, finiteness,
+        // declared ranges).
         Some(path) => {
-            let inputs = crate::tensor_inputs::read_inputs(path, &graph)
-                .map_err(|d| report(&d, &sources))?;
-            let shapes = inputs
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shape().to_vec()))
-                .collect();
-            let b =
-                attnc_ir::bind_dims(&graph, &fixed, &shapes).map_err(|d| report(&d, &sources))?;
-            (b, inputs)
+            crate::run_command::load_inputs(args.allow_nonfinite, path, &graph, &fixed, &sources)?
         }
         None => {
             let b = attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new())

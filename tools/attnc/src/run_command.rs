@@ -76,7 +76,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     check_destinations(args, &graph).map_err(|d| report(&d, &sources))?;
     let (bindings, inputs, origin) = match &args.inputs {
         Some(path) => {
-            let (bindings, inputs) = load_inputs(args, path, &graph, &fixed, &sources)?;
+            let (bindings, inputs) =
+                load_inputs(args.allow_nonfinite, path, &graph, &fixed, &sources)?;
             (bindings, inputs, format!("inputs from {}", path.display()))
         }
         None => {
@@ -174,8 +175,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 
 /// Reads `--inputs`, binds the dims from the tensors' shapes (and `--shape`), and checks the
 /// values; all problems of one stage are reported together.
-fn load_inputs(
-    args: &RunArgs,
+pub(crate) fn load_inputs(
+    allow_nonfinite: bool,
     path: &Path,
     graph: &Graph,
     fixed: &BTreeMap<String, i64>,
@@ -194,7 +195,7 @@ fn load_inputs(
         let diags: Vec<Diagnostic> = diags.into_iter().map(|d| d.with_note(&note)).collect();
         report(&diags, sources)
     })?;
-    tensor_inputs::check_values(path, graph, &bindings, &inputs, args.allow_nonfinite)
+    tensor_inputs::check_values(path, graph, &bindings, &inputs, allow_nonfinite)
         .map_err(|d| report(&d, sources))?;
     Ok((bindings, inputs))
 }

@@ -248,14 +248,11 @@ impl Gen<'_> {
         at: &At,
         full: &str,
     ) -> Result<bool, CodegenError> {
-        let Some(m) = mask else { return Ok(false) };
-        let keep = self.load_value(ValueRef { node: m, result: 0 }, at)?;
-        let zero = self.body.f32(0.0);
-        let kept = self
-            .body
-            .op(&format!("arith.cmpf une, {keep}, {zero} : f32"));
-        let c = self.body.op(&format!("arith.ori {full}, {kept} : i1"));
-        self.body.open_if(&c);
+        if mask.is_none() {
+            return Ok(false);
+        }
+        let keep = self.keep(mask, at, full)?;
+        self.body.open_if(&keep);
         Ok(true)
     }
 

@@ -14,7 +14,7 @@ const TOLERANCE: f64 = 1e-4;
 
 /// Values for every dim an example may use; each shape set is applied where the names exist.
 fn shape_sets() -> Vec<BTreeMap<&'static str, i64>> {
-    let base = |s: i64, sq: i64, sk: i64| -> BTreeMap<&'static str, i64> {
+    let base = |s: i64, sq: i64, sk: i64, d: i64, dv: i64| -> BTreeMap<&'static str, i64> {
         [
             ("B", 2),
             ("H", 4),
@@ -22,10 +22,10 @@ fn shape_sets() -> Vec<BTreeMap<&'static str, i64>> {
             ("S", s),
             ("Sq", sq),
             ("Sk", sk),
-            ("D", 16),
-            ("Dk", 16),
-            ("Dqk", 16),
-            ("Dv", 12),
+            ("D", d),
+            ("Dk", d),
+            ("Dqk", d),
+            ("Dv", dv),
             ("W", 7),
             ("BLOCK", 16),
             ("NB", (s + 15) / 16),
@@ -33,7 +33,15 @@ fn shape_sets() -> Vec<BTreeMap<&'static str, i64>> {
         .into_iter()
         .collect()
     };
-    vec![base(37, 23, 41), base(1, 1, 3), base(130, 70, 129)]
+    // Head widths: 16 and 64 are whole AVX-512 vectors (register-blocked contractions), 12 and
+    // 20 are not (scalar loops), and 48 is a whole number of vectors but not of a 64-wide block.
+    vec![
+        base(37, 23, 41, 16, 12),
+        base(1, 1, 3, 16, 12),
+        base(130, 70, 129, 16, 12),
+        base(150, 97, 150, 64, 48),
+        base(70, 70, 33, 20, 64),
+    ]
 }
 
 fn seed() -> u64 {

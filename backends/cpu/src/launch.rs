@@ -66,8 +66,18 @@ pub fn generate_mlir(
             "a parallel kernel tiled as a recurrence".into(),
         ));
     };
-    let (function, signature, layout) =
-        parallel::generate(graph, plan, choice.query_tile, choice.key_tile, &constants)?;
+    let blocks = parallel::Blocks {
+        score: choice.score_block,
+        aggregate: choice.aggregate_block,
+    };
+    let (function, signature, layout) = parallel::generate(
+        graph,
+        plan,
+        choice.query_tile,
+        choice.key_tile,
+        blocks,
+        &constants,
+    )?;
     Ok((format!("module {{\n{function}}}\n"), signature, layout))
 }
 

@@ -185,6 +185,92 @@ impl Body {
         self.close();
     }
 
+    /// A stack buffer of `size` f32 set to zero: padded rows and columns of a register block
+    /// then hold finite values. Call at function scope only (an alloca in a loop grows the stack
+    /// every iteration).
+    pub fn alloca_zeroed(&mut self, size: &str) -> String {
+        let buf = self.op(&format!("memref.alloca({size}) : memref<?xf32>"));
+        let zero = self.f32(0.0);
+        let c0 = self.index(0);
+        let i = self.open_for(&c0, size);
+        self.store(&zero, &buf, &i);
+        self.close();
+        buf
+    }
+
+    /// Opens `for iv in (lo..hi).step_by(step)` carrying values of type `ty` from `inits`;
+    /// returns (iv, the carried values, the loop's results). Close with [`Body::close_carry`].
+    pub fn open_carry(
+        &mut self,
+        lo: &str,
+        hi: &str,
+        step: &str,
+        inits: &[String],
+        ty: &str,
+    ) -> (String, Vec<String>, Vec<String>) {
+        self.next += 1;
+        let n = self.next;
+        let iv = format!("%i{n}");
+        let carried: Vec<String> = (0..inits.len()).map(|k| format!("%a{n}_{k}")).collect();
+        let results = (0..inits.len()).map(|k| format!("%r{n}#{k}")).collect();
+        let args: Vec<String> = carried
+            .iter()
+            .zip(inits)
+            .map(|(a, i)| format!("{a} = {i}"))
+            .collect();
+        let types = vec![ty; inits.len()].join(", ");
+        self.line(&format!(
+            "%r{n}:{} = scf.for {iv} = {lo} to {hi} step {step} iter_args({}) -> ({types}) {{",
+            inits.len(),
+            args.join(", ")
+        ));
+        self.depth += 1;
+        (iv, carried, results)
+    }
+
+    pub fn close_carry(&mut self, next: &[String], ty: &str) {
+        let types = vec![ty; next.len()].join(", ");
+        self.line(&format!("scf.yield {} : {types}", next.join(", ")));
+        self.close();
+    }
+
+    /// Opens `for iv in (lo..hi).step_by(step) {`; returns `iv`.
+    pub fn open_for_step(&mut self, lo: &str, hi: &str, step: &str) -> String {
+        self.next += 1;
+        let iv = format!("%i{}", self.next);
+        self.line(&format!("scf.for {iv} = {lo} to {hi} step {step} {{"));
+        self.depth += 1;
+        iv
+    }
+
+    /// `vector<lanes x f32>` loaded from `buf[i..i + lanes]`.
+    pub fn vload(&mut self, buf: &str, i: &str, lanes: usize) -> String {
+        self.op(&format!(
+            "vector.load {buf}[{i}] : memref<?xf32>, vector<{lanes}xf32>"
+        ))
+    }
+
+    pub fn vstore(&mut self, v: &str, buf: &str, i: &str, lanes: usize) {
+        self.line(&format!(
+            "vector.store {v}, {buf}[{i}] : memref<?xf32>, vector<{lanes}xf32>"
+        ));
+    }
+
+    pub fn vbroadcast(&mut self, x: &str, lanes: usize) -> String {
+        self.op(&format!(
+            "vector.broadcast {x} : f32 to vector<{lanes}xf32>"
+        ))
+    }
+
+    /// `a * b + c`, fused, lane by lane.
+    pub fn vfma(&mut self, a: &str, b: &str, c: &str, lanes: usize) -> String {
+        self.op(&format!("vector.fma {a}, {b}, {c} : vector<{lanes}xf32>"))
+    }
+
+    pub fn vzero(&mut self, lanes: usize) -> String {
+        self.op(&format!("arith.constant dense<0.0> : vector<{lanes}xf32>"))
+    }
+
     /// Opens `if cond {` for an i1 condition; close with [`Body::close`].
     pub fn open_if(&mut self, cond: &str) {
         self.line(&format!("scf.if {cond} {{"));

@@ -17,6 +17,7 @@ use attnc_ir::types::{Dim, Feature, FrameIndex, IndexSet};
 use attnc_mlir::{Access, ElementType, KernelSignature, Param};
 use attnc_passes::fusion::ParallelKernel;
 use attnc_passes::fusion::tree::Tree;
+use attnc_passes::tiling::cost_model::RegisterBlock;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -75,6 +76,20 @@ pub(crate) struct Gen<'a> {
     cache_on: bool,
     /// Dims the kernel is specialised for.
     pub(crate) constants: BTreeMap<String, i64>,
+    /// Register blocks of the two contractions, as the tiling chose them.
+    blocks: Blocks,
+    /// Key-side vectors stored feature-major (`[feature][key]`), so the score's register block
+    /// loads whole vectors of keys.
+    feature_major: BTreeSet<NodeIndex>,
+    /// The row-major staging tile of each feature-major value transposed by blocks.
+    staging: HashMap<NodeIndex, String>,
+}
+
+/// The register blocks the tiling chose for the score and the aggregation, if any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Blocks {
+    pub score: Option<RegisterBlock>,
+    pub aggregate: Option<RegisterBlock>,
 }
 
 pub fn generate(
@@ -82,6 +97,7 @@ pub fn generate(
     plan: &ParallelKernel,
     bq: usize,
     bk: usize,
+    blocks: Blocks,
     constants: &BTreeMap<String, i64>,
 ) -> Result<(String, KernelSignature, Layout), CodegenError> {
     let order = graph
@@ -109,6 +125,10 @@ pub fn generate(
     g.constants = constants.clone();
     g.stats = stats;
     g.sweep_of = sweep_of;
+    g.blocks = blocks;
+    if blocks.score.is_some() {
+        g.feature_major = g.score_key_operands(plan);
+    }
     let (params, layout) = g.signature(plan)?;
     g.prologue(&params)?;
     g.body_of(plan, &order, &layout)?;
@@ -147,6 +167,9 @@ impl<'a> Gen<'a> {
             cache: Vec::new(),
             cache_on: false,
             constants: BTreeMap::new(),
+            blocks: Blocks::default(),
+            feature_major: BTreeSet::new(),
+            staging: HashMap::new(),
         }
     }
 
@@ -341,9 +364,11 @@ impl<'a> Gen<'a> {
             Class::Pair => self.body.index((self.bq * self.bk) as i64),
         };
         let size = self.body.bini("muli", &rows, &f);
-        let buf = self
-            .body
-            .op(&format!("memref.alloca({size}) : memref<?xf32>"));
+        let buf = self.body.alloca_zeroed(&size);
+        if self.feature_major.contains(&n) && self.transposable(n) {
+            let staging = self.body.alloca_zeroed(&size);
+            self.staging.insert(n, staging);
+        }
         self.buffers.insert(n, (buf, f));
         self.classes.insert(n, class);
         Ok(())
@@ -369,6 +394,11 @@ impl<'a> Gen<'a> {
             Class::Query => {
                 let ii = need(&at.ii, "query")?;
                 self.body.row_offset(&ii, &f, &fe)
+            }
+            Class::Key if self.feature_major.contains(&n) => {
+                let jj = need(&at.jj, "key")?;
+                let bk = self.body.index(self.bk as i64);
+                self.body.row_offset(&fe, &bk, &jj)
             }
             Class::Key => {
                 let jj = need(&at.jj, "key")?;
@@ -435,12 +465,32 @@ impl<'a> Gen<'a> {
                 return self.scan(n, *f, &args[0]);
             }
         }
+        if matches!(node.op, Op::Score) && self.score_tile(n, rows)? {
+            return Ok(());
+        }
+        // A feature-major value with whole vectors is computed row-major (vectorised along its
+        // rows, as its inputs are laid out) into a staging tile, then transposed by blocks.
+        let staged = self.staging.get(&n).cloned();
+        let feature_major = self.buffers[&n].0.clone();
+        if let Some(staging) = &staged {
+            self.feature_major.remove(&n);
+            if let Some(b) = self.buffers.get_mut(&n) {
+                b.0 = staging.clone();
+            }
+        }
         let buf = self.buffers[&n].0.clone();
         let (at, open) = self.open_positions(n, rows, cols);
         let v = self.node_value(n, &at)?;
         let o = self.offset(n, &at)?;
         self.body.store(&v, &buf, &o);
         self.close_n(open);
+        if let Some(staging) = staged {
+            self.feature_major.insert(n);
+            if let Some(b) = self.buffers.get_mut(&n) {
+                b.0 = feature_major.clone();
+            }
+            self.transpose_tile(&staging, &feature_major, n);
+        }
         Ok(())
     }
 
@@ -841,4 +891,5 @@ impl<'a> Gen<'a> {
     }
 }
 
+mod blocked;
 mod sweeps;

@@ -22,7 +22,9 @@
 ///   `convert-math-to-llvm`, so only those ops go to libm; before the vector and arith
 ///   conversions, because the unrolling it does emits `vector` and `arith` ops.
 /// - `convert-vector-to-llvm`: 1-D vector ops (load, store, fma, reduction, contract, ...);
-///   before `finalize-memref-to-llvm`, as its masked transfers emit `memref.dim`.
+///   before `finalize-memref-to-llvm`, as its masked transfers emit `memref.dim`. A 16 x 16
+///   `vector.transpose` becomes the shuffle sequence of an AVX-512 in-register transpose
+///   (`shuffle16x16`; other shapes lower element by element).
 /// - `expand-strided-metadata`: subviews and reinterpret casts into explicit offset and stride
 ///   arithmetic, which `finalize-memref-to-llvm` needs; it emits `affine.apply`, hence:
 /// - `lower-affine`: `affine.apply` (also from the vector passes) to `arith`.
@@ -40,7 +42,7 @@ pub const CPU_LOWERING_PIPELINE: &str = "builtin.module(\
     convert-scf-to-cf, \
     convert-math-to-llvm, \
     convert-math-to-libm, \
-    convert-vector-to-llvm, \
+    convert-vector-to-llvm{vector-transpose-lowering=shuffle16x16}, \
     expand-strided-metadata, \
     lower-affine, \
     finalize-memref-to-llvm, \

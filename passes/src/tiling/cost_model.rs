@@ -26,10 +26,73 @@ pub struct Problem {
 pub struct Choice {
     pub query_tile: usize,
     pub key_tile: usize,
+    /// The register block of the score (query rows x keys), if the key tile allows one.
+    pub score_block: Option<RegisterBlock>,
+    /// The register block of the aggregation (query rows x value features), if the value rows
+    /// are a whole number of vectors.
+    pub aggregate_block: Option<RegisterBlock>,
     pub predicted_seconds: f64,
     /// Bytes of the tiles one work item keeps live.
     pub working_set: usize,
 }
+
+/// A register block of a contraction: `rows` query rows by `vectors` vector registers of
+/// `lanes` f32 each, the accumulators one step of the contraction keeps in registers. Each
+/// step loads `vectors` registers of one operand, broadcasts `rows` scalars of the other and
+/// issues `rows x vectors` FMAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegisterBlock {
+    pub rows: usize,
+    pub vectors: usize,
+    pub lanes: usize,
+}
+
+impl RegisterBlock {
+    /// Columns one block covers.
+    pub fn width(&self) -> usize {
+        self.vectors * self.lanes
+    }
+
+    /// The fraction of FMA issue slots a step keeps busy, with as many loads as FMAs per cycle:
+    /// `rows x vectors` FMAs against `rows + vectors` loads.
+    pub fn efficiency(&self) -> f64 {
+        let fmas = (self.rows * self.vectors) as f64;
+        fmas / fmas.max((self.rows + self.vectors) as f64)
+    }
+}
+
+/// The register block for a contraction whose result is `rows` x `cols` per tile: the block
+/// with the most FMAs per load whose accumulators, loaded vectors and one broadcast fit the
+/// registers; its rows divide `rows` and its width divides `cols`. `None` when `cols` is not a
+/// whole number of vectors.
+pub fn register_block(t: &CpuTarget, rows: usize, cols: usize) -> Option<RegisterBlock> {
+    if cols == 0 || !cols.is_multiple_of(t.f32_lanes) {
+        return None;
+    }
+    let mut best: Option<RegisterBlock> = None;
+    for vectors in (1..=8).filter(|v| (cols / t.f32_lanes).is_multiple_of(*v)) {
+        for r in [1, 2, 4, 8].into_iter().filter(|r| rows.is_multiple_of(*r)) {
+            if r * vectors + vectors + 1 > t.vector_registers {
+                continue;
+            }
+            let b = RegisterBlock {
+                rows: r,
+                vectors,
+                lanes: t.f32_lanes,
+            };
+            let ratio =
+                |b: &RegisterBlock| (b.rows * b.vectors) as f64 / (b.rows + b.vectors) as f64;
+            if best.is_none_or(|x| ratio(&b) > ratio(&x) + 1e-9) {
+                best = Some(b);
+            }
+        }
+    }
+    best
+}
+
+/// The fraction of peak a contraction without a register block reaches (a dot product per
+/// pair with a horizontal sum, or a row update that loads and stores its accumulator).
+const UNBLOCKED_EFFICIENCY: f64 = 0.4;
 
 const QUERY_TILES: &[usize] = &[8, 16, 32, 64, 128, 256];
 const KEY_TILES: &[usize] = &[16, 32, 64, 128, 256, 512];
@@ -40,6 +103,10 @@ const TILE_OVERHEAD_S: f64 = 40e-9;
 /// Per pair of a partially masked tile: evaluating the mask and branching on it, in FLOPs at
 /// peak rate (scalar, unvectorised work costs several).
 const MASK_FLOPS: f64 = 32.0;
+
+/// Per element of a key tile transposed for the score's register block, in FLOPs at peak rate:
+/// a 16 x 16 block takes about 100 instructions (loads, shuffles, stores) for 256 elements.
+const TRANSPOSE_FLOPS: f64 = 12.0;
 
 /// Per key tile and query row: the running maximum, the exponentials of the rescale, and the
 /// rescale of the row's accumulator (one multiply per element, at a quarter of peak as it is
@@ -71,8 +138,16 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     let balance = items as f64 / (waves * t.cores) as f64;
     // Padding computed in partial tiles is wasted.
     let padded = (query_tiles * bq_eff) as f64 * (key_tiles * bk_eff) as f64;
-    let flops =
-        2.0 * padded * (p.d_qk + p.d_v) as f64 * p.density * p.sweeps as f64 * p.slices as f64;
+    let score_block = register_block(t, bq_eff, bk_eff);
+    let aggregate_block = register_block(t, bq_eff, p.d_v);
+    let efficiency = |b: Option<RegisterBlock>| b.map_or(UNBLOCKED_EFFICIENCY, |b| b.efficiency());
+    // FLOPs at full rate: each contraction's divided by the efficiency of its block.
+    let flops = 2.0
+        * padded
+        * (p.d_qk as f64 / efficiency(score_block) + p.d_v as f64 / efficiency(aggregate_block))
+        * p.density
+        * p.sweeps as f64
+        * p.slices as f64;
     // Vector lanes are wasted when the inner dimension is not a multiple of them.
     let lane_use = p.d_v as f64 / round_up(p.d_v, t.f32_lanes) as f64;
     // The query tile, the pair tile and the accumulators are reused for every key row and every
@@ -96,10 +171,19 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     // Partially masked tiles evaluate the mask for every pair.
     let masking = visited * p.partial * (bq_eff * bk_eff) as f64 * MASK_FLOPS
         / (t.core_flops * t.cores as f64);
-    let overhead = visited * TILE_OVERHEAD_S / t.cores as f64 + rescale + masking;
+    // A register-blocked score reads the key tile feature-major: each work item transposes
+    // every key tile it visits (row loads, shuffles in registers, stores).
+    let transpose = if score_block.is_some() {
+        visited * (bk_eff * p.d_qk) as f64 * TRANSPOSE_FLOPS / (t.core_flops * t.cores as f64)
+    } else {
+        0.0
+    };
+    let overhead = visited * TILE_OVERHEAD_S / t.cores as f64 + rescale + masking + transpose;
     Some(Choice {
         query_tile: bq_eff,
         key_tile: bk_eff,
+        score_block,
+        aggregate_block,
         predicted_seconds: compute.max(memory) + overhead,
         working_set,
     })
@@ -190,6 +274,36 @@ mod tests {
         let one_slice = choose(&t, &problem(1, 2048, 64)).expect("a choice");
         // 2048 queries over 64 cores: tiles of at most 32 rows keep every core busy.
         assert!(one_slice.query_tile <= 32, "{one_slice:?}");
+    }
+
+    #[test]
+    fn register_blocks_fit_the_registers_and_divide_the_tile() {
+        let avx512 = CpuTarget::xeon_avx512_2core();
+        let mut avx2 = avx512.clone();
+        avx2.f32_lanes = 8;
+        avx2.vector_registers = 16;
+        for t in [&avx512, &avx2] {
+            for rows in [8, 16, 24, 64] {
+                for cols in [16, 32, 48, 64, 80, 128, 256] {
+                    let Some(b) = register_block(t, rows, cols) else {
+                        assert!(!cols.is_multiple_of(t.f32_lanes), "{rows} x {cols}");
+                        continue;
+                    };
+                    assert!(b.rows * b.vectors + b.vectors < t.vector_registers, "{b:?}");
+                    assert_eq!(rows % b.rows, 0, "{b:?}");
+                    assert_eq!(cols % b.width(), 0, "{b:?}");
+                }
+            }
+        }
+        // AVX-512 at 64 keys: 4 rows x 4 vectors (16 accumulators, 8 loads per 16 FMAs).
+        let b = register_block(&avx512, 64, 64).expect("a block");
+        assert_eq!((b.rows, b.vectors), (4, 4));
+        assert_eq!(b.efficiency(), 1.0);
+        // Fewer registers give a smaller block.
+        let b = register_block(&avx2, 64, 64).expect("a block");
+        assert!(b.rows * b.vectors <= 12, "{b:?}");
+        // Value rows of 20 floats are not whole vectors.
+        assert!(register_block(&avx512, 64, 20).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `tiled` dump (`attnc build --emit tiled`): the loop nest of each kernel with its tile sizes,
 //! the placement of each buffer, the tiles the mask lets through and the predicted time.
 
+use super::cost_model::RegisterBlock;
 use super::{Place, TiledBody, TiledProgram};
 use std::fmt::Write;
 
@@ -57,9 +58,15 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                     "        pair tile = query tile x key tile^T ({bq} x {bk} x {}), then the pair values and the mask",
                     problem.d_qk
                 );
+                let _ = writeln!(out, "          {}", block_text(choice.score_block));
                 let _ = writeln!(
                     out,
                     "        update the running statistics and rescale and accumulate the online terms"
+                );
+                let _ = writeln!(
+                    out,
+                    "          accumulators += weights x value rows: {}",
+                    block_text(choice.aggregate_block)
                 );
                 let _ = writeln!(
                     out,
@@ -140,5 +147,19 @@ fn place(p: Place) -> &'static str {
         Place::L1 => "L1",
         Place::L2 => "L2",
         Place::Memory => "memory",
+    }
+}
+
+/// How a contraction is computed: its register block, or why it has none.
+fn block_text(block: Option<RegisterBlock>) -> String {
+    match block {
+        Some(b) => format!(
+            "register block {} rows x {} (accumulators: {} vectors of {} f32)",
+            b.rows,
+            b.width(),
+            b.rows * b.vectors,
+            b.lanes
+        ),
+        None => "no register block (not a whole number of vectors): scalar loops".to_string(),
     }
 }

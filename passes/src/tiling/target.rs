@@ -12,6 +12,9 @@ pub struct CpuTarget {
     pub cores: usize,
     /// f32 lanes of one vector register (16 with AVX-512, 8 with AVX2).
     pub f32_lanes: usize,
+    /// Architectural vector registers (32 with AVX-512, 16 with AVX2): they bound the
+    /// accumulators a register block of a contraction may keep.
+    pub vector_registers: usize,
     /// Peak f32 FLOP/s of one core (lanes x 2 for FMA x FMA units x clock).
     pub core_flops: f64,
     /// Per-core data cache sizes in bytes.
@@ -30,6 +33,7 @@ impl CpuTarget {
             name: "x86-64 avx512, 2 cores".to_string(),
             cores: 2,
             f32_lanes: 16,
+            vector_registers: 32,
             // 16 lanes x 2 (FMA) x 2 FMA units x 3.0 GHz.
             core_flops: 16.0 * 2.0 * 2.0 * 3.0e9,
             l1_bytes: 48 << 10,
@@ -46,12 +50,12 @@ impl CpuTarget {
         let preset = Self::xeon_avx512_2core();
         let cores = std::thread::available_parallelism().map_or(preset.cores, |n| n.get());
         let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let f32_lanes = if flags.contains(" avx512f") {
-            16
+        let (f32_lanes, vector_registers) = if flags.contains(" avx512f") {
+            (16, 32)
         } else if flags.contains(" avx2") {
-            8
+            (8, 16)
         } else {
-            4
+            (4, 16)
         };
         let cache = |index: usize| -> Option<usize> {
             let text = std::fs::read_to_string(format!(
@@ -71,6 +75,7 @@ impl CpuTarget {
             name: format!("host ({cores} cores, {} f32 lanes)", f32_lanes),
             cores,
             f32_lanes,
+            vector_registers,
             core_flops: f32_lanes as f64 * 2.0 * 2.0 * 3.0e9,
             l1_bytes: cache(0).unwrap_or(preset.l1_bytes),
             l2_bytes: cache(2).unwrap_or(preset.l2_bytes),

@@ -14,8 +14,11 @@ use std::collections::{BTreeSet, HashMap};
 /// was accumulated (an empty sum is 0, as in the reference).
 struct OnlineBuffers {
     acc: Vec<String>,
-    /// Each term's weight for every key of the current tile.
+    /// Each term's weight for every pair of the current tile (`bq x bk`, row-major). Terms of
+    /// one sweep with the same weight share the buffer (softmax's row sum and aggregation both
+    /// weigh a pair by `exp(s - m)`), written by the first of them only.
     weights: Vec<String>,
+    writes_weights: Vec<bool>,
     shift: Vec<Option<String>>,
     seen: String,
 }
@@ -37,6 +40,8 @@ impl Gen<'_> {
         }
         let mut online: HashMap<NodeIndex, OnlineBuffers> = HashMap::new();
         for sweep in &plan.sweeps {
+            type WeightKey<'t> = (&'t Tree, &'t Option<Tree>, &'t Option<Tree>);
+            let mut sweep_weights: Vec<(WeightKey, String)> = Vec::new();
             for r in &sweep.reductions {
                 if let Accumulation::Online { terms } = &r.accumulation {
                     let f = self.buffers[&r.node].1.clone();
@@ -44,10 +49,7 @@ impl Gen<'_> {
                     let size = self.body.bini("muli", &bq, &f);
                     let acc = terms
                         .iter()
-                        .map(|_| {
-                            self.body
-                                .op(&format!("memref.alloca({size}) : memref<?xf32>"))
-                        })
+                        .map(|_| self.body.alloca_zeroed(&size))
                         .collect();
                     let shift = terms
                         .iter()
@@ -61,19 +63,30 @@ impl Gen<'_> {
                     let seen = self
                         .body
                         .op(&format!("memref.alloca({bq}) : memref<?xf32>"));
-                    let bk = self.body.index(self.bk as i64);
-                    let weights = terms
-                        .iter()
-                        .map(|_| {
-                            self.body
-                                .op(&format!("memref.alloca({bk}) : memref<?xf32>"))
-                        })
-                        .collect();
+                    let pairs = self.body.index((self.bq * self.bk) as i64);
+                    let mut weights = Vec::new();
+                    let mut writes_weights = Vec::new();
+                    for t in terms {
+                        let key = (&t.factor, &t.exponent, &t.shift);
+                        match sweep_weights.iter().find(|(k, _)| *k == key) {
+                            Some((_, buf)) => {
+                                weights.push(buf.clone());
+                                writes_weights.push(false);
+                            }
+                            None => {
+                                let buf = self.body.alloca_zeroed(&pairs);
+                                sweep_weights.push((key, buf.clone()));
+                                weights.push(buf);
+                                writes_weights.push(true);
+                            }
+                        }
+                    }
                     online.insert(
                         r.node,
                         OnlineBuffers {
                             acc,
                             weights,
+                            writes_weights,
                             shift,
                             seen,
                         },
@@ -290,6 +303,8 @@ impl Gen<'_> {
             return Ok(());
         }
         let c0 = self.c0.clone();
+        let bk = self.body.index(self.bk as i64);
+        let zero = self.body.f32(0.0);
         let ii = self.body.open_for(&c0, rows);
         let mut shifts: Vec<Vec<Option<String>>> = Vec::new();
         for (r, terms, o) in &onl {
@@ -327,7 +342,6 @@ impl Gen<'_> {
         }
         // Every term's weight for every key of the tile, without branches (a masked pair weighs
         // 0), so the exponentials vectorise across the keys; `any` records whether a key was kept.
-        let zero = self.body.f32(0.0);
         let one = self.body.f32(1.0);
         let (jj, any, any_kept) = self.body.open_fold(&c0, cols, &zero);
         let at = At {
@@ -336,9 +350,13 @@ impl Gen<'_> {
             f: None,
         };
         let keep = self.keep(mask, &at, full)?;
+        let pair = self.body.row_offset(&ii, &bk, &jj);
         self.cache_on = true;
         for ((_, terms, o), row_shifts) in onl.iter().zip(&shifts) {
             for (k, t) in terms.iter().enumerate() {
+                if !o.writes_weights[k] {
+                    continue;
+                }
                 let mut w = self.tree(&t.factor, &at)?;
                 if let Some(y) = &t.exponent {
                     let mut e = self.tree(y, &at)?;
@@ -349,7 +367,7 @@ impl Gen<'_> {
                     w = self.body.binf("mulf", &ex, &w);
                 }
                 let w = self.body.select_f32(&keep, &w, &zero);
-                self.body.store(&w, &o.weights[k], &jj);
+                self.body.store(&w, &o.weights[k], &pair);
             }
         }
         self.cache_on = false;
@@ -357,23 +375,32 @@ impl Gen<'_> {
         let kept = self.body.select_f32(&keep, &one, &zero);
         let next = self.body.binf("maximumf", &any, &kept);
         self.body.close_fold(&next);
-        // Then the accumulations, dense over the keys.
-        for (r, terms, o) in &onl {
+        for (_, _, o) in &onl {
             let seen = self.body.load(&o.seen, &ii);
             let seen = self.body.binf("maximumf", &seen, &any_kept);
             self.body.store(&seen, &o.seen, &ii);
+        }
+        self.body.close();
+        // Then the accumulations, dense over the tile's pairs.
+        for (r, terms, o) in &onl {
             let f = self.buffers[&r.node].1.clone();
             for k in 0..terms.len() {
                 match r.row {
                     Some(row) => {
+                        if self.aggregate_tile(&o.acc[k], &o.weights[k], row, rows, cols)? {
+                            continue;
+                        }
+                        let ii = self.body.open_for(&c0, rows);
                         let jj = self.body.open_for(&c0, cols);
-                        let w = self.body.load(&o.weights[k], &jj);
+                        let pair = self.body.row_offset(&ii, &bk, &jj);
+                        let w = self.body.load(&o.weights[k], &pair);
                         let at = At {
                             ii: Some(ii.clone()),
                             jj: Some(jj.clone()),
                             f: None,
                         };
                         self.accumulate_row(&o.acc[k], &f, &ii, &w, row, &at)?;
+                        self.body.close();
                         self.body.close();
                     }
                     None => {
@@ -385,18 +412,20 @@ impl Gen<'_> {
                                 "an online sum of vectors".into(),
                             ));
                         }
+                        let ii = self.body.open_for(&c0, rows);
                         let (jj, acc, total) = self.body.open_fold(&c0, cols, &zero);
-                        let w = self.body.load(&o.weights[k], &jj);
+                        let pair = self.body.row_offset(&ii, &bk, &jj);
+                        let w = self.body.load(&o.weights[k], &pair);
                         let n = self.body.binf("addf", &acc, &w);
                         self.body.close_fold(&n);
                         let a = self.body.load(&o.acc[k], &ii);
                         let n = self.body.binf("addf", &a, &total);
                         self.body.store(&n, &o.acc[k], &ii);
+                        self.body.close();
                     }
                 }
             }
         }
-        self.body.close();
         Ok(())
     }
 

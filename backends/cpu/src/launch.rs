@@ -69,6 +69,9 @@ pub fn generate_mlir(
     let blocks = parallel::Blocks {
         score: choice.score_block,
         aggregate: choice.aggregate_block,
+        lanes: match &tiled.target {
+            attnc_passes::tiling::target::Target::Cpu(cpu) => cpu.f32_lanes,
+        },
     };
     let (function, signature, layout) = parallel::generate(
         graph,

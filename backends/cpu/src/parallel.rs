@@ -83,6 +83,8 @@ pub(crate) struct Gen<'a> {
     feature_major: BTreeSet<NodeIndex>,
     /// The row-major staging tile of each feature-major value transposed by blocks.
     staging: HashMap<NodeIndex, String>,
+    /// One row of a key tile, for a row reduction's argument that is not already a pair value.
+    row_scratch: String,
 }
 
 /// The register blocks the tiling chose for the score and the aggregation, if any.
@@ -90,6 +92,8 @@ pub(crate) struct Gen<'a> {
 pub struct Blocks {
     pub score: Option<RegisterBlock>,
     pub aggregate: Option<RegisterBlock>,
+    /// f32 lanes of the target's vectors (row reductions read keys this many at a time).
+    pub lanes: usize,
 }
 
 pub fn generate(
@@ -170,6 +174,7 @@ impl<'a> Gen<'a> {
             blocks: Blocks::default(),
             feature_major: BTreeSet::new(),
             staging: HashMap::new(),
+            row_scratch: String::new(),
         }
     }
 
@@ -892,4 +897,5 @@ impl<'a> Gen<'a> {
 }
 
 mod blocked;
+mod rows;
 mod sweeps;

@@ -108,6 +108,9 @@ const MASK_FLOPS: f64 = 32.0;
 /// a 16 x 16 block takes about 100 instructions (loads, shuffles, stores) for 256 elements.
 const TRANSPOSE_FLOPS: f64 = 12.0;
 
+/// Per element of a key or value tile copied out of the inputs, in FLOPs at peak rate.
+const COPY_FLOPS: f64 = 4.0;
+
 /// Per key tile and query row: the running maximum, the exponentials of the rescale, and the
 /// rescale of the row's accumulator (one multiply per element, at a quarter of peak as it is
 /// scattered work), in FLOPs.
@@ -125,8 +128,10 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     let bq_eff = bq.min(round_up(p.queries, 8));
     let bk_eff = bk.min(round_up(p.keys, t.f32_lanes));
     let f32 = 4;
-    let working_set =
-        f32 * (bq_eff * p.d_qk + bk_eff * (p.d_qk + p.d_v) + bq_eff * bk_eff + bq_eff * p.d_v);
+    // Query tile, key tile (and its feature-major copy), value tile, score and weight tiles,
+    // accumulators.
+    let working_set = f32
+        * (bq_eff * p.d_qk + bk_eff * (2 * p.d_qk + p.d_v) + 2 * bq_eff * bk_eff + bq_eff * p.d_v);
     if working_set > t.l2_bytes / 2 {
         return None;
     }
@@ -153,8 +158,15 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     // The query tile, the pair tile and the accumulators are reused for every key row and every
     // element of a row: out of L1 they slow the inner loops. Key and value tiles stream once
     // per query tile and are fine in L2.
+    // Register blocks keep their accumulators in registers and stream the tiles, so only the
+    // scalar loops pay for tiles out of L1.
     let reused = f32 * bq_eff * (p.d_qk + bk_eff + p.d_v);
-    let l1_penalty = if reused > t.l1_bytes { 1.3 } else { 1.0 };
+    let blocked = score_block.is_some() && aggregate_block.is_some();
+    let l1_penalty = if reused > t.l1_bytes && !blocked {
+        1.3
+    } else {
+        1.0
+    };
     let compute = flops / (t.core_flops * t.cores as f64 * balance * lane_use) * l1_penalty;
     // Each query tile reads the slice's key and value rows once per sweep. The first read
     // comes from memory; the others from L2 when one slice's rows fit there, else from memory.
@@ -173,11 +185,16 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
         / (t.core_flops * t.cores as f64);
     // A register-blocked score reads the key tile feature-major: each work item transposes
     // every key tile it visits (row loads, shuffles in registers, stores).
-    let transpose = if score_block.is_some() {
-        visited * (bk_eff * p.d_qk) as f64 * TRANSPOSE_FLOPS / (t.core_flops * t.cores as f64)
-    } else {
-        0.0
-    };
+    // Each work item copies every key and value tile it visits out of the inputs, and with a
+    // register-blocked score transposes the key tile: work per query tile, not per pair.
+    let per_key = p.d_qk as f64
+        * if score_block.is_some() {
+            TRANSPOSE_FLOPS
+        } else {
+            COPY_FLOPS
+        }
+        + p.d_v as f64 * COPY_FLOPS;
+    let transpose = visited * bk_eff as f64 * per_key / (t.core_flops * t.cores as f64);
     let overhead = visited * TILE_OVERHEAD_S / t.cores as f64 + rescale + masking + transpose;
     Some(Choice {
         query_tile: bq_eff,
@@ -243,7 +260,7 @@ mod tests {
     #[test]
     fn a_working_set_over_half_of_l2_is_refused() {
         let t = CpuTarget::xeon_avx512_2core();
-        // 256 x 512 tiles at D = 512: (256*512 + 512*1024 + 256*512 + 256*512) * 4 bytes = 3.5 MiB.
+        // 256 x 512 tiles at D = 512: (256*512 + 512*1536 + 2*256*512 + 256*512) * 4 bytes = 5 MiB.
         assert!(predict(&t, &problem(16, 4096, 512), 256, 512).is_none());
         assert!(predict(&t, &problem(16, 4096, 64), 64, 64).is_some());
     }

@@ -83,7 +83,7 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                 for b in buffers {
                     let _ = writeln!(
                         out,
-                        "  buffer {:<18} {:<24} in {}",
+                        "  buffer {:<20} {:<30} in {}",
                         b.name,
                         b.shape,
                         place(b.place)
@@ -130,7 +130,7 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                 }
                 let _ = writeln!(
                     out,
-                    "  buffer {:<18} {:<24} in {}",
+                    "  buffer {:<20} {:<30} in {}",
                     "states",
                     format!("{state_bytes} bytes per (b, h)"),
                     place(*p)

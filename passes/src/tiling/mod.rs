@@ -208,8 +208,18 @@ fn parallel(
             place: place(4 * bk * d_v),
         },
         Buffer {
+            name: "key tile, transposed",
+            shape: format!("{d_qk} x {bk}"),
+            place: place(4 * bk * d_qk),
+        },
+        Buffer {
             name: "pair tile",
             shape: format!("{bq} x {bk}"),
+            place: place(4 * bq * bk),
+        },
+        Buffer {
+            name: "weight tile",
+            shape: format!("{bq} x {bk} per distinct weight"),
             place: place(4 * bq * bk),
         },
         Buffer {

@@ -38,6 +38,8 @@ impl Gen<'_> {
             }
             self.allocate(n)?;
         }
+        let bk = self.body.index(self.bk as i64);
+        self.row_scratch = self.body.alloca_zeroed(&bk);
         let mut online: HashMap<NodeIndex, OnlineBuffers> = HashMap::new();
         for sweep in &plan.sweeps {
             type WeightKey<'t> = (&'t Tree, &'t Option<Tree>, &'t Option<Tree>);
@@ -342,14 +344,33 @@ impl Gen<'_> {
         }
         // Every term's weight for every key of the tile, without branches (a masked pair weighs
         // 0), so the exponentials vectorise across the keys; `any` records whether a key was kept.
-        let one = self.body.f32(1.0);
-        let (jj, any, any_kept) = self.body.open_fold(&c0, cols, &zero);
+        // With whole vectors of keys the loop covers the whole tile, keys past `cols` weighing
+        // 0, so the row sums can read the weights by vectors.
+        let vector_rows = self.vector_rows();
+        let (end, one) = if vector_rows {
+            (self.body.index(self.bk as i64), None)
+        } else {
+            (cols.to_string(), Some(self.body.f32(1.0)))
+        };
+        let (jj, any) = match &one {
+            Some(_) => {
+                let (jj, any, any_kept) = self.body.open_fold(&c0, &end, &zero);
+                (jj, Some((any, any_kept)))
+            }
+            None => (self.body.open_for(&c0, &end), None),
+        };
         let at = At {
             ii: Some(ii.clone()),
             jj: Some(jj.clone()),
             f: None,
         };
-        let keep = self.keep(mask, &at, full)?;
+        let mut keep = self.keep(mask, &at, full)?;
+        if vector_rows {
+            let inside = self
+                .body
+                .op(&format!("arith.cmpi slt, {jj}, {cols} : index"));
+            keep = self.body.op(&format!("arith.andi {keep}, {inside} : i1"));
+        }
         let pair = self.body.row_offset(&ii, &bk, &jj);
         self.cache_on = true;
         for ((_, terms, o), row_shifts) in onl.iter().zip(&shifts) {
@@ -372,9 +393,19 @@ impl Gen<'_> {
         }
         self.cache_on = false;
         self.cache.clear();
-        let kept = self.body.select_f32(&keep, &one, &zero);
-        let next = self.body.binf("maximumf", &any, &kept);
-        self.body.close_fold(&next);
+        // Whether the row kept any key of the tile: 1 if so.
+        let any_kept = match (any, one) {
+            (Some((any, any_kept)), Some(one)) => {
+                let kept = self.body.select_f32(&keep, &one, &zero);
+                let next = self.body.binf("maximumf", &any, &kept);
+                self.body.close_fold(&next);
+                any_kept
+            }
+            _ => {
+                self.body.close();
+                self.reduce_row(ReduceKind::Max, None, mask, &ii, cols, full)?
+            }
+        };
         for (_, _, o) in &onl {
             let seen = self.body.load(&o.seen, &ii);
             let seen = self.body.binf("maximumf", &seen, &any_kept);
@@ -413,11 +444,22 @@ impl Gen<'_> {
                             ));
                         }
                         let ii = self.body.open_for(&c0, rows);
-                        let (jj, acc, total) = self.body.open_fold(&c0, cols, &zero);
-                        let pair = self.body.row_offset(&ii, &bk, &jj);
-                        let w = self.body.load(&o.weights[k], &pair);
-                        let n = self.body.binf("addf", &acc, &w);
-                        self.body.close_fold(&n);
+                        let total = if self.vector_rows() {
+                            let start = self.body.bini("muli", &ii, &bk);
+                            let row = super::rows::Row {
+                                buf: &o.weights[k],
+                                start: &start,
+                            };
+                            let full = self.body.op("arith.constant true");
+                            self.reduce_row(ReduceKind::Sum, Some(row), None, &ii, cols, &full)?
+                        } else {
+                            let (jj, acc, total) = self.body.open_fold(&c0, cols, &zero);
+                            let pair = self.body.row_offset(&ii, &bk, &jj);
+                            let w = self.body.load(&o.weights[k], &pair);
+                            let n = self.body.binf("addf", &acc, &w);
+                            self.body.close_fold(&n);
+                            total
+                        };
                         let a = self.body.load(&o.acc[k], &ii);
                         let n = self.body.binf("addf", &a, &total);
                         self.body.store(&n, &o.acc[k], &ii);
@@ -459,6 +501,12 @@ impl Gen<'_> {
     ) -> Result<(), CodegenError> {
         let c0 = self.c0.clone();
         let (buf, f) = self.buffers[&r.node].clone();
+        let scalar = self
+            .value_type(r.node)
+            .is_some_and(|t| t.feature == attnc_ir::types::Feature::Scalar);
+        if r.row.is_none() && scalar && self.vector_rows() {
+            return self.update_plain_rows(r, argument, mask, rows, cols, full);
+        }
         let ii = self.body.open_for(&c0, rows);
         let jj = self.body.open_for(&c0, cols);
         let at = At {
@@ -495,6 +543,63 @@ impl Gen<'_> {
             self.body.close();
         }
         self.body.close();
+        self.body.close();
+        Ok(())
+    }
+
+    /// A running sum, maximum or minimum of a scalar per query row, by vectors of keys: the
+    /// argument is read from its pair buffer when it is one, else computed into a row first.
+    fn update_plain_rows(
+        &mut self,
+        r: &ReductionPlan,
+        argument: &Tree,
+        mask: Option<NodeIndex>,
+        rows: &str,
+        cols: &str,
+        full: &str,
+    ) -> Result<(), CodegenError> {
+        let c0 = self.c0.clone();
+        let buf = self.buffers[&r.node].0.clone();
+        let bk = self.body.index(self.bk as i64);
+        let ii = self.body.open_for(&c0, rows);
+        let pair_value = match argument {
+            Tree::Value(v) if self.classes.get(&v.node) == Some(&Class::Pair) => {
+                Some(self.buffers[&v.node].0.clone())
+            }
+            _ => None,
+        };
+        let (src, start) = match pair_value {
+            Some(src) => {
+                let start = self.body.bini("muli", &ii, &bk);
+                (src, start)
+            }
+            None => {
+                let scratch = self.row_scratch.clone();
+                let jj = self.body.open_for(&c0, cols);
+                let at = At {
+                    ii: Some(ii.clone()),
+                    jj: Some(jj.clone()),
+                    f: None,
+                };
+                let x = self.tree(argument, &at)?;
+                self.body.store(&x, &scratch, &jj);
+                self.body.close();
+                (scratch, c0.clone())
+            }
+        };
+        let row = super::rows::Row {
+            buf: &src,
+            start: &start,
+        };
+        let x = self.reduce_row(r.kind, Some(row), mask, &ii, cols, full)?;
+        let a = self.body.load(&buf, &ii);
+        let op = match r.kind {
+            ReduceKind::Sum => "addf",
+            ReduceKind::Max => "maximumf",
+            ReduceKind::Min => "minimumf",
+        };
+        let n = self.body.binf(op, &a, &x);
+        self.body.store(&n, &buf, &ii);
         self.body.close();
         Ok(())
     }

@@ -22,7 +22,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ATTNC = os.environ.get("ATTNC", str(ROOT / "target" / "release" / "attnc"))
 THREADS = int(os.environ.get("THREADS", "2"))
-REPEAT = 5
+REPEAT = int(os.environ.get("REPEAT", "5"))
 
 # (label, kernel, B, H, S, D, causal, dtype, also time the reference)
 CASES = [

@@ -5,8 +5,10 @@
 //! reductions are finished and the per-row values that depend on them computed; last, the output
 //! rows are written to the work item's own output tile.
 //!
-//! This first version writes plain scalar loops (MLIR's and LLVM's passes vectorise what they
-//! can); register-blocked vector micro-kernels for the two contractions are the next step.
+//! The two contractions run as register-blocked micro-kernels in MLIR's vector dialect when
+//! the tiling chose blocks for them (`blocked`), and row reductions read vectors of keys
+//! (`rows`); everything else is scalar loops that LLVM's vectoriser takes across keys or
+//! features.
 
 use crate::mlir_text::Body;
 use crate::{CodegenError, Layout, OutputTile};

@@ -529,12 +529,7 @@ impl Gen<'_> {
                 let x = self.tree(argument, &pos)?;
                 let o = self.body.row_offset(&ii, &f, &fi);
                 let a = self.body.load(&buf, &o);
-                let op = match r.kind {
-                    ReduceKind::Sum => "addf",
-                    ReduceKind::Max => "maximumf",
-                    ReduceKind::Min => "minimumf",
-                };
-                let n = self.body.binf(op, &a, &x);
+                let n = self.body.binf(combiner(r.kind), &a, &x);
                 self.body.store(&n, &buf, &o);
                 self.body.close();
             }
@@ -593,12 +588,7 @@ impl Gen<'_> {
         };
         let x = self.reduce_row(r.kind, Some(row), mask, &ii, cols, full)?;
         let a = self.body.load(&buf, &ii);
-        let op = match r.kind {
-            ReduceKind::Sum => "addf",
-            ReduceKind::Max => "maximumf",
-            ReduceKind::Min => "minimumf",
-        };
-        let n = self.body.binf(op, &a, &x);
+        let n = self.body.binf(combiner(r.kind), &a, &x);
         self.body.store(&n, &buf, &ii);
         self.body.close();
         Ok(())
@@ -716,6 +706,15 @@ impl Gen<'_> {
         self.body.close();
         self.body.close();
         Ok(())
+    }
+}
+
+/// The arith op that folds one value into a running reduction of this kind.
+fn combiner(kind: ReduceKind) -> &'static str {
+    match kind {
+        ReduceKind::Sum => "addf",
+        ReduceKind::Max => "maximumf",
+        ReduceKind::Min => "minimumf",
     }
 }
 

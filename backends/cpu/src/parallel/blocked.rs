@@ -13,8 +13,33 @@ use crate::CodegenError;
 use attnc_ir::graph::{Op, ValueRef};
 use attnc_ir::types::Feature;
 use attnc_passes::fusion::ParallelKernel;
+use attnc_passes::tiling::cost_model::RegisterBlock;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeSet;
+
+/// A row-major matrix in a work item's buffer: the buffer and its row length.
+struct Matrix<'s> {
+    buf: &'s str,
+    stride: &'s str,
+}
+
+impl<'s> Matrix<'s> {
+    fn new(buf: &'s str, stride: &'s str) -> Self {
+        Matrix { buf, stride }
+    }
+}
+
+/// `c[i, n] (+)= sum_k a[i, k] b[k, n]` for `i < rows` (rounded up to whole blocks), `n < cols`
+/// (whole blocks) and `k < depth`; `accumulate` adds to `c` instead of overwriting it.
+struct Product<'s> {
+    a: Matrix<'s>,
+    b: Matrix<'s>,
+    c: Matrix<'s>,
+    rows: &'s str,
+    cols: &'s str,
+    depth: &'s str,
+    accumulate: bool,
+}
 
 impl Gen<'_> {
     /// The key-side operands of the kernel's scores that a register block can read: vectors
@@ -64,52 +89,17 @@ impl Gen<'_> {
         let (qbuf, len) = self.buffers[&q].clone();
         let kbuf = self.buffers[&k].0.clone();
         let sbuf = self.buffers[&n].0.clone();
-        let lanes = block.lanes;
-        let c0 = self.c0.clone();
         let bk = self.body.index(self.bk as i64);
-        let all_rows = self.padded_rows(rows, block.rows);
-        let row_step = self.body.index(block.rows as i64);
-        let col_step = self.body.index(block.width() as i64);
-        let one = self.body.index(1);
-        let ib = self.body.open_for_step(&c0, &all_rows, &row_step);
-        let jb = self.body.open_for_step(&c0, &bk, &col_step);
-        let zero = self.body.vzero(lanes);
-        let inits = vec![zero; block.rows * block.vectors];
-        let ty = format!("vector<{lanes}xf32>");
-        let (f, acc, sums) = self.body.open_carry(&c0, &len, &one, &inits, &ty);
-        let key_row = self.body.row_offset(&f, &bk, &jb);
-        let keys: Vec<String> = (0..block.vectors)
-            .map(|c| {
-                let off = self.body.index((c * lanes) as i64);
-                let at = self.body.bini("addi", &key_row, &off);
-                self.body.vload(&kbuf, &at, lanes)
-            })
-            .collect();
-        let mut next = Vec::new();
-        for r in 0..block.rows {
-            let dr = self.body.index(r as i64);
-            let row = self.body.bini("addi", &ib, &dr);
-            let at = self.body.row_offset(&row, &len, &f);
-            let x = self.body.load(&qbuf, &at);
-            let x = self.body.vbroadcast(&x, lanes);
-            for (c, key) in keys.iter().enumerate() {
-                next.push(self.body.vfma(&x, key, &acc[r * block.vectors + c], lanes));
-            }
-        }
-        self.body.close_carry(&next, &ty);
-        for r in 0..block.rows {
-            let dr = self.body.index(r as i64);
-            let row = self.body.bini("addi", &ib, &dr);
-            let start = self.body.row_offset(&row, &bk, &jb);
-            for c in 0..block.vectors {
-                let off = self.body.index((c * lanes) as i64);
-                let at = self.body.bini("addi", &start, &off);
-                self.body
-                    .vstore(&sums[r * block.vectors + c], &sbuf, &at, lanes);
-            }
-        }
-        self.body.close();
-        self.body.close();
+        let product = Product {
+            a: Matrix::new(&qbuf, &len),
+            b: Matrix::new(&kbuf, &bk),
+            c: Matrix::new(&sbuf, &bk),
+            rows,
+            cols: &bk,
+            depth: &len,
+            accumulate: false,
+        };
+        self.blocked_product(block, &product);
         Ok(true)
     }
 
@@ -136,59 +126,88 @@ impl Gen<'_> {
             return Ok(false);
         }
         let (vbuf, f) = self.buffers[&row.node].clone();
+        let bk = self.body.index(self.bk as i64);
+        let product = Product {
+            a: Matrix::new(weights, &bk),
+            b: Matrix::new(&vbuf, &f),
+            c: Matrix::new(acc, &f),
+            rows,
+            cols: &f,
+            depth: cols,
+            accumulate: true,
+        };
+        self.blocked_product(block, &product);
+        Ok(true)
+    }
+
+    /// `c[i, n] (+)= sum_k a[i, k] b[k, n]` by register blocks: per block of `block.rows` rows
+    /// and `block.width()` columns, the accumulators stay in registers over the whole depth;
+    /// each step loads `block.vectors` vectors of `b` and broadcasts `block.rows` scalars of `a`.
+    fn blocked_product(&mut self, block: RegisterBlock, p: &Product) {
         let lanes = block.lanes;
         let c0 = self.c0.clone();
-        let bk = self.body.index(self.bk as i64);
-        let all_rows = self.padded_rows(rows, block.rows);
+        let all_rows = self.padded_rows(p.rows, block.rows);
         let row_step = self.body.index(block.rows as i64);
         let col_step = self.body.index(block.width() as i64);
         let one = self.body.index(1);
         let ib = self.body.open_for_step(&c0, &all_rows, &row_step);
-        let fb = self.body.open_for_step(&c0, &f, &col_step);
-        let mut places = Vec::new();
-        let mut inits = Vec::new();
-        for r in 0..block.rows {
-            let dr = self.body.index(r as i64);
-            let qrow = self.body.bini("addi", &ib, &dr);
-            let start = self.body.row_offset(&qrow, &f, &fb);
-            for c in 0..block.vectors {
-                let off = self.body.index((c * lanes) as i64);
-                let at = self.body.bini("addi", &start, &off);
-                inits.push(self.body.vload(acc, &at, lanes));
-                places.push(at);
-            }
-        }
-        let ty = format!("vector<{lanes}xf32>");
-        let (jj, carried, sums) = self.body.open_carry(&c0, cols, &one, &inits, &ty);
-        let value_row = self.body.row_offset(&jj, &f, &fb);
-        let values: Vec<String> = (0..block.vectors)
-            .map(|c| {
-                let off = self.body.index((c * lanes) as i64);
-                let at = self.body.bini("addi", &value_row, &off);
-                self.body.vload(&vbuf, &at, lanes)
+        let nb = self.body.open_for_step(&c0, p.cols, &col_step);
+        let block_rows: Vec<String> = (0..block.rows)
+            .map(|r| {
+                let dr = self.body.index(r as i64);
+                self.body.bini("addi", &ib, &dr)
             })
             .collect();
+        let mut places = Vec::new();
+        for row in &block_rows {
+            let start = self.body.row_offset(row, p.c.stride, &nb);
+            places.extend(self.vector_places(&start, block));
+        }
+        let inits: Vec<String> = if p.accumulate {
+            places
+                .iter()
+                .map(|at| self.body.vload(p.c.buf, at, lanes))
+                .collect()
+        } else {
+            let zero = self.body.vzero(lanes);
+            vec![zero; places.len()]
+        };
+        let ty = format!("vector<{lanes}xf32>");
+        let (k, carried, sums) = self.body.open_carry(&c0, p.depth, &one, &inits, &ty);
+        let start = self.body.row_offset(&k, p.b.stride, &nb);
+        let b_vectors: Vec<String> = self
+            .vector_places(&start, block)
+            .iter()
+            .map(|at| self.body.vload(p.b.buf, at, lanes))
+            .collect();
         let mut next = Vec::new();
-        for r in 0..block.rows {
-            let dr = self.body.index(r as i64);
-            let qrow = self.body.bini("addi", &ib, &dr);
-            let at = self.body.row_offset(&qrow, &bk, &jj);
-            let w = self.body.load(weights, &at);
-            let w = self.body.vbroadcast(&w, lanes);
-            for (c, v) in values.iter().enumerate() {
+        for (r, row) in block_rows.iter().enumerate() {
+            let at = self.body.row_offset(row, p.a.stride, &k);
+            let x = self.body.load(p.a.buf, &at);
+            let x = self.body.vbroadcast(&x, lanes);
+            for (c, b) in b_vectors.iter().enumerate() {
                 next.push(
                     self.body
-                        .vfma(&w, v, &carried[r * block.vectors + c], lanes),
+                        .vfma(&x, b, &carried[r * block.vectors + c], lanes),
                 );
             }
         }
         self.body.close_carry(&next, &ty);
         for (sum, at) in sums.iter().zip(&places) {
-            self.body.vstore(sum, acc, at, lanes);
+            self.body.vstore(sum, p.c.buf, at, lanes);
         }
         self.body.close();
         self.body.close();
-        Ok(true)
+    }
+
+    /// The offsets of a block's vectors along a row, from `start`.
+    fn vector_places(&mut self, start: &str, block: RegisterBlock) -> Vec<String> {
+        (0..block.vectors)
+            .map(|c| {
+                let off = self.body.index((c * block.lanes) as i64);
+                self.body.bini("addi", start, &off)
+            })
+            .collect()
     }
 
     /// Whether a feature-major key-side value can be transposed by square blocks of one

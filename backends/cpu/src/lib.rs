@@ -70,7 +70,7 @@ impl Layout {
                     ElementType::F32
                 },
                 access: Access::Read,
-                extent: vec![attnc_mlir::Dim::Param(format!("n_{name}"))],
+                extent: vec![attnc_mlir::Extent::Param(format!("n_{name}"))],
             });
             ints.push(Param::Int {
                 name: format!("n_{name}"),

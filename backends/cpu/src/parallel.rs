@@ -208,8 +208,8 @@ impl<'a> Gen<'a> {
                 element: ElementType::F32,
                 access: Access::Write,
                 extent: vec![
-                    attnc_mlir::Dim::Fixed(self.bq as u64),
-                    attnc_mlir::Dim::Param(format!("f_{name}")),
+                    attnc_mlir::Extent::Fixed(self.bq as u64),
+                    attnc_mlir::Extent::Param(format!("f_{name}")),
                 ],
             });
             ints.push(Param::Int {
@@ -225,7 +225,7 @@ impl<'a> Gen<'a> {
             name: "cov".to_string(),
             element: ElementType::I32,
             access: Access::Read,
-            extent: vec![attnc_mlir::Dim::Param("n_key_tiles".to_string())],
+            extent: vec![attnc_mlir::Extent::Param("n_key_tiles".to_string())],
         });
         ints.push(Param::Int {
             name: "n_key_tiles".to_string(),

@@ -71,8 +71,8 @@ pub fn generate(
             element: ElementType::F32,
             access: Access::Write,
             extent: vec![
-                attnc_mlir::Dim::Param("n_steps".into()),
-                attnc_mlir::Dim::Param(format!("f_{name}")),
+                attnc_mlir::Extent::Param("n_steps".into()),
+                attnc_mlir::Extent::Param(format!("f_{name}")),
             ],
         });
         ints.push(Param::Int {

@@ -4,7 +4,7 @@
 //! the compiler, so it is a compiler bug; a JIT that cannot start is an environment problem. The
 //! variants keep MLIR's diagnostics verbatim so the bug report shows what MLIR saw.
 
-use crate::signature::ElementType;
+use attnc_kernel_abi::ElementType;
 
 /// A failure on the MLIR side of the compiler.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,8 @@ use crate::{
     error::MlirError,
     kernel_call::{Kernel, PackedFn},
     session::MlirModule,
-    signature::KernelSignature,
 };
+use attnc_kernel_abi::{KernelSignature, Param};
 use melior::{
     StringRef,
     ir::{
@@ -191,6 +191,21 @@ impl Drop for HostJit {
     }
 }
 
+/// The LLVM-dialect type the lowered function must have, as MLIR prints it: buffers are bare
+/// pointers (`use-bare-ptr-memref-call-conv`), integers i64, scalars f32, no result.
+fn llvm_function_type(signature: &KernelSignature) -> String {
+    let params: Vec<&str> = signature
+        .params
+        .iter()
+        .map(|p| match p {
+            Param::Buffer { .. } => "ptr",
+            Param::Int { .. } => "i64",
+            Param::F32 { .. } => "f32",
+        })
+        .collect();
+    format!("!llvm.func<void ({})>", params.join(", "))
+}
+
 /// Checks that `module` defines `@name` as an LLVM function of the signature's type.
 fn check_signature(module: &MlirModule, signature: &KernelSignature) -> Result<(), MlirError> {
     let problem = |problem: String| MlirError::Signature {
@@ -198,7 +213,7 @@ fn check_signature(module: &MlirModule, signature: &KernelSignature) -> Result<(
         problem,
     };
     signature.check_names().map_err(problem)?;
-    let expected = signature.llvm_function_type();
+    let expected = llvm_function_type(signature);
     match lowered_function_type(module, &signature.name) {
         Some(found) if found == expected => Ok(()),
         Some(found) => Err(problem(format!(

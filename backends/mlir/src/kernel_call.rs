@@ -8,10 +8,8 @@
 //! written. Given that, a call from safe code cannot corrupt memory, and borrows keep buffers
 //! alive and unaliased for its duration.
 
-use crate::{
-    error::{ArgumentError, MlirError},
-    signature::{Access, Dim, ElementType, KernelSignature, Param},
-};
+use crate::error::{ArgumentError, MlirError};
+use attnc_kernel_abi::{Access, ElementType, Extent, KernelSignature, Param};
 use std::{ffi::c_void, marker::PhantomData};
 
 /// `_mlir_<name>(void **args)`: reads parameter `i` from the address in `args[i]`.
@@ -58,7 +56,7 @@ macro_rules! elements {
         }
     )*};
 }
-elements!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, u8 => U8);
+elements!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, u8 => Bool);
 
 impl<'a> Arg<'a> {
     /// A buffer the kernel only reads.
@@ -186,7 +184,7 @@ impl<'jit> Kernel<'jit> {
         name: &str,
         element: ElementType,
         access: Access,
-        extent: &[Dim],
+        extent: &[Extent],
         buffer: &BufferArg<'_>,
         ints: &[Option<i64>],
     ) -> Result<(), ArgumentError> {
@@ -209,8 +207,8 @@ impl<'jit> Kernel<'jit> {
         let mut needed: u64 = 1;
         for dim in extent {
             let factor = match dim {
-                Dim::Fixed(value) => *value,
-                Dim::Param(param) => {
+                Extent::Fixed(value) => *value,
+                Extent::Param(param) => {
                     let value = self
                         .signature
                         .int_value(ints, param)

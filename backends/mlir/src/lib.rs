@@ -19,11 +19,10 @@ mod host_jit;
 mod kernel_call;
 mod pipeline;
 mod session;
-mod signature;
 
+pub use attnc_kernel_abi::{Access, ElementType, Extent, KernelSignature, Param};
 pub use error::{ArgumentError, MlirError};
 pub use host_jit::{HostCpu, HostJit, JitOptions};
 pub use kernel_call::{Arg, BufferArg, Element, Kernel};
 pub use pipeline::CPU_LOWERING_PIPELINE;
 pub use session::{MlirModule, MlirSession};
-pub use signature::{Access, Dim, ElementType, KernelSignature, Param};

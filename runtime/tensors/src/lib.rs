@@ -39,7 +39,7 @@
 //! `.safetensors` files bf16 and f16 are native types and need none of this.
 
 mod atomic_write;
-mod element_type;
+
 mod element_values;
 mod error;
 mod fortran_order;
@@ -49,7 +49,7 @@ mod npz;
 mod safetensors_file;
 mod tensor_file;
 
-pub use element_type::ElementType;
+pub use attnc_kernel_abi::ElementType;
 pub use error::{HostTensorError, TensorFileError};
 pub use host_tensor::HostTensor;
 pub use tensor_file::{TensorFormat, read_tensors, write_tensors};

@@ -1,15 +1,18 @@
-//! Element types a host tensor can hold: the runtime's own dtypes plus the few a user's file is
-//! likely to carry instead, so a mismatch is reported by name rather than as an unreadable file.
+//! Element types: of tensors in files and in device memory, of kernel buffers, and of the values a
+//! kernel computes in. One enum serves the whole pipeline, from the IR's tensor types to a
+//! runtime's buffers, so nothing maps between look-alike enums.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The type of one tensor element, stored little-endian in [`crate::HostTensor`]'s bytes.
+/// The type of one element, stored little-endian.
 ///
-/// Kernels take `F32`, `F16`, `Bf16` and `I32`. `F64`, `I64`, `U16` and `Bool` exist so that a
-/// file holding them is still read, and the caller can say "expected bf16, the file has f64"
-/// instead of "cannot read file". `U16` is also how a bf16 tensor saved as a NumPy `uint16` view
-/// arrives; see [`crate::HostTensor::reinterpret_u16_as_bf16`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// `.attn` tensors are `F32`, `F16`, `Bf16` or `I32`. `F64`, `I64`, `U16` and `Bool` exist so that
+/// a file holding them is still read and the caller can say "expected bf16, the file has f64"
+/// instead of "cannot read file" (`U16` is also how a bf16 tensor saved as a NumPy `uint16` view
+/// arrives), and for kernel buffers that are not tensors (a status word, a byte mask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ElementType {
     F32,
     F16,
@@ -51,6 +54,20 @@ impl ElementType {
             self,
             ElementType::F32 | ElementType::F16 | ElementType::Bf16 | ElementType::F64
         )
+    }
+
+    /// The type arithmetic on stored values is done in: 16-bit floats are widened to f32 (the
+    /// matrix units accumulate in f32 too); every other type computes as itself.
+    pub const fn compute(self) -> ElementType {
+        match self {
+            ElementType::F16 | ElementType::Bf16 => ElementType::F32,
+            other => other,
+        }
+    }
+
+    /// The type a name in `.attn` or a manifest stands for (`f32`, `bf16`, …).
+    pub fn from_name(name: &str) -> Option<ElementType> {
+        ElementType::ALL.into_iter().find(|t| t.name() == name)
     }
 
     /// The short name used in messages and in `.attn` type annotations (`f32`, `bf16`, …).

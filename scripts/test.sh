@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+./scripts/check-layers.sh
 cargo build -p attnc
 if [ -f examples/python/check_with_numpy.py ]; then
     ATTNC=target/debug/attnc .venv/bin/python examples/python/check_with_numpy.py

@@ -1,7 +1,9 @@
 //! The abstract syntax tree of a `.attn` file, as parsed: names are not yet resolved and nothing
 //! is type-checked (that happens when the IR is built). Every node carries its source span.
 
-use crate::source::Span;
+pub use attnc_ir::ElementType;
+pub use attnc_ir::ops::{BinaryOp, UnaryOp};
+use attnc_source::Span;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
@@ -39,40 +41,10 @@ pub struct Function {
     pub span: Span,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32,
-    F16,
-    Bf16,
-    I32,
-}
-
-impl DType {
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::Bf16 => "bf16",
-            DType::I32 => "i32",
-        }
-    }
-
-    pub fn is_float(self) -> bool {
-        !matches!(self, DType::I32)
-    }
-
-    pub fn size_bytes(self) -> usize {
-        match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::Bf16 => 2,
-        }
-    }
-}
-
 /// `bf16[B, H, S, D]`: a storage type whose dimensions are expressions over `dim` symbols.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorType {
-    pub dtype: DType,
+    pub dtype: ElementType,
     pub dtype_span: Span,
     pub dims: Vec<Expr>,
     pub span: Span,
@@ -149,56 +121,6 @@ pub enum Stmt {
     Recurrence(Recurrence),
     /// A statement the parser skipped after reporting a syntax error in it.
     Error(Span),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Neg,
-    Not,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    /// `/`: true division, always a float (as in Python 3).
-    Div,
-    /// `//`: floor division of integers.
-    FloorDiv,
-    Rem,
-    /// `@`: vector-matrix and matrix-matrix products (recurrent states).
-    MatMul,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    And,
-    Or,
-}
-
-impl BinaryOp {
-    pub fn symbol(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "+",
-            BinaryOp::Sub => "-",
-            BinaryOp::Mul => "*",
-            BinaryOp::Div => "/",
-            BinaryOp::FloorDiv => "//",
-            BinaryOp::Rem => "%",
-            BinaryOp::MatMul => "@",
-            BinaryOp::Eq => "==",
-            BinaryOp::Ne => "!=",
-            BinaryOp::Lt => "<",
-            BinaryOp::Le => "<=",
-            BinaryOp::Gt => ">",
-            BinaryOp::Ge => ">=",
-            BinaryOp::And => "&&",
-            BinaryOp::Or => "||",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -2,8 +2,7 @@
 //! The grammar recovers at `;`, so one run reports several syntax errors.
 
 use crate::ast::Program;
-use crate::diagnostic::Diagnostic;
-use crate::source::{FileId, MAX_SOURCE_BYTES, Sources, Span};
+use attnc_source::{Diagnostic, FileId, MAX_SOURCE_BYTES, Sources, Span};
 use lalrpop_util::{ErrorRecovery, ParseError, lexer::Token};
 
 lalrpop_util::lalrpop_mod!(

@@ -2,7 +2,7 @@
 //! expressions fully parenthesised so precedence is visible. Stable across runs.
 
 use crate::ast::*;
-use crate::source::{Sources, Span};
+use attnc_source::{Sources, Span};
 use std::fmt::Write;
 
 pub fn print_program(program: &Program, sources: &Sources) -> String {

@@ -34,7 +34,7 @@ pub fn compile(path: &Path) -> Graph {
 pub fn compile_source(name: &str, text: &str) -> Graph {
     let mut sources = Sources::new();
     let file = sources.add(name, text);
-    match attnc_ir::compile_to_graph(&mut sources, file) {
+    match attnc_frontend::compile_to_graph(&mut sources, file) {
         Ok(g) => g,
         Err(d) => panic!(
             "{} does not compile:\n{}",

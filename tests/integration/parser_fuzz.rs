@@ -10,7 +10,7 @@ use proptest::prelude::*;
 fn compile_any(text: &str) -> bool {
     let mut sources = Sources::new();
     let file = sources.add("fuzz.attn", text);
-    match attnc_ir::compile_to_graph(&mut sources, file) {
+    match attnc_frontend::compile_to_graph(&mut sources, file) {
         Ok(graph) => {
             let _ = attnc_ir::dump::dump_graph(&graph);
             true

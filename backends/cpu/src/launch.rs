@@ -10,7 +10,7 @@ use attnc_ir::types::FrameIndex;
 use attnc_mlir::{Arg, CPU_LOWERING_PIPELINE, HostJit, JitOptions, KernelSignature, MlirSession};
 use attnc_passes::fusion::tile_rule::{Coverage, key_tile_coverage};
 use attnc_passes::fusion::{FusedProgram, Template};
-use attnc_passes::tiling::{TiledBody, TiledProgram};
+use attnc_passes::tiling::{Role, TiledBody, TiledProgram};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -61,23 +61,27 @@ pub fn generate_mlir(
             return Ok((format!("module {{\n{function}}}\n"), signature, layout));
         }
     };
-    let TiledBody::Parallel { choice, .. } = &tiles.body else {
+    let TiledBody::Parallel(tiling) = &tiles.body else {
         return Err(CodegenError::Internal(
             "a parallel kernel tiled as a recurrence".into(),
         ));
     };
+    let attnc_passes::tiling::target::Target::Cpu(cpu) = &tiled.target else {
+        return Err(CodegenError::Internal(format!(
+            "the CPU backend was given a kernel tiled for {}",
+            tiled.target
+        )));
+    };
     let blocks = parallel::Blocks {
-        score: choice.score_block,
-        aggregate: choice.aggregate_block,
-        lanes: match &tiled.target {
-            attnc_passes::tiling::target::Target::Cpu(cpu) => cpu.f32_lanes,
-        },
+        score: tiling.register_block(Role::Score),
+        aggregate: tiling.register_block(Role::Aggregate),
+        lanes: cpu.f32_lanes,
     };
     let (function, signature, layout) = parallel::generate(
         graph,
         plan,
-        choice.query_tile,
-        choice.key_tile,
+        tiling.query_tile,
+        tiling.key_tile,
         blocks,
         &constants,
     )?;

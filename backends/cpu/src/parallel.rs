@@ -12,9 +12,9 @@
 
 use crate::mlir_text::Body;
 use crate::{CodegenError, Layout, OutputTile};
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
 use attnc_ir::expr::Builtin;
 use attnc_ir::graph::{Graph, LoadIndex, Op, PortType, ValueRef};
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::{Dim, Feature, FrameIndex, IndexSet};
 use attnc_mlir::{Access, ElementType, KernelSignature, Param};
 use attnc_passes::fusion::ParallelKernel;

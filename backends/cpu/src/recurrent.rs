@@ -7,9 +7,9 @@
 use crate::mlir_text::Body;
 use crate::parallel::Gen;
 use crate::{CodegenError, Layout, OutputTile};
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
 use attnc_ir::graph::{Graph, Op, ValueRef};
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::{Feature, FrameIndex};
 use attnc_mlir::{Access, ElementType, KernelSignature, Param};
 use attnc_passes::fusion::recurrent::RecurrentKernel;

@@ -5,7 +5,7 @@
 use crate::expr::ExprNode;
 use crate::graph::Graph;
 use crate::types::{Dim, DimEvalError, FrameIndex};
-use attnc_frontend::{Diagnostic, Span};
+use attnc_source::{Diagnostic, Span};
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -2,9 +2,9 @@
 //! in a small typed arena per op with a parallel span table, so errors found later still point
 //! into the `.attn` source.
 
+use crate::ops::{BinaryOp, UnaryOp};
 use crate::types::{Feature, FrameIndex, ScalarKind};
-use attnc_frontend::Span;
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
+use attnc_source::Span;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -18,7 +18,7 @@ impl ExprId {
     }
 
     /// Stands for "no expression yet" while an arena is empty; never dereferenced.
-    pub(crate) fn placeholder() -> ExprId {
+    pub fn placeholder() -> ExprId {
         ExprId(u32::MAX)
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::expr::{ExprArena, ExprId};
 use crate::types::{Dim, FrameIndex, TensorType, ValueType};
-use attnc_frontend::Span;
-use attnc_frontend::ast::DType;
+use attnc_kernel_abi::ElementType;
+use attnc_source::Span;
 use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
@@ -326,7 +326,7 @@ impl Graph {
     }
 
     /// The storage dtype of every input and output by name.
-    pub fn tensor_dtypes(&self) -> BTreeMap<String, DType> {
+    pub fn tensor_dtypes(&self) -> BTreeMap<String, ElementType> {
         self.inputs()
             .into_iter()
             .chain(self.outputs())

@@ -1,7 +1,7 @@
 //! Types of the graph IR: symbolic dimensions, the frame indices (b, h, i, j, t), and the type of
 //! every value flowing on an edge (which indices it varies over, and its per-point feature shape).
 
-use attnc_frontend::ast::DType;
+use attnc_kernel_abi::ElementType;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -278,7 +278,7 @@ impl fmt::Display for ValueType {
 /// A tensor in memory: an input or output of the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
-    pub dtype: DType,
+    pub dtype: ElementType,
     pub dims: Vec<Dim>,
 }
 

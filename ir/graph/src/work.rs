@@ -6,8 +6,8 @@
 use crate::bind::Bindings;
 use crate::expr::{Builtin, ExprArena, ExprNode};
 use crate::graph::{Graph, LoadIndex, Op, PortType};
+use crate::ops::BinaryOp;
 use crate::types::{Feature, FrameIndex, IndexSet, ValueType};
-use attnc_frontend::ast::BinaryOp;
 
 /// The work of one call of a kernel at bound shapes.
 #[derive(Clone, Copy, Debug, PartialEq)]

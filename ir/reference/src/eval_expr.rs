@@ -2,8 +2,8 @@
 //! sub-expressions and the two phases of a recurrence step are each computed once.
 
 use crate::value::{Point, Val, at};
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime, binary_scalar, bool_f64};
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use std::collections::BTreeMap;
 
 /// What an expression can read besides constants.

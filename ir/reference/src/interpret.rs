@@ -4,10 +4,10 @@
 
 use crate::eval_expr::{Env, Evaluator};
 use crate::value::{Point, PointShape, Slab, Val, at};
-use attnc_frontend::{Diagnostic, Span};
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, LoadIndex, Op, PortType, ReduceKind};
 use attnc_ir::types::{Feature, FrameIndex, ValueType};
+use attnc_source::{Diagnostic, Span};
 use petgraph::stable_graph::NodeIndex;
 use rayon::prelude::*;
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ mod random_inputs;
 mod value;
 
 pub use interpret::{InterpretError, SLAB_LIMIT, Tensor, interpret};
-pub use random_inputs::{element_type, random_inputs};
+pub use random_inputs::random_inputs;
 
 use attnc_tensors::HostTensor;
 use std::collections::BTreeMap;

@@ -3,22 +3,12 @@
 //! and the input's name), so adding an input does not change the others' values. Values are
 //! rounded to the input's dtype, so a kernel and the oracle see exactly the same numbers.
 
-use attnc_frontend::ast::DType;
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op};
-use attnc_tensors::{ElementType, HostTensor};
+use attnc_tensors::HostTensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
-
-pub fn element_type(d: DType) -> ElementType {
-    match d {
-        DType::F32 => ElementType::F32,
-        DType::F16 => ElementType::F16,
-        DType::Bf16 => ElementType::Bf16,
-        DType::I32 => ElementType::I32,
-    }
-}
 
 /// Draws every input of `graph` at the bound shapes.
 pub fn random_inputs(
@@ -61,8 +51,7 @@ pub fn random_inputs(
                 (false, None) => 0.0,
             })
             .collect();
-        let tensor = HostTensor::from_f64(element_type(ty.dtype), shape, &values)
-            .map_err(|e| e.to_string())?;
+        let tensor = HostTensor::from_f64(ty.dtype, shape, &values).map_err(|e| e.to_string())?;
         out.insert(name.clone(), tensor);
     }
     Ok(out)

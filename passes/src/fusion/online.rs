@@ -13,9 +13,9 @@
 //! and differential attention (two such terms) are instances; nothing is special-cased.
 
 use super::tree::Tree;
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
 use attnc_ir::expr::Builtin;
 use attnc_ir::graph::ValueRef;
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::FrameIndex;
 
 /// One term of an online sum.

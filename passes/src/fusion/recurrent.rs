@@ -6,9 +6,9 @@
 //! read the states only through linear read-outs `x @ S` or `dot(x, z)`. Retention, gated linear attention and
 //! linear attention with its normaliser all have it; a recurrence without it runs as a scan.
 
-use attnc_frontend::ast::BinaryOp;
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
 use attnc_ir::graph::{Graph, Op};
+use attnc_ir::ops::BinaryOp;
 use attnc_ir::types::{FrameIndex, IndexSet};
 use petgraph::stable_graph::NodeIndex;
 

@@ -4,8 +4,8 @@
 //! known patterns: causal masking skips the tiles above the diagonal, a sliding window all
 //! tiles outside the band, a block layout nothing (its data is unknown before a call).
 
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode};
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::{FrameIndex, ScalarKind};
 use std::collections::BTreeMap;
 
@@ -234,9 +234,9 @@ fn call(f: Builtin, a: &[Interval]) -> Option<Interval> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use attnc_frontend::{FileId, Sources, Span};
     use attnc_ir::expr::ExprType;
     use attnc_ir::types::Feature;
+    use attnc_source::{FileId, Sources, Span};
 
     fn span() -> (Span, FileId) {
         let mut s = Sources::new();

@@ -2,9 +2,9 @@
 //! `exp(s - m) / l`, spread over two maps by the softmax function), so maps are inlined into one
 //! tree whose leaves are values computed elsewhere.
 
-use attnc_frontend::ast::{BinaryOp, UnaryOp};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode};
 use attnc_ir::graph::{Graph, Op, ValueRef};
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::FrameIndex;
 use std::collections::HashMap;
 use std::fmt;

@@ -2,7 +2,7 @@
 //! the placement of each buffer, the tiles the mask lets through and the predicted time.
 
 use super::cost_model::RegisterBlock;
-use super::{Place, TiledBody, TiledProgram};
+use super::{Instruction, Mapping, ParallelTiling, Place, Role, TiledBody, TiledProgram};
 use std::fmt::Write;
 
 pub fn dump_tiled(program: &TiledProgram) -> String {
@@ -25,77 +25,10 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
     );
     for k in &program.kernels {
         match &k.body {
-            TiledBody::Parallel {
-                problem,
-                choice,
-                tiles,
-                buffers,
-            } => {
-                let (bq, bk) = (choice.query_tile, choice.key_tile);
-                let _ = writeln!(out, "kernel {}: query tile {bq}, key tile {bk}", k.name);
-                let _ = writeln!(
-                    out,
-                    "  parallel for (b, h, query tile) in {} x {}: one work item per core at a time",
-                    problem.slices,
-                    problem.queries.div_ceil(bq)
-                );
-                let _ = writeln!(
-                    out,
-                    "    load the query tile, compute its query-side values"
-                );
-                let _ = writeln!(out, "    for sweep in 0..{}:", problem.sweeps);
-                let _ = writeln!(
-                    out,
-                    "      for key tile in 0..{} not skipped by the tile rule:",
-                    problem.keys.div_ceil(bk)
-                );
-                let _ = writeln!(
-                    out,
-                    "        load the key and value tiles, compute their key-side values"
-                );
-                let _ = writeln!(
-                    out,
-                    "        pair tile = query tile x key tile^T ({bq} x {bk} x {}), then the pair values and the mask",
-                    problem.d_qk
-                );
-                let _ = writeln!(out, "          {}", block_text(choice.score_block));
-                let _ = writeln!(
-                    out,
-                    "        update the running statistics and rescale and accumulate the online terms"
-                );
-                let _ = writeln!(
-                    out,
-                    "          accumulators += weights x value rows: {}",
-                    block_text(choice.aggregate_block)
-                );
-                let _ = writeln!(
-                    out,
-                    "    finish the rows (epilogue) and store the output tile"
-                );
-                let visited = tiles.total - tiles.skipped;
-                let _ = writeln!(
-                    out,
-                    "  tiles per (b, h): {visited} of {} visited ({:.1}%), {} of them without a per-element mask",
-                    tiles.total,
-                    100.0 * visited as f64 / tiles.total.max(1) as f64,
-                    tiles.full
-                );
-                for b in buffers {
-                    let _ = writeln!(
-                        out,
-                        "  buffer {:<20} {:<30} in {}",
-                        b.name,
-                        b.shape,
-                        place(b.place)
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "  working set {} bytes per work item; predicted {:.3} ms",
-                    choice.working_set,
-                    choice.predicted_seconds * 1e3
-                );
-            }
+            TiledBody::Parallel(t) => match t.mapping {
+                Mapping::Cores { .. } => cpu_parallel(&mut out, &k.name, t),
+                Mapping::Blocks { .. } => gpu_parallel(&mut out, &k.name, t),
+            },
             TiledBody::Recurrent {
                 chunk,
                 state_bytes,
@@ -141,11 +74,180 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
     out
 }
 
+fn cpu_parallel(out: &mut String, name: &str, t: &ParallelTiling) {
+    let (bq, bk) = (t.query_tile, t.key_tile);
+    let problem = &t.problem;
+    let _ = writeln!(out, "kernel {name}: query tile {bq}, key tile {bk}");
+    let _ = writeln!(
+        out,
+        "  parallel for (b, h, query tile) in {} x {}: one work item per core at a time",
+        problem.slices,
+        problem.queries.div_ceil(bq)
+    );
+    let _ = writeln!(
+        out,
+        "    load the query tile, compute its query-side values"
+    );
+    let _ = writeln!(out, "    for sweep in 0..{}:", problem.sweeps);
+    let _ = writeln!(
+        out,
+        "      for key tile in 0..{} not skipped by the tile rule:",
+        problem.keys.div_ceil(bk)
+    );
+    let _ = writeln!(
+        out,
+        "        load the key and value tiles, compute their key-side values"
+    );
+    let _ = writeln!(
+        out,
+        "        pair tile = query tile x key tile^T ({bq} x {bk} x {}), then the pair values and the mask",
+        problem.d_qk
+    );
+    let _ = writeln!(
+        out,
+        "          {}",
+        block_text(t.register_block(Role::Score))
+    );
+    let _ = writeln!(
+        out,
+        "        update the running statistics and rescale and accumulate the online terms"
+    );
+    let _ = writeln!(
+        out,
+        "          accumulators += weights x value rows: {}",
+        block_text(t.register_block(Role::Aggregate))
+    );
+    let _ = writeln!(
+        out,
+        "    finish the rows (epilogue) and store the output tile"
+    );
+    tiles_and_buffers(out, t);
+    let _ = writeln!(
+        out,
+        "  working set {} bytes per work item; predicted {:.3} ms",
+        t.working_set,
+        t.predicted_seconds * 1e3
+    );
+}
+
+fn gpu_parallel(out: &mut String, name: &str, t: &ParallelTiling) {
+    let Mapping::Blocks {
+        warps,
+        threads,
+        stages,
+        shared_bytes,
+        registers_per_thread,
+        query_in_registers,
+    } = t.mapping
+    else {
+        return;
+    };
+    let (bq, bk) = (t.query_tile, t.key_tile);
+    let problem = &t.problem;
+    let _ = writeln!(
+        out,
+        "kernel {name}: query tile {bq}, key tile {bk}, {warps} warps ({threads} threads), {stages} stages"
+    );
+    let _ = writeln!(
+        out,
+        "  grid: (query tiles, h, b) = ({}, ...) blocks; each warp owns 16 query rows",
+        problem.queries.div_ceil(bq)
+    );
+    let _ = writeln!(
+        out,
+        "    copy the query tile to shared memory, compute its query-side values{}",
+        if query_in_registers {
+            "; score fragments of the query tile stay in registers"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "    for sweep in 0..{}:", problem.sweeps);
+    let _ = writeln!(
+        out,
+        "      for key tile in 0..{} not skipped by the tile rule (evaluated in the kernel):",
+        problem.keys.div_ceil(bk)
+    );
+    let _ = writeln!(
+        out,
+        "        the next key and value tiles copy asynchronously into shared memory ({stages} stages)"
+    );
+    for c in &t.contractions {
+        let what = match c.role {
+            Role::Score => "scores = query tile x key tile^T",
+            Role::Aggregate => "accumulators += weights x value tile",
+        };
+        let _ = writeln!(
+            out,
+            "        {what} ({} x {} x {}, {} operands, {} accumulators): {}",
+            c.m,
+            c.n,
+            c.k,
+            c.operand,
+            c.accumulator,
+            instruction_text(c.instruction)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "        pair values, mask and online statistics on the score fragments; row reductions across each quad of lanes by warp shuffles"
+    );
+    let _ = writeln!(
+        out,
+        "    accumulators to shared memory, then the epilogue per (row, feature) and coalesced output stores"
+    );
+    tiles_and_buffers(out, t);
+    let _ = writeln!(
+        out,
+        "  shared memory {shared_bytes} bytes per block, about {registers_per_thread} registers per thread; predicted {:.3} ms",
+        t.predicted_seconds * 1e3
+    );
+}
+
+fn tiles_and_buffers(out: &mut String, t: &ParallelTiling) {
+    let tiles = &t.tiles;
+    let visited = tiles.total - tiles.skipped;
+    let _ = writeln!(
+        out,
+        "  tiles per (b, h): {visited} of {} visited ({:.1}%), {} of them without a per-element mask",
+        tiles.total,
+        100.0 * visited as f64 / tiles.total.max(1) as f64,
+        tiles.full
+    );
+    for b in &t.buffers {
+        let _ = writeln!(
+            out,
+            "  buffer {:<20} {:<30} in {}",
+            b.name,
+            b.shape,
+            place(b.place)
+        );
+    }
+}
+
+fn instruction_text(i: Instruction) -> String {
+    match i {
+        Instruction::Matrix(m) => format!(
+            "matrix unit {}x{}x{} {}{} -> {}",
+            m.m,
+            m.n,
+            m.k,
+            m.operand,
+            if m.tf32 { " (as tf32)" } else { "" },
+            m.accumulator
+        ),
+        Instruction::ThreadFma => "FMAs per thread (no matrix unit for these operands)".into(),
+        Instruction::VectorFma(b) => block_text(Some(b)),
+        Instruction::ScalarLoops => block_text(None),
+    }
+}
+
 fn place(p: Place) -> &'static str {
     match p {
         Place::Registers => "registers",
         Place::L1 => "L1",
         Place::L2 => "L2",
+        Place::Shared => "shared memory",
         Place::Memory => "memory",
     }
 }

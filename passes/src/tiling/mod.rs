@@ -3,6 +3,7 @@
 
 pub mod cost_model;
 pub mod dump;
+pub mod gpu_cost_model;
 pub mod target;
 
 use crate::fusion::recurrent::RecurrentKernel;
@@ -11,9 +12,10 @@ use crate::fusion::{FusedProgram, ParallelKernel, Template};
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op, PortType};
 use attnc_ir::types::{Feature, FrameIndex};
-use cost_model::{Choice, Problem};
+use attnc_kernel_abi::ElementType;
+use cost_model::{Problem, RegisterBlock};
 use std::collections::BTreeMap;
-use target::Target;
+use target::{CpuTarget, GpuTarget, MatrixShape, Target};
 
 #[derive(Clone, Debug)]
 pub struct TiledProgram {
@@ -33,17 +35,93 @@ pub struct TiledKernel {
 
 #[derive(Clone, Debug)]
 pub enum TiledBody {
-    Parallel {
-        problem: Problem,
-        choice: Choice,
-        tiles: TileCount,
-        buffers: Vec<Buffer>,
-    },
+    Parallel(ParallelTiling),
     Recurrent {
         chunk: Option<usize>,
         state_bytes: usize,
         place: Place,
     },
+}
+
+/// A parallel kernel tiled for a target: the same description for CPUs and GPUs, with the
+/// target's own parts in [`Mapping`] and each contraction's [`Instruction`].
+#[derive(Clone, Debug)]
+pub struct ParallelTiling {
+    pub problem: Problem,
+    pub query_tile: usize,
+    pub key_tile: usize,
+    pub mapping: Mapping,
+    /// The score (query tile x key tile^T) and aggregation (weights x value rows) products.
+    pub contractions: Vec<Contraction>,
+    pub tiles: TileCount,
+    pub buffers: Vec<Buffer>,
+    pub predicted_seconds: f64,
+    /// Bytes one work item keeps live (CPU), or shared memory per block (GPU).
+    pub working_set: usize,
+}
+
+/// How work items map onto the machine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mapping {
+    /// One work item (b, h, query tile) per core at a time.
+    Cores { cores: usize },
+    /// One thread block per (query tile, h, b): `warps` warps of 16 query rows each; key and
+    /// value tiles stream through shared memory `stages` deep; the score's query fragments stay
+    /// in registers when `query_in_registers`.
+    Blocks {
+        warps: usize,
+        threads: usize,
+        stages: usize,
+        shared_bytes: usize,
+        registers_per_thread: usize,
+        query_in_registers: bool,
+    },
+}
+
+/// One of the two contractions of a parallel kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Score,
+    Aggregate,
+}
+
+/// A contraction as tiled: an `m x n` result per tile summed over `k`, its operands' and
+/// accumulator's types, and the instruction that computes it on the target.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Contraction {
+    pub role: Role,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub operand: ElementType,
+    pub accumulator: ElementType,
+    pub instruction: Instruction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Instruction {
+    /// CPU: a register block of vector FMAs.
+    VectorFma(RegisterBlock),
+    /// CPU: scalar loops LLVM vectorises (no whole register block fits).
+    ScalarLoops,
+    /// GPU: the matrix units' instruction (`mma.sync`, a cooperative matrix).
+    Matrix(MatrixShape),
+    /// GPU: plain FMAs per thread (no matrix unit for these operands).
+    ThreadFma,
+}
+
+impl ParallelTiling {
+    pub fn contraction(&self, role: Role) -> Option<&Contraction> {
+        self.contractions.iter().find(|c| c.role == role)
+    }
+
+    /// The CPU register block of a contraction, if it has one.
+    pub fn register_block(&self, role: Role) -> Option<RegisterBlock> {
+        match self.contraction(role)?.instruction {
+            Instruction::VectorFma(b) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// Key tiles visited over all query tiles of one (b, h) slice, as the tile rule decides.
@@ -54,7 +132,7 @@ pub struct TileCount {
     pub full: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
     pub name: &'static str,
     pub shape: String,
@@ -66,6 +144,8 @@ pub enum Place {
     Registers,
     L1,
     L2,
+    /// A GPU block's shared (workgroup) memory.
+    Shared,
     Memory,
 }
 
@@ -129,42 +209,103 @@ fn feature_len(b: &Bindings, t: Option<&PortType>) -> usize {
     }
 }
 
+/// What the tiling of a parallel kernel needs to know about its plan.
+struct Shape {
+    problem: Problem,
+    /// Score contractions (differential attention has two).
+    scores: usize,
+    /// Accumulators of value rows: one per term of each aggregation.
+    accumulators: usize,
+    /// The storage type of the score's and the aggregation's operands, when one type serves
+    /// every input that feeds them.
+    score_operand: Option<ElementType>,
+    value_operand: Option<ElementType>,
+}
+
+fn shape_of(graph: &Graph, p: &ParallelKernel, b: &Bindings) -> Shape {
+    let extent = |fi| b.extent(graph, fi);
+    let mut d_qk = 1;
+    let mut d_v = 1;
+    let mut scores = 0;
+    let mut accumulators = 0;
+    let mut score_types = Vec::new();
+    let mut value_types = Vec::new();
+    for n in p.pair.iter() {
+        if let Op::Score = graph.node(*n).op {
+            scores += 1;
+            d_qk = d_qk.max(feature_len(
+                b,
+                graph.operands(*n).first().map(|(_, e)| &e.ty),
+            ));
+            for (v, _) in graph.operands(*n) {
+                score_types.extend(storage_types(graph, v.node));
+            }
+        }
+    }
+    for r in p.sweeps.iter().flat_map(|s| &s.reductions) {
+        if let Op::Aggregate = graph.node(r.node).op {
+            d_v = d_v.max(feature_len(b, graph.node(r.node).results.first()));
+            accumulators += match &r.accumulation {
+                crate::fusion::Accumulation::Online { terms } => terms.len(),
+                crate::fusion::Accumulation::Plain { .. } => 1,
+            };
+            if let Some(row) = r.row {
+                value_types.extend(storage_types(graph, row.node));
+            }
+        }
+    }
+    let uniform = |types: &[ElementType]| {
+        let first = *types.first()?;
+        types.iter().all(|t| *t == first).then_some(first)
+    };
+    Shape {
+        problem: Problem {
+            slices: extent(FrameIndex::B) * extent(FrameIndex::H),
+            queries: extent(FrameIndex::I),
+            keys: extent(FrameIndex::J),
+            d_qk,
+            d_v,
+            density: 1.0,
+            partial: 0.0,
+            sweeps: p.sweeps.len().max(1),
+        },
+        scores,
+        accumulators,
+        score_operand: uniform(&score_types),
+        value_operand: uniform(&value_types),
+    }
+}
+
+/// The storage types of the float inputs a value is computed from.
+fn storage_types(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> Vec<ElementType> {
+    let mut out = Vec::new();
+    let mut stack = vec![n];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(m) = stack.pop() {
+        if !seen.insert(m) {
+            continue;
+        }
+        match &graph.node(m).op {
+            Op::Input { ty, .. } if ty.dtype.is_float() => out.push(ty.dtype),
+            Op::Load { .. } => {
+                // A load's data comes from its first operand; the others are indices.
+                if let Some((v, _)) = graph.operands(m).first() {
+                    stack.push(v.node);
+                }
+            }
+            _ => stack.extend(graph.operands(m).iter().map(|(v, _)| v.node)),
+        }
+    }
+    out
+}
+
 fn parallel(
     graph: &Graph,
     p: &ParallelKernel,
     target: &Target,
     b: &Bindings,
 ) -> Result<TiledBody, String> {
-    let Target::Cpu(cpu) = target;
-    let extent = |fi| b.extent(graph, fi);
-    let mut d_qk = 1;
-    let mut d_v = 1;
-    for n in p.pair.iter().chain(
-        p.sweeps
-            .iter()
-            .flat_map(|s| s.reductions.iter().map(|r| &r.node)),
-    ) {
-        match graph.node(*n).op {
-            Op::Score => {
-                d_qk = d_qk.max(feature_len(
-                    b,
-                    graph.operands(*n).first().map(|(_, e)| &e.ty),
-                ))
-            }
-            Op::Aggregate => d_v = d_v.max(feature_len(b, graph.node(*n).results.first())),
-            _ => {}
-        }
-    }
-    let problem = Problem {
-        slices: extent(FrameIndex::B) * extent(FrameIndex::H),
-        queries: extent(FrameIndex::I),
-        keys: extent(FrameIndex::J),
-        d_qk,
-        d_v,
-        density: 1.0,
-        partial: 0.0,
-        sweeps: p.sweeps.len().max(1),
-    };
+    let shape = shape_of(graph, p, b);
     // The tile rule's coverage depends on the tile sizes: measure it for each candidate.
     let coverage = |bq: usize, bk: usize| {
         let t = count_tiles(graph, p, b, bq, bk);
@@ -174,9 +315,22 @@ fn parallel(
             (visited - t.full.min(visited)) as f64 / visited as f64,
         )
     };
-    let choice = cost_model::choose_with(cpu, &problem, &coverage)
+    let mut tiling = match target {
+        Target::Cpu(cpu) => cpu_tiling(cpu, &shape, &coverage)?,
+        Target::Gpu(gpu) => gpu_tiling(gpu, &shape, &coverage)?,
+    };
+    tiling.tiles = count_tiles(graph, p, b, tiling.query_tile, tiling.key_tile);
+    Ok(TiledBody::Parallel(tiling))
+}
+
+fn cpu_tiling(
+    cpu: &CpuTarget,
+    shape: &Shape,
+    coverage: &dyn Fn(usize, usize) -> (f64, f64),
+) -> Result<ParallelTiling, String> {
+    let problem = shape.problem;
+    let choice = cost_model::choose_with(cpu, &problem, coverage)
         .ok_or("no tile size fits the target's caches")?;
-    let tiles = count_tiles(graph, p, b, choice.query_tile, choice.key_tile);
     let (density, partial) = coverage(choice.query_tile, choice.key_tile);
     let problem = Problem {
         density,
@@ -191,6 +345,7 @@ fn parallel(
         }
     };
     let (bq, bk) = (choice.query_tile, choice.key_tile);
+    let (d_qk, d_v) = (problem.d_qk, problem.d_v);
     let buffers = vec![
         Buffer {
             name: "query tile",
@@ -238,11 +393,112 @@ fn parallel(
             place: Place::Memory,
         },
     ];
-    Ok(TiledBody::Parallel {
+    let instruction =
+        |b: Option<RegisterBlock>| b.map_or(Instruction::ScalarLoops, Instruction::VectorFma);
+    let contraction = |role, m, n, k, b| Contraction {
+        role,
+        m,
+        n,
+        k,
+        operand: ElementType::F32,
+        accumulator: ElementType::F32,
+        instruction: instruction(b),
+    };
+    Ok(ParallelTiling {
         problem,
-        choice,
-        tiles,
+        query_tile: bq,
+        key_tile: bk,
+        mapping: Mapping::Cores { cores: cpu.cores },
+        contractions: vec![
+            contraction(Role::Score, bq, bk, d_qk, choice.score_block),
+            contraction(Role::Aggregate, bq, d_v, bk, choice.aggregate_block),
+        ],
+        tiles: TileCount {
+            total: 0,
+            skipped: 0,
+            full: 0,
+        },
         buffers,
+        predicted_seconds: choice.predicted_seconds,
+        working_set: choice.working_set,
+    })
+}
+
+fn gpu_tiling(
+    gpu: &GpuTarget,
+    shape: &Shape,
+    coverage: &dyn Fn(usize, usize) -> (f64, f64),
+) -> Result<ParallelTiling, String> {
+    // The matrix unit takes 16-bit operands as they are stored and f32 ones as tf32; inputs
+    // of mixed types are computed in f32 (tf32 on the matrix unit).
+    let operand = |t: Option<ElementType>| match t {
+        Some(t @ (ElementType::Bf16 | ElementType::F16)) => t,
+        _ => ElementType::F32,
+    };
+    let (score_type, value_type) = (operand(shape.score_operand), operand(shape.value_operand));
+    let request = gpu_cost_model::Request {
+        problem: shape.problem,
+        scores: shape.scores,
+        accumulators: shape.accumulators.max(1),
+        score_operand: score_type,
+        value_operand: value_type,
+    };
+    let choice = gpu_cost_model::choose(gpu, &request, coverage)
+        .ok_or("no tile size fits the target's shared memory and registers")?;
+    let (bq, bk) = (choice.query_tile, choice.key_tile);
+    let (density, partial) = coverage(bq, bk);
+    let problem = Problem {
+        density,
+        partial,
+        ..shape.problem
+    };
+    let (d_qk, d_v) = (problem.d_qk, problem.d_v);
+    let instruction = |t| {
+        gpu.matrix_shape(t)
+            .map_or(Instruction::ThreadFma, Instruction::Matrix)
+    };
+    let contractions = vec![
+        Contraction {
+            role: Role::Score,
+            m: bq,
+            n: bk,
+            k: d_qk,
+            operand: score_type,
+            accumulator: ElementType::F32,
+            instruction: instruction(score_type),
+        },
+        Contraction {
+            role: Role::Aggregate,
+            m: bq,
+            n: d_v,
+            k: bk,
+            operand: value_type,
+            accumulator: ElementType::F32,
+            instruction: instruction(value_type),
+        },
+    ];
+    let buffers = choice.buffers.clone();
+    Ok(ParallelTiling {
+        problem,
+        query_tile: bq,
+        key_tile: bk,
+        mapping: Mapping::Blocks {
+            warps: choice.warps,
+            threads: choice.warps * gpu.subgroup,
+            stages: choice.stages,
+            shared_bytes: choice.shared_bytes,
+            registers_per_thread: choice.registers,
+            query_in_registers: choice.query_in_registers,
+        },
+        contractions,
+        tiles: TileCount {
+            total: 0,
+            skipped: 0,
+            full: 0,
+        },
+        buffers,
+        predicted_seconds: choice.predicted_seconds,
+        working_set: choice.shared_bytes,
     })
 }
 
@@ -288,7 +544,12 @@ fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: u
 }
 
 fn recurrent(graph: &Graph, r: &RecurrentKernel, target: &Target, b: &Bindings) -> TiledBody {
-    let Target::Cpu(cpu) = target;
+    // Recurrences are tiled by the CPU rules for now; a GPU scan keeps its states the same way.
+    let host = CpuTarget::xeon_avx512_2core();
+    let cpu = match target {
+        Target::Cpu(cpu) => cpu,
+        Target::Gpu(_) => &host,
+    };
     let state_bytes = match &graph.node(r.recurrence).op {
         Op::Recurrence { states, .. } => states
             .iter()

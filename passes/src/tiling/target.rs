@@ -1,7 +1,9 @@
-//! Target descriptions: the parameters the tiling cost model reads. A target is data, not code:
-//! CPUs today; GPU targets (shared memory, registers, matrix-unit shapes) join as presets with
-//! their own parameters when their backends are built.
+//! Target descriptions: the parameters the tiling cost models read. A target is data, not code:
+//! CPUs (vector width, registers, caches) and GPUs (multiprocessors, shared memory, registers,
+//! the matrix units' instruction shapes, bandwidths, peak rates), each with presets that tests
+//! and dumps name (`x86-avx512`, `x86-avx2`, `sm_80`, `sm_90a`, `vulkan-coopmat`, `vulkan`).
 
+use attnc_kernel_abi::{ElementType, TargetId};
 use std::fmt;
 
 /// A CPU as the cost model sees it.
@@ -41,6 +43,22 @@ impl CpuTarget {
             dram_bytes_per_s: 20e9,
             // 64 bytes per cycle at 3.0 GHz, halved for a realistic sustained rate.
             l2_bytes_per_s: 96e9,
+        }
+    }
+
+    /// An AVX2 machine with `cores` cores (8 f32 lanes, 16 vector registers): what an AVX-512
+    /// machine builds to time AVX2 code, and what AVX2-only hosts detect.
+    pub fn x86_avx2(cores: usize) -> Self {
+        let base = Self::xeon_avx512_2core();
+        CpuTarget {
+            name: format!("x86-64 avx2, {cores} cores"),
+            cores,
+            f32_lanes: 8,
+            vector_registers: 16,
+            core_flops: 8.0 * 2.0 * 2.0 * 3.0e9,
+            l1_bytes: 32 << 10,
+            l2_bytes: 1 << 20,
+            ..base
         }
     }
 
@@ -85,16 +103,225 @@ impl CpuTarget {
     }
 }
 
+/// One instruction shape of a GPU's matrix units: `m x n x k` per instruction (per warp for
+/// `mma.sync`, per subgroup for cooperative matrices), operands of `operand`, accumulating in
+/// `accumulator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatrixShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub operand: ElementType,
+    pub accumulator: ElementType,
+    /// f32 operands rounded to tf32 (10 mantissa bits) by the matrix unit.
+    pub tf32: bool,
+}
+
+/// How a GPU is programmed: CUDA through PTX, or Vulkan through SPIR-V.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuApi {
+    Cuda,
+    Vulkan,
+}
+
+/// A GPU as the cost model sees it. Presets describe known chips; a device's real limits
+/// (read by the runtime) may override them at build time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuTarget {
+    pub name: String,
+    pub id: TargetId,
+    pub api: GpuApi,
+    /// Multiprocessors (SMs, compute units).
+    pub multiprocessors: usize,
+    /// Shared (workgroup) memory one block may use, in bytes.
+    pub shared_bytes_per_block: usize,
+    pub shared_bytes_per_multiprocessor: usize,
+    /// 32-bit registers of one multiprocessor, and the most one thread may have.
+    pub registers_per_multiprocessor: usize,
+    pub max_registers_per_thread: usize,
+    pub max_threads_per_block: usize,
+    /// Threads of a warp (subgroup): the unit that issues a matrix instruction.
+    pub subgroup: usize,
+    /// Subgroup operations (shuffles) for row reductions.
+    pub subgroup_shuffle: bool,
+    /// The matrix units' instruction shapes, in order of preference.
+    pub matrix: Vec<MatrixShape>,
+    /// `cp.async` copies from global to shared memory (sm_80 and later).
+    pub async_copy: bool,
+    /// `wgmma` and the tensor memory accelerator (sm_90a).
+    pub warpgroup_mma: bool,
+    pub dram_bytes_per_s: f64,
+    pub l2_bytes: usize,
+    /// Dense matrix-unit rate for 16-bit operands, FLOP/s.
+    pub matrix_flops_16bit: f64,
+    /// Plain f32 FMA rate, FLOP/s.
+    pub f32_flops: f64,
+}
+
+impl GpuTarget {
+    fn mma_shapes() -> Vec<MatrixShape> {
+        let shape = |k, operand, tf32| MatrixShape {
+            m: 16,
+            n: 8,
+            k,
+            operand,
+            accumulator: ElementType::F32,
+            tf32,
+        };
+        vec![
+            shape(16, ElementType::Bf16, false),
+            shape(16, ElementType::F16, false),
+            shape(8, ElementType::F32, true),
+        ]
+    }
+
+    /// NVIDIA A100 (sm_80): 108 SMs, 164 KiB shared memory per SM, `mma.sync` and `cp.async`.
+    pub fn sm_80() -> Self {
+        GpuTarget {
+            name: "sm_80 (A100)".into(),
+            id: TargetId::Cuda {
+                sm: 80,
+                arch_specific: false,
+            },
+            api: GpuApi::Cuda,
+            multiprocessors: 108,
+            shared_bytes_per_block: 163 << 10,
+            shared_bytes_per_multiprocessor: 164 << 10,
+            registers_per_multiprocessor: 65536,
+            max_registers_per_thread: 255,
+            max_threads_per_block: 1024,
+            subgroup: 32,
+            subgroup_shuffle: true,
+            matrix: Self::mma_shapes(),
+            async_copy: true,
+            warpgroup_mma: false,
+            dram_bytes_per_s: 1.55e12,
+            l2_bytes: 40 << 20,
+            matrix_flops_16bit: 312e12,
+            f32_flops: 19.5e12,
+        }
+    }
+
+    /// NVIDIA H100 / H200 SXM (sm_90a): 132 SMs, 227 KiB of shared memory per block, `wgmma`.
+    /// Memory bandwidth is the H200's 4.8 TB/s datasheet figure (4.24 TB/s measured copy).
+    pub fn sm_90a() -> Self {
+        GpuTarget {
+            name: "sm_90a (H100/H200)".into(),
+            id: TargetId::Cuda {
+                sm: 90,
+                arch_specific: true,
+            },
+            multiprocessors: 132,
+            shared_bytes_per_block: 227 << 10,
+            shared_bytes_per_multiprocessor: 228 << 10,
+            warpgroup_mma: true,
+            dram_bytes_per_s: 4.24e12,
+            l2_bytes: 50 << 20,
+            matrix_flops_16bit: 790e12,
+            f32_flops: 67e12,
+            ..Self::sm_80()
+        }
+    }
+
+    /// A Vulkan device with cooperative matrices, as NVIDIA's driver exposes them on an H100:
+    /// 16 x 16 x 16 f16/bf16 shapes at subgroup scope, 48 KiB of workgroup memory.
+    pub fn vulkan_coopmat() -> Self {
+        let shape = |operand| MatrixShape {
+            m: 16,
+            n: 16,
+            k: 16,
+            operand,
+            accumulator: ElementType::F32,
+            tf32: false,
+        };
+        GpuTarget {
+            name: "vulkan-coopmat (NVIDIA driver profile)".into(),
+            id: TargetId::Vulkan {
+                cooperative_matrix: true,
+            },
+            api: GpuApi::Vulkan,
+            shared_bytes_per_block: 48 << 10,
+            matrix: vec![shape(ElementType::F16), shape(ElementType::Bf16)],
+            async_copy: false,
+            warpgroup_mma: false,
+            ..Self::sm_90a()
+        }
+    }
+
+    /// Any Vulkan 1.3 device without matrix units (lavapipe, mobile GPUs): 32 KiB of
+    /// workgroup memory, no subgroup operations assumed.
+    pub fn vulkan_plain() -> Self {
+        GpuTarget {
+            name: "vulkan (no matrix units)".into(),
+            id: TargetId::Vulkan {
+                cooperative_matrix: false,
+            },
+            multiprocessors: 8,
+            shared_bytes_per_block: 32 << 10,
+            shared_bytes_per_multiprocessor: 32 << 10,
+            subgroup_shuffle: false,
+            matrix: vec![],
+            dram_bytes_per_s: 50e9,
+            l2_bytes: 4 << 20,
+            matrix_flops_16bit: 0.0,
+            f32_flops: 1e12,
+            ..Self::vulkan_coopmat()
+        }
+    }
+
+    /// The matrix instruction for operands of `operand` type, if the target has one.
+    pub fn matrix_shape(&self, operand: ElementType) -> Option<MatrixShape> {
+        self.matrix.iter().copied().find(|m| m.operand == operand)
+    }
+}
+
 /// What the compiler is tiling for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
     Cpu(CpuTarget),
+    Gpu(GpuTarget),
+}
+
+impl Target {
+    /// The target names `--target` takes, with what each is.
+    pub const PRESETS: &'static [(&'static str, &'static str)] = &[
+        ("host", "this machine's CPU, as its OS describes it"),
+        ("x86-avx512", "a 2-core AVX-512 Xeon (the CI machine)"),
+        ("x86-avx2", "a 2-core AVX2 machine"),
+        ("cuda:sm_80", "NVIDIA A100 and later, mma.sync"),
+        ("cuda:sm_90a", "NVIDIA H100/H200"),
+        ("vulkan", "any Vulkan 1.3 device"),
+        ("vulkan:coopmat", "Vulkan with cooperative matrices"),
+    ];
+
+    /// The target a `--target` name stands for.
+    pub fn preset(name: &str) -> Option<Target> {
+        Some(match name {
+            "host" | "cpu" => Target::Cpu(CpuTarget::host()),
+            "x86-avx512" | "xeon-avx512-2core" => Target::Cpu(CpuTarget::xeon_avx512_2core()),
+            "x86-avx2" => Target::Cpu(CpuTarget::x86_avx2(2)),
+            "cuda:sm_80" | "sm_80" => Target::Gpu(GpuTarget::sm_80()),
+            "cuda:sm_90a" | "sm_90a" | "cuda" => Target::Gpu(GpuTarget::sm_90a()),
+            "vulkan:coopmat" | "vulkan-coopmat" => Target::Gpu(GpuTarget::vulkan_coopmat()),
+            "vulkan" => Target::Gpu(GpuTarget::vulkan_plain()),
+            _ => return None,
+        })
+    }
+
+    /// What compiled code for this target runs on.
+    pub fn id(&self) -> TargetId {
+        match self {
+            Target::Cpu(_) => TargetId::Cpu,
+            Target::Gpu(g) => g.id,
+        }
+    }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Cpu(c) => write!(f, "cpu: {}", c.name),
+            Target::Gpu(g) => write!(f, "gpu: {}", g.name),
         }
     }
 }

@@ -119,7 +119,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let stored: Vec<(String, attnc_tensors::HostTensor)> = outputs
             .iter()
             .map(|(n, t)| {
-                let dtype = attnc_reference::element_type(dtypes[n]);
+                let dtype = dtypes[n];
                 attnc_tensors::HostTensor::from_f64(dtype, t.shape.clone(), &t.data)
                     .map(|h| (n.clone(), h))
             })

@@ -6,7 +6,7 @@ use crate::Reported;
 use crate::shape_arg::parse_shape;
 use attnc_frontend::{Sources, print_ast, render_all};
 use attnc_passes::pass_manager::{PassManager, Timing};
-use attnc_passes::tiling::target::{CpuTarget, Target};
+use attnc_passes::tiling::target::Target;
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,22 +25,18 @@ pub enum Stage {
     Llvm,
 }
 
-/// Which machine to tile for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TargetName {
-    /// This machine, as its OS describes it.
-    Host,
-    /// A 2-core AVX-512 Xeon (the CI machine): the same choice on every machine.
-    XeonAvx512_2core,
-}
-
-impl TargetName {
-    pub fn target(self) -> Target {
-        match self {
-            TargetName::Host => Target::Cpu(CpuTarget::host()),
-            TargetName::XeonAvx512_2core => Target::Cpu(CpuTarget::xeon_avx512_2core()),
-        }
-    }
+/// Parses `--target`: a preset name of [`Target::PRESETS`].
+pub fn parse_target(name: &str) -> Result<Target, String> {
+    Target::preset(name).ok_or_else(|| {
+        let names: Vec<String> = Target::PRESETS
+            .iter()
+            .map(|(n, what)| format!("  {n:<16} {what}"))
+            .collect();
+        format!(
+            "unknown target `{name}`; the targets are:\n{}",
+            names.join("\n")
+        )
+    })
 }
 
 #[derive(Args)]
@@ -53,9 +49,10 @@ pub struct BuildArgs {
     /// Dims to tile for, e.g. B=2,H=4,S=4096,D=64 (nominal sizes otherwise).
     #[arg(long, default_value = "")]
     pub shape: String,
-    /// The target of tiling.
-    #[arg(long, value_enum, default_value = "host")]
-    pub target: TargetName,
+    /// What to compile for: host, x86-avx512, x86-avx2, cuda:sm_80, cuda:sm_90a, vulkan,
+    /// vulkan:coopmat.
+    #[arg(long, default_value = "host", value_parser = parse_target)]
+    pub target: Target,
     /// Print the graph after every pass.
     #[arg(long)]
     pub print_after_all: bool,
@@ -110,13 +107,9 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             .map_err(|d| report(&d, &sources))?,
                     )
                 };
-                let tiled = attnc_passes::tiling::tile(
-                    &graph,
-                    &fused,
-                    &args.target.target(),
-                    given.as_ref(),
-                )
-                .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+                let tiled =
+                    attnc_passes::tiling::tile(&graph, &fused, &args.target, given.as_ref())
+                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
                     print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
@@ -195,7 +188,7 @@ pub fn compile_graph(
     unit: &attnc_frontend::ParsedUnit,
     sources: &Sources,
 ) -> anyhow::Result<attnc_ir::Graph> {
-    let graph = attnc_ir::build_graph(unit).map_err(|d| report(&d, sources))?;
+    let graph = attnc_frontend::build_graph(unit).map_err(|d| report(&d, sources))?;
     if let Err(errors) = attnc_ir::verify(&graph) {
         let listed: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::bail!(

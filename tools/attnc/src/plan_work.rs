@@ -24,8 +24,8 @@ impl GraphWorkSource {
             .map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
         let mut sources = Sources::new();
         let file = sources.add(kernel.display().to_string(), text);
-        let graph =
-            attnc_ir::compile_to_graph(&mut sources, file).map_err(|d| render_all(&d, &sources))?;
+        let graph = attnc_frontend::compile_to_graph(&mut sources, file)
+            .map_err(|d| render_all(&d, &sources))?;
         self.graphs
             .borrow_mut()
             .insert(kernel.to_path_buf(), graph.clone());

@@ -12,7 +12,7 @@ use crate::shape_arg::parse_shape;
 use crate::tensor_inputs::{self, Inputs};
 use attnc_frontend::{Diagnostic, Sources};
 use attnc_ir::{Bindings, Graph};
-use attnc_reference::{element_type, interpret, random_inputs, to_f64_tensors};
+use attnc_reference::{interpret, random_inputs, to_f64_tensors};
 use attnc_tensors::{HostTensor, TensorFormat, write_tensors};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
@@ -112,7 +112,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let Some(tensor) = outputs.get(name) else {
             anyhow::bail!("internal error: the kernel did not produce output `{name}`");
         };
-        let t = HostTensor::from_f64(element_type(ty.dtype), tensor.shape.clone(), &tensor.data)
+        let t = HostTensor::from_f64(ty.dtype, tensor.shape.clone(), &tensor.data)
             .map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?;
         stored.push((name.to_string(), t));
     }

@@ -11,7 +11,6 @@
 use attnc_frontend::Diagnostic;
 use attnc_ir::Bindings;
 use attnc_ir::graph::{Graph, Op};
-use attnc_reference::element_type;
 use attnc_tensors::{ElementType, HostTensor, TensorFormat, read_tensors};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,7 +69,7 @@ pub fn read_inputs(path: &Path, graph: &Graph) -> Result<Inputs, Vec<Diagnostic>
             );
             continue;
         };
-        let tensor = match with_declared_dtype(name, tensor, element_type(ty.dtype), &file) {
+        let tensor = match with_declared_dtype(name, tensor, ty.dtype, &file) {
             Ok(t) => t,
             Err(note) => {
                 errors.push(note.into_diagnostic(span, declared_as));

@@ -1,10 +1,15 @@
 //! Source files and byte spans: every AST node, IR node and diagnostic points back into these.
 
-use codespan_reporting::files::SimpleFiles;
-
 /// Which loaded file a span belongs to (the user's program, or the built-in prelude).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId(pub(crate) usize);
+pub struct FileId(usize);
+
+impl FileId {
+    /// The file's position among the files of its [`Sources`] (renderers key files by it).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// A half-open byte range `[start, end)` in one source file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,7 +49,8 @@ pub const MAX_SOURCE_BYTES: usize = 64 << 20;
 /// All source files of one compilation, owned in one place so diagnostics can quote them.
 #[derive(Default)]
 pub struct Sources {
-    files: SimpleFiles<String, String>,
+    /// (name, text) of every file, in the order added.
+    files: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -54,21 +60,18 @@ impl Sources {
 
     /// Registers a file; text longer than [`MAX_SOURCE_BYTES`] is refused by the parser, not here.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        FileId(self.files.add(name.into(), text.into()))
+        self.files.push((name.into(), text.into()));
+        FileId(self.files.len() - 1)
     }
 
     pub fn text(&self, file: FileId) -> &str {
-        self.files
-            .get(file.0)
-            .map(|f| f.source().as_str())
-            .unwrap_or("")
+        self.files.get(file.0).map_or("", |(_, text)| text.as_str())
     }
 
     pub fn name(&self, file: FileId) -> &str {
         self.files
             .get(file.0)
-            .map(|f| f.name().as_str())
-            .unwrap_or("<unknown>")
+            .map_or("<unknown>", |(name, _)| name.as_str())
     }
 
     /// 1-based line and column of a byte offset, for compact dumps.
@@ -81,7 +84,17 @@ impl Sources {
         (line, col)
     }
 
-    pub(crate) fn files(&self) -> &SimpleFiles<String, String> {
-        &self.files
+    /// Every file as (id, name, text), in the order added.
+    pub fn files(&self) -> impl Iterator<Item = (FileId, &str, &str)> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(k, (name, text))| (FileId(k), name.as_str(), text.as_str()))
+    }
+
+    /// `file:line:col` of a span's start, for messages that cannot quote the source.
+    pub fn location(&self, span: Span) -> String {
+        let (line, col) = self.line_col(span.file, span.start);
+        format!("{}:{line}:{col}", self.name(span.file))
     }
 }

@@ -2,17 +2,17 @@
 //! read states live in the op's arena; everything else is hoisted out as ordinary ops over t.
 
 use super::{Binding, Builder, Ctx, Frame, Res, Scope};
-use crate::expr::{ExprId, StateTime};
-use crate::graph::{Node, Op, PortType, StateDef, ValueRef};
-use crate::types::{Feature, FrameIndex, IndexSet, ScalarKind, ValueType};
-use attnc_frontend::ast::{self, Stmt};
-use attnc_frontend::{Diagnostic, Span};
+use crate::ast::{self, Stmt};
+use attnc_ir::expr::{ExprId, StateTime};
+use attnc_ir::graph::{Node, Op, PortType, StateDef, ValueRef};
+use attnc_ir::types::{Feature, FrameIndex, IndexSet, ScalarKind, ValueType};
+use attnc_source::{Diagnostic, Span};
 
 /// An output assignment inside the recurrence, waiting for the recurrence node to exist.
 struct PendingEmit<'s> {
     assign: &'s ast::Assign,
     axes: Vec<FrameIndex>,
-    ty: crate::types::TensorType,
+    ty: attnc_ir::types::TensorType,
     expr: ExprId,
     kind: ScalarKind,
     feature: Feature,
@@ -213,9 +213,9 @@ impl Builder<'_> {
         for d in &s.dims {
             match &d.kind {
                 ast::ExprKind::Name(n) if self.dims.contains_key(n) => {
-                    dims.push(crate::types::Dim::Sym(n.clone()))
+                    dims.push(attnc_ir::types::Dim::Sym(n.clone()))
                 }
-                ast::ExprKind::Int(v) if *v > 0 => dims.push(crate::types::Dim::Const(*v)),
+                ast::ExprKind::Int(v) if *v > 0 => dims.push(attnc_ir::types::Dim::Const(*v)),
                 _ => {
                     return Err(self.error(Diagnostic::error(
                         "a state's shape lists dims",

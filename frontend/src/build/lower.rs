@@ -3,11 +3,11 @@
 //! operands. Types are inferred and checked on the way.
 
 use super::{Binding, Builder, Ctx, Frame, Lowered, Res, Scope};
-use crate::expr::{Builtin, ExprNode, ExprType, StateTime};
-use crate::graph::{LoadIndex, Node, Op, PortType, ReduceKind, ValueRef};
-use crate::types::{Feature, FrameIndex, IndexSet, ScalarKind, ValueType};
-use attnc_frontend::ast::{self, BinaryOp, ExprKind, UnaryOp};
-use attnc_frontend::{Diagnostic, Span};
+use crate::ast::{self, BinaryOp, ExprKind, UnaryOp};
+use attnc_ir::expr::{Builtin, ExprNode, ExprType, StateTime};
+use attnc_ir::graph::{LoadIndex, Node, Op, PortType, ReduceKind, ValueRef};
+use attnc_ir::types::{Feature, FrameIndex, IndexSet, ScalarKind, ValueType};
+use attnc_source::{Diagnostic, Span};
 
 fn scalar(kind: ScalarKind) -> ExprType {
     ExprType {

@@ -2,12 +2,12 @@
 //! the assignments that define outputs.
 
 use super::{Builder, Ctx, InputInfo, OutputInfo, Res, Scope};
-use crate::expr::{ExprArena, ExprId};
-use crate::graph::{DimDef, Node, Op, PortType, Requirement, ValueRef};
-use crate::types::{Dim, Feature, FrameIndex, IndexSet, ScalarKind, TensorType};
-use attnc_frontend::Diagnostic;
-use attnc_frontend::ast::{self, BinaryOp, ExprKind};
-use attnc_frontend::print_ast;
+use crate::ast::{self, BinaryOp, ExprKind};
+use crate::print_ast;
+use attnc_ir::expr::{ExprArena, ExprId};
+use attnc_ir::graph::{DimDef, Node, Op, PortType, Requirement, ValueRef};
+use attnc_ir::types::{Dim, Feature, FrameIndex, IndexSet, ScalarKind, TensorType};
+use attnc_source::Diagnostic;
 
 impl Builder<'_> {
     pub(super) fn declare_dims(&mut self, dims: &[ast::DimDecl], scope: &Scope) {

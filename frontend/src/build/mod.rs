@@ -6,11 +6,12 @@ mod declarations;
 mod lower;
 mod recurrence;
 
-use crate::expr::{ExprArena, ExprId, ExprNode, ExprType, StateTime};
-use crate::graph::{Graph, Node, Op, PortType, ValueRef};
-use crate::types::{Dim, Feature, FrameIndex, IndexSet, ScalarKind, TensorType, ValueType};
-use attnc_frontend::ast::{self, Function, Item, Kernel, Stmt};
-use attnc_frontend::{Diagnostic, ParsedUnit, Span};
+use crate::ParsedUnit;
+use crate::ast::{self, Function, Item, Kernel, Stmt};
+use attnc_ir::expr::{ExprArena, ExprId, ExprNode, ExprType, StateTime};
+use attnc_ir::graph::{Graph, Node, Op, PortType, ValueRef};
+use attnc_ir::types::{Dim, Feature, FrameIndex, IndexSet, ScalarKind, TensorType, ValueType};
+use attnc_source::{Diagnostic, Span};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, HashMap};
 
@@ -153,7 +154,8 @@ pub(crate) struct Builder<'a> {
     /// Reductions over j, which all take the kernel's mask once it is known.
     pub(crate) reductions: Vec<NodeIndex>,
     pub(crate) call_stack: Vec<String>,
-    pub(crate) loads: HashMap<(NodeIndex, Vec<crate::graph::LoadIndex>, Vec<ValueRef>), NodeIndex>,
+    pub(crate) loads:
+        HashMap<(NodeIndex, Vec<attnc_ir::graph::LoadIndex>, Vec<ValueRef>), NodeIndex>,
     pub(crate) recurrence_span: Option<Span>,
     /// The first use of i or j, to explain why a kernel cannot also be recurrent.
     pub(crate) parallel_use: Option<Span>,
@@ -303,7 +305,7 @@ impl<'a> Builder<'a> {
                     && self.is_constant(b, scope)
             }
             ast::ExprKind::Call { callee, args } => {
-                let scalar_fn = crate::expr::Builtin::unary_elementwise(&callee.name).is_some()
+                let scalar_fn = attnc_ir::expr::Builtin::unary_elementwise(&callee.name).is_some()
                     || matches!(
                         callee.name.as_str(),
                         "pow" | "min" | "max" | "int" | "float"

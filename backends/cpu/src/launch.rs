@@ -5,10 +5,11 @@ use crate::parallel::{self, KERNEL};
 use crate::recurrent::SCAN_KERNEL;
 use crate::{CodegenError, Layout};
 use attnc_ir::bind::Bindings;
-use attnc_ir::graph::{Graph, Op};
+use attnc_ir::graph::Graph;
 use attnc_ir::types::FrameIndex;
 use attnc_mlir::{Arg, CPU_LOWERING_PIPELINE, HostJit, JitOptions, KernelSignature, MlirSession};
-use attnc_passes::fusion::tile_rule::{Coverage, key_tile_coverage};
+use attnc_passes::fusion::tile_rule::{Coverage, key_tile_coverage, mask_tree};
+use attnc_passes::fusion::tree::Tree;
 use attnc_passes::fusion::{FusedProgram, Template};
 use attnc_passes::tiling::{Role, TiledBody, TiledProgram};
 use rayon::prelude::*;
@@ -249,13 +250,23 @@ impl CpuKernel {
         let kernel = self.jit.kernel(if scan { SCAN_KERNEL } else { KERNEL })?;
         // The JIT engine is not shared with the workers: only the reentrant kernel is.
         let layout = &self.layout;
+        let mask = layout.mask.map(|m| mask_tree(g, m));
         let tiles: Vec<Vec<Vec<f32>>> = items
             .par_iter()
             .map(|&(b, h, qt)| {
                 let cov = if scan {
                     Vec::new()
                 } else {
-                    coverage_codes(g, layout, bindings, (b, h, qt), n_rows, n_j, key_tiles)
+                    coverage_codes(
+                        g,
+                        mask.as_ref(),
+                        layout,
+                        bindings,
+                        (b, h, qt),
+                        n_rows,
+                        n_j,
+                        key_tiles,
+                    )
                 };
                 let mut outs: Vec<Vec<f32>> = row_lens
                     .iter()
@@ -323,8 +334,10 @@ impl CpuKernel {
 }
 
 /// Per key tile of one work item: 0 to skip it, 1 to mask per element, 2 when fully kept.
+#[allow(clippy::too_many_arguments)]
 fn coverage_codes(
     graph: &Graph,
+    mask: Option<&Tree>,
     layout: &Layout,
     bindings: &Bindings,
     (b, h, qt): (usize, usize, usize),
@@ -332,14 +345,14 @@ fn coverage_codes(
     n_j: usize,
     key_tiles: usize,
 ) -> Vec<i32> {
-    let Some(Op::Mask { expr, root }) = layout.mask.map(|m| &graph.node(m).op) else {
+    let Some(mask) = mask else {
         return vec![2; key_tiles.max(1)];
     };
     let (bq, bk) = (layout.query_tile, layout.key_tile);
     let i0 = qt * bq;
     let mut codes: Vec<i32> = key_tile_coverage(
-        expr,
-        *root,
+        graph,
+        mask,
         &bindings.dims,
         (b, h),
         i0..(i0 + bq).min(n_i),
@@ -347,11 +360,7 @@ fn coverage_codes(
         n_j,
     )
     .into_iter()
-    .map(|c| match c {
-        Coverage::Empty => 0,
-        Coverage::Partial => 1,
-        Coverage::Full => 2,
-    })
+    .map(Coverage::code)
     .collect();
     debug_assert_eq!(codes.len(), key_tiles);
     if codes.is_empty() {

@@ -24,5 +24,5 @@ pub use attnc_kernel_abi::{Access, ElementType, Extent, KernelSignature, Param};
 pub use error::{ArgumentError, MlirError};
 pub use host_jit::{HostCpu, HostJit, JitOptions};
 pub use kernel_call::{Arg, BufferArg, Element, Kernel};
-pub use pipeline::CPU_LOWERING_PIPELINE;
+pub use pipeline::{CPU_LOWERING_PIPELINE, NVVM_LOWERING_PIPELINE};
 pub use session::{MlirModule, MlirSession};

@@ -51,3 +51,25 @@ pub const CPU_LOWERING_PIPELINE: &str = "builtin.module(\
     convert-func-to-llvm{use-bare-ptr-memref-call-conv=1}, \
     convert-cf-to-llvm, \
     reconcile-unrealized-casts)";
+
+/// From `gpu.module` kernels (`gpu`, `nvgpu`, `nvvm`, `scf`, `arith`, `memref`, `vector`, with
+/// math as inline PTX and LLVM intrinsics) to the LLVM and NVVM dialects, ready for
+/// [`crate::MlirModule::gpu_module_to_llvm_ir`]. Kernel parameters are bare pointers.
+///
+/// Found with `mlir-opt-22` as the CPU pipeline was. `convert-gpu-to-nvvm` also lowers `memref`
+/// (loads, stores, allocas, views of dynamic shared memory) and maps `math` ops to libdevice
+/// calls, which nothing links: kernels must not use `math` (the NVPTX back end checks that its
+/// PTX declares no external function). `expand-strided-metadata` and `lower-affine` lower the
+/// reinterpret casts of kernel parameters.
+pub const NVVM_LOWERING_PIPELINE: &str = "builtin.module(gpu.module(\
+    convert-scf-to-cf, \
+    convert-nvgpu-to-nvvm, \
+    convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv=1}, \
+    convert-nvvm-to-llvm, \
+    expand-strided-metadata, \
+    lower-affine, \
+    convert-vector-to-llvm, \
+    convert-arith-to-llvm, \
+    convert-index-to-llvm, \
+    canonicalize, \
+    reconcile-unrealized-casts))";

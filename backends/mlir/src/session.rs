@@ -9,7 +9,10 @@ use crate::{diagnostics::DiagnosticLog, error::MlirError};
 use melior::{
     Context,
     dialect::DialectRegistry,
-    ir::{Module, operation::OperationLike},
+    ir::{
+        BlockLike, Location, Module, Operation, RegionLike, attribute::StringAttribute,
+        operation::OperationLike,
+    },
     pass::PassManager,
     utility::{
         parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
@@ -18,7 +21,7 @@ use melior::{
 };
 use mlir_sys::{
     LLVMContextCreate, LLVMContextDispose, LLVMDisposeMessage, LLVMDisposeModule,
-    LLVMPrintModuleToString, mlirTranslateModuleToLLVMIR,
+    LLVMPrintModuleToString, mlirOperationClone, mlirTranslateModuleToLLVMIR,
 };
 use std::{
     ffi::CStr,
@@ -123,30 +126,48 @@ impl<'s> MlirModule<'s> {
     /// the latter prints the translated module without checking it exists, and crashes on a
     /// module that does not translate.
     pub fn to_llvm_ir(&self) -> Result<String, MlirError> {
-        self.session.diagnostics.clear();
-        // SAFETY: the LLVM context is created here, outlives the module translated into it, and
-        // is disposed after it; the operation is this live module's.
-        unsafe {
-            let llvm_context = LLVMContextCreate();
-            let llvm_module =
-                mlirTranslateModuleToLLVMIR(self.module.as_operation().to_raw(), llvm_context);
-            let result = if llvm_module.is_null() {
-                Err(MlirError::Translate {
-                    diagnostics: self.session.diagnostics.take(),
-                })
-            } else {
-                let printed = LLVMPrintModuleToString(llvm_module);
-                // SAFETY: LLVM returns a NUL-terminated copy that we own until disposed.
-                let text = CStr::from_ptr(printed).to_string_lossy().into_owned();
-                LLVMDisposeMessage(printed);
-                LLVMDisposeModule(llvm_module);
-                Ok(text)
-            };
-            LLVMContextDispose(llvm_context);
-            result
-        }
+        translate(self.session, self.module.as_operation().to_raw())
     }
 
+    /// Translates the contents of `gpu.module @name`, once lowered to the LLVM and NVVM
+    /// dialects ([`crate::NVVM_LOWERING_PIPELINE`]), to LLVM IR: its kernels become
+    /// `ptx_kernel` functions. The body is copied into a builtin module of its own, since MLIR
+    /// translates builtin modules only.
+    pub fn gpu_module_to_llvm_ir(&self, name: &str) -> Result<String, MlirError> {
+        let context = &self.session.context;
+        let device = Module::new(Location::unknown(context));
+        let mut found = false;
+        let mut op = self.module.body().first_operation();
+        while let Some(current) = op {
+            let symbol = current
+                .attribute("sym_name")
+                .ok()
+                .and_then(|a| StringAttribute::try_from(a).ok())
+                .map(|s| s.value().to_string());
+            if current.name().as_string_ref().as_str() == Ok("gpu.module")
+                && symbol.as_deref() == Some(name)
+            {
+                found = true;
+                let block = current.region(0).ok().and_then(|r| r.first_block());
+                let mut inner = block.and_then(|b| b.first_operation());
+                while let Some(o) = inner {
+                    // SAFETY: `mlirOperationClone` returns a new operation owned by the caller and
+                    // attached to no block; `Operation::from_raw` takes that ownership, and
+                    // `append_operation` moves it into the new module's body.
+                    let cloned = unsafe { Operation::from_raw(mlirOperationClone(o.to_raw())) };
+                    device.body().append_operation(cloned);
+                    inner = o.next_in_block();
+                }
+            }
+            op = current.next_in_block();
+        }
+        if !found {
+            return Err(MlirError::Translate {
+                diagnostics: format!("the module has no gpu.module @{name}"),
+            });
+        }
+        translate(self.session, device.as_operation().to_raw())
+    }
     /// The melior module, for the host JIT in this crate.
     pub(crate) fn module(&self) -> &Module<'s> {
         &self.module
@@ -162,5 +183,30 @@ impl<'s> MlirModule<'s> {
 impl Display for MlirModule<'_> {
     fn fmt(&self, formatter: &mut Formatter) -> fmt::Result {
         write!(formatter, "{}", self.module.as_operation())
+    }
+}
+
+/// Translates one module operation (of the session's context) to LLVM IR text.
+fn translate(session: &MlirSession, module: mlir_sys::MlirOperation) -> Result<String, MlirError> {
+    session.diagnostics.clear();
+    // SAFETY: the LLVM context is created here, outlives the module translated into it, and is
+    // disposed after it; `module` is a live module operation of the session's context.
+    unsafe {
+        let llvm_context = LLVMContextCreate();
+        let llvm_module = mlirTranslateModuleToLLVMIR(module, llvm_context);
+        let result = if llvm_module.is_null() {
+            Err(MlirError::Translate {
+                diagnostics: session.diagnostics.take(),
+            })
+        } else {
+            let printed = LLVMPrintModuleToString(llvm_module);
+            // SAFETY: LLVM returns a NUL-terminated copy that we own until disposed.
+            let text = CStr::from_ptr(printed).to_string_lossy().into_owned();
+            LLVMDisposeMessage(printed);
+            LLVMDisposeModule(llvm_module);
+            Ok(text)
+        };
+        LLVMContextDispose(llvm_context);
+        result
     }
 }

@@ -228,6 +228,13 @@ impl Graph {
         &self.inner[v.node].results[v.result as usize]
     }
 
+    /// The type of a result, if `v` names one of this graph's.
+    pub fn try_result_type(&self, v: ValueRef) -> Option<&PortType> {
+        self.inner
+            .node_weight(v.node)
+            .and_then(|n| n.results.get(v.result as usize))
+    }
+
     /// The value type of a result; panics only if a builder connected a tensor where a value was
     /// expected, which the verifier rejects first.
     pub fn value_type(&self, v: ValueRef) -> Option<&ValueType> {

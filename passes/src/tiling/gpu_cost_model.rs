@@ -96,9 +96,9 @@ pub fn predict(
     let kv_bytes =
         stages * bk * (r.scores * d_qk * bytes(r.score_operand) + d_v * bytes(r.value_operand));
     // After the sweeps the accumulators go through shared memory to the epilogue, reusing the
-    // key/value stages.
-    let epilogue = r.accumulators * bq * d_v * 4 + 2 * bq * 4 * 4;
-    let shared = q_bytes + kv_bytes.max(epilogue);
+    // query and key/value tiles.
+    let epilogue = r.accumulators * bq * (d_v + 4) * 4 + 8 * bq * 4;
+    let shared = (q_bytes + kv_bytes).max(epilogue);
     if shared > t.shared_bytes_per_block {
         return None;
     }
@@ -247,8 +247,14 @@ mod tests {
     #[test]
     fn every_choice_fits_registers_and_shared_memory() {
         let t = GpuTarget::sm_90a();
-        for d in [32, 64, 128, 192, 256] {
-            for (scores, acc) in [(1, 1), (2, 2)] {
+        for (d, pairs) in [
+            (32, &[(1, 1), (2, 2)][..]),
+            (64, &[(1, 1), (2, 2)]),
+            (128, &[(1, 1), (2, 2)]),
+            (192, &[(1, 1)]),
+            (256, &[(1, 1)]),
+        ] {
+            for &(scores, acc) in pairs {
                 let c = choose(&t, &request(d, scores, acc), &|_, _| (1.0, 0.0))
                     .unwrap_or_else(|| panic!("D={d}: no choice"));
                 assert!(
@@ -258,6 +264,13 @@ mod tests {
                 assert!(c.shared_bytes <= t.shared_bytes_per_block, "{c:?}");
             }
         }
+    }
+
+    #[test]
+    fn what_does_not_fit_in_registers_is_refused() {
+        // Two 256-wide accumulators need 2 x 32 x 4 = 256 registers per thread.
+        let t = GpuTarget::sm_90a();
+        assert!(choose(&t, &request(256, 2, 2), &|_, _| (1.0, 0.0)).is_none());
     }
 
     #[test]

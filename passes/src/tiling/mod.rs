@@ -518,16 +518,14 @@ fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: u
         count.full = count.total;
         return count;
     };
-    let Op::Mask { expr, root } = &graph.node(mask).op else {
-        return count;
-    };
+    let tree = crate::fusion::tile_rule::mask_tree(graph, mask);
     // Long sequences: every `stride`-th query tile, scaled back up, keeps this quick.
     let stride = (qt * kt).div_ceil(1 << 14).max(1);
     let mut sampled = 0;
     for q in (0..qt).step_by(stride) {
         sampled += 1;
         let rows_of_tile = q * bq..((q + 1) * bq).min(rows);
-        for c in key_tile_coverage(expr, *root, &b.dims, (0, 0), rows_of_tile, bk, cols) {
+        for c in key_tile_coverage(graph, &tree, &b.dims, (0, 0), rows_of_tile, bk, cols) {
             match c {
                 Coverage::Empty => count.skipped += 1,
                 Coverage::Full => count.full += 1,

@@ -177,7 +177,12 @@ impl<'d> Resources<'d> {
             query_pool: None,
         };
         for (key, &bytes) in &plan.bytes {
-            let buffer = Buffer::new(d, &dev.memory, bytes, Role::Device)?;
+            let role = if dev.stages_always() {
+                Role::DeviceUnmapped
+            } else {
+                Role::Device
+            };
+            let buffer = Buffer::new(d, &dev.memory, bytes, role)?;
             this.buffers.insert(key.clone(), buffer);
         }
         let descriptors: u32 = plan.launches.iter().map(|l| l.buffers.len() as u32).sum();

@@ -21,6 +21,8 @@ pub struct VulkanDevice {
     capabilities: Capabilities,
     pub(crate) memory: vk::PhysicalDeviceMemoryProperties,
     memory_budget: bool,
+    /// Copy through staging buffers even where device memory is host-visible.
+    always_stage: bool,
     physical: vk::PhysicalDevice,
     pub(crate) queue_family: u32,
     pub(crate) timestamp_valid_bits: u32,
@@ -75,6 +77,7 @@ impl VulkanDevice {
             capabilities: probe.capabilities,
             memory: probe.memory,
             memory_budget: probe.memory_budget,
+            always_stage: false,
             physical,
             queue_family: probe.queue_family,
             timestamp_valid_bits: probe.timestamp_valid_bits,
@@ -91,6 +94,17 @@ impl VulkanDevice {
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    /// Makes every call copy its buffers through host-visible staging buffers, as on a discrete
+    /// GPU, even where device memory is mapped directly (lavapipe, integrated GPUs): lets the
+    /// staging path be tested on any device.
+    pub fn set_always_stage(&mut self, always: bool) {
+        self.always_stage = always;
+    }
+
+    pub(crate) fn stages_always(&self) -> bool {
+        self.always_stage
     }
 
     /// Bytes the device buffers of a call may use: the remaining budget of the device-local

@@ -13,6 +13,9 @@ use std::ptr::NonNull;
 pub(crate) enum Role {
     /// Bound to kernels as a storage buffer; the source and target of copies and fills.
     Device,
+    /// A device buffer that is never mapped, even in host-visible memory, so that it is
+    /// written and read through staging copies (as on discrete GPUs).
+    DeviceUnmapped,
     /// Host-visible memory a device buffer is copied from or to.
     Staging,
 }
@@ -36,7 +39,9 @@ pub(crate) fn choose_memory(
     };
     match role {
         // Drivers list memory types best first, so the first device-local one is the one to use.
-        Role::Device => first(vk::MemoryPropertyFlags::DEVICE_LOCAL).or_else(|| first(host)),
+        Role::Device | Role::DeviceUnmapped => {
+            first(vk::MemoryPropertyFlags::DEVICE_LOCAL).or_else(|| first(host))
+        }
         Role::Staging => first(host | vk::MemoryPropertyFlags::HOST_CACHED).or_else(|| first(host)),
     }
 }
@@ -67,7 +72,7 @@ impl<'d> Buffer<'d> {
     ) -> Result<Buffer<'d>, DriverError> {
         let size = bytes.max(4).div_ceil(4) * 4;
         let usage = match role {
-            Role::Device => {
+            Role::Device | Role::DeviceUnmapped => {
                 vk::BufferUsageFlags::STORAGE_BUFFER
                     | vk::BufferUsageFlags::TRANSFER_SRC
                     | vk::BufferUsageFlags::TRANSFER_DST
@@ -105,7 +110,7 @@ impl<'d> Buffer<'d> {
         // SAFETY: buffer and memory are both from `device`, unbound, and the memory is large
         // enough for the requirements at offset 0.
         unsafe { device.bind_buffer_memory(buffer, this.memory, 0) }.call("vkBindBufferMemory")?;
-        if mapped {
+        if mapped && role != Role::DeviceUnmapped {
             // SAFETY: the memory is host-visible and not mapped yet; it stays mapped until freed.
             let ptr = unsafe {
                 device.map_memory(this.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty())

@@ -269,6 +269,53 @@ fn launches_run_in_order_on_a_zeroed_workspace_and_time() {
     ));
 }
 
+#[test]
+fn staging_copies_give_the_same_results() {
+    let Some(mut dev) = device() else { return };
+    dev.set_always_stage(true);
+    let l = 333;
+    let x = random(14, l);
+    let affine = dev
+        .load(&bundle(
+            affine_manifest("L - 3", "L"),
+            support::shaders::affine(),
+        ))
+        .unwrap();
+    let y = values(&affine.run(&dims(l as i64), &inputs(&x)).unwrap()["y"]);
+    for (i, (yi, xi)) in y.iter().zip(&x).enumerate() {
+        if i < l - 3 {
+            assert_eq!(yi.to_bits(), (2.0f32 * xi + l as f32).to_bits(), "y[{i}]");
+        } else {
+            assert!(yi.is_nan(), "y[{i}] = {yi}");
+        }
+    }
+    let gather = dev
+        .load(&bundle(
+            gather_manifest("1", "7"),
+            support::shaders::guarded_gather(),
+        ))
+        .unwrap();
+    let err = gather.run(&dims(l as i64), &inputs(&x)).unwrap_err();
+    assert!(
+        err.to_string().contains("is outside `x` (size 333)"),
+        "{err}"
+    );
+    let two_stage = dev
+        .load(&bundle(
+            two_stage_manifest("L", &[]),
+            support::shaders::two_stage(),
+        ))
+        .unwrap();
+    for _ in 0..2 {
+        let y = values(&two_stage.run(&dims(l as i64), &inputs(&x)).unwrap()["y"]);
+        for (i, (yi, xi)) in y.iter().zip(&x).enumerate() {
+            assert_eq!(yi.to_bits(), (3.0f32 * xi + xi).to_bits(), "y[{i}]");
+        }
+    }
+    let timing = two_stage.time(&dims(l as i64), &inputs(&x), 1, 3).unwrap();
+    assert_eq!(timing.samples, 3);
+}
+
 /// Loads `manifest` with `code` and returns the load error's text.
 fn load_error(
     dev: &VulkanDevice,

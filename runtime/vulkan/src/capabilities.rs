@@ -5,6 +5,7 @@
 //! on a missing feature.
 
 use ash::vk;
+use attnc_kernel_abi::ElementType;
 use std::ffi::CStr;
 use std::fmt;
 
@@ -171,6 +172,21 @@ pub enum ComponentType {
 }
 
 impl ComponentType {
+    /// The project's element type for this component, where it has one (the target preset's
+    /// matrix shapes are stated in element types).
+    pub fn element(self) -> Option<ElementType> {
+        Some(match self {
+            ComponentType::F16 => ElementType::F16,
+            ComponentType::F32 => ElementType::F32,
+            ComponentType::F64 => ElementType::F64,
+            ComponentType::Bf16 => ElementType::Bf16,
+            ComponentType::I32 => ElementType::I32,
+            ComponentType::I64 => ElementType::I64,
+            ComponentType::U16 => ElementType::U16,
+            _ => return None,
+        })
+    }
+
     fn from_vk(t: vk::ComponentTypeKHR) -> ComponentType {
         match t.as_raw() {
             0 => ComponentType::F16,
@@ -471,4 +487,35 @@ pub(crate) fn probe(
         extensions,
         enable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vulkan_enums_map_to_ours() {
+        assert_eq!(
+            ComponentType::from_vk(vk::ComponentTypeKHR::FLOAT16).element(),
+            Some(ElementType::F16)
+        );
+        let bf16 = ComponentType::from_vk(vk::ComponentTypeKHR::from_raw(COMPONENT_TYPE_BFLOAT16));
+        assert_eq!(
+            (bf16, bf16.element()),
+            (ComponentType::Bf16, Some(ElementType::Bf16))
+        );
+        assert_eq!(
+            ComponentType::from_vk(vk::ComponentTypeKHR::SINT8).element(),
+            None
+        );
+        assert_eq!(ComponentType::Other(99).to_string(), "component type 99");
+        assert_eq!(Scope::from_vk(vk::ScopeKHR::SUBGROUP), Scope::Subgroup);
+        let ops = SubgroupOperation::from_flags(
+            vk::SubgroupFeatureFlags::BASIC | vk::SubgroupFeatureFlags::SHUFFLE,
+        );
+        assert_eq!(
+            ops,
+            vec![SubgroupOperation::Basic, SubgroupOperation::Shuffle]
+        );
+    }
 }

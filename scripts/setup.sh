@@ -13,8 +13,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # LLVM/MLIR 22 (the MLIR stage and the CPU backend link them statically; libpolly-22-dev is
-# named by llvm-config --link-static), and Python with NumPy for the interop example.
-packages="llvm-22-dev libmlir-22-dev mlir-22-tools libclang-22-dev libpolly-22-dev zlib1g-dev libzstd-dev libxml2-dev python3 python3-venv"
+# named by llvm-config --link-static), Python with NumPy for the interop example, and the Vulkan
+# loader with Mesa's drivers, whose CPU driver lavapipe runs the Vulkan runtime's tests on machines
+# without a GPU (spirv-tools' spirv-val checks the tests' shaders).
+packages="llvm-22-dev libmlir-22-dev mlir-22-tools libclang-22-dev libpolly-22-dev zlib1g-dev libzstd-dev libxml2-dev python3 python3-venv libvulkan1 mesa-vulkan-drivers spirv-tools"
 missing=""
 for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -106,6 +106,9 @@ pub struct Emitter {
     /// The `loc(...)` appended to every op line, when set.
     loc: Option<String>,
     pub fast: FastMath,
+    /// Allocas, written at the top of the function: LLVM promotes to registers only the
+    /// allocas of the entry block.
+    hoisted: String,
 }
 
 /// A `scf.for` or `scf.while` being written: its results, once closed.
@@ -123,8 +126,9 @@ impl Emitter {
         }
     }
 
+    /// The function body: hoisted allocas first, then the code.
     pub fn into_text(self) -> String {
-        self.text
+        self.hoisted + &self.text
     }
 
     pub fn text(&self) -> &str {
@@ -486,10 +490,13 @@ impl Emitter {
         )
     }
 
-    /// A private array of `len` elements (registers once every access is constant-indexed).
+    /// A private array of `len` elements (registers once every access is constant-indexed),
+    /// allocated at the top of the function whatever region asks for it.
     pub fn alloca(&mut self, len: usize, elem: Ty) -> Val {
         let ty = Ty::array(len, elem, Space::Private);
-        self.op(ty.clone(), &format!("memref.alloca() : {ty}"))
+        let name = self.fresh();
+        let _ = writeln!(self.hoisted, "    {name} = memref.alloca() : {ty}");
+        Val { name, ty }
     }
 
     /// A one-dimensional view of `len` elements of `elem` at byte `offset` of an `i8` buffer
@@ -620,13 +627,7 @@ impl Emitter {
         let in_types: Vec<String> = init.iter().map(|v| v.ty.to_string()).collect();
         // The header names the after-region's types, known only once `cond` ran: write the
         // regions into a scratch emitter first.
-        let mut inner = Emitter {
-            text: String::new(),
-            depth: self.depth + 1,
-            next: self.next,
-            loc: self.loc.clone(),
-            fast: self.fast,
-        };
+        let mut inner = self.scratch();
         let (c, passed) = cond(&mut inner, &args);
         inner.yield_values(&format!("scf.condition({c})"), &passed);
         inner.dedent();
@@ -650,6 +651,7 @@ impl Emitter {
         let next = body(&mut inner, &body_args);
         inner.yield_values("scf.yield", &next);
         self.next = inner.next;
+        self.hoisted.push_str(&inner.hoisted);
         let out_types: Vec<String> = passed.iter().map(|v| v.ty.to_string()).collect();
         self.line(&format!(
             "{result}{} = scf.while ({}) : ({}) -> ({}) {{",
@@ -685,13 +687,7 @@ impl Emitter {
         otherwise: impl FnOnce(&mut Emitter) -> Vec<Val>,
     ) -> Vec<Val> {
         let result = self.fresh();
-        let mut inner = Emitter {
-            text: String::new(),
-            depth: self.depth + 1,
-            next: self.next,
-            loc: self.loc.clone(),
-            fast: self.fast,
-        };
+        let mut inner = self.scratch();
         let a = then(&mut inner);
         inner.yield_values("scf.yield", &a);
         inner.dedent();
@@ -700,6 +696,7 @@ impl Emitter {
         let b = otherwise(&mut inner);
         inner.yield_values("scf.yield", &b);
         self.next = inner.next;
+        self.hoisted.push_str(&inner.hoisted);
         let types: Vec<String> = a.iter().map(|v| v.ty.to_string()).collect();
         self.line(&format!(
             "{result}{} = scf.if {cond} -> ({}) {{",
@@ -709,6 +706,19 @@ impl Emitter {
         self.text.push_str(&inner.text);
         self.line("}");
         results_of(&result, &a)
+    }
+
+    /// An emitter for a region written before its header (whose types it decides): it continues
+    /// this one's value numbering one level deeper.
+    fn scratch(&self) -> Emitter {
+        Emitter {
+            text: String::new(),
+            depth: self.depth + 1,
+            next: self.next,
+            loc: self.loc.clone(),
+            fast: self.fast,
+            hoisted: String::new(),
+        }
     }
 
     /// Closes a region opened by [`Emitter::for_loop`] or [`Emitter::if_then`].

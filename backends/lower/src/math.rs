@@ -70,15 +70,26 @@ pub trait MathHooks {
     }
 }
 
+/// `op $0, $1, $2` of two f32 values, as inline PTX.
+fn asm2(e: &mut Emitter, instruction: &str, a: &Val, b: &Val) -> Val {
+    e.op(
+        Ty::F32,
+        &format!(
+            "llvm.inline_asm \"{instruction} $0, $1, $2;\", \"=f,f,f\" {a}, {b} : (f32, f32) -> f32"
+        ),
+    )
+}
+
 /// MLIR's `math` dialect for everything.
 pub struct DefaultMath;
 
 impl MathHooks for DefaultMath {}
 
-/// NVIDIA GPUs: the SFU's approximate instructions through inline PTX and LLVM's intrinsics, so
-/// nothing needs libdevice. Each stays within a few ulp of f32 (`ex2.approx`: 2 ulp; `lg2.approx`
-/// about 2^-22 absolute error; `rsqrt.approx` 2^-23 relative); `tanh` and the trigonometric
-/// functions are computed from them to keep f32 accuracy the approximate SFU forms lack.
+/// NVIDIA GPUs: PTX instructions written inline (MLIR's NVVM lowering would turn `math` ops and
+/// most LLVM float intrinsics into libdevice calls, which nothing links). Each stays within a
+/// few ulp of f32 (`ex2.approx`: 2 ulp; `lg2.approx` about 2^-22 absolute error;
+/// `rsqrt.approx` 2^-23 relative); `tanh` and the trigonometric functions are computed from
+/// them to keep the f32 accuracy the approximate SFU forms lack.
 pub struct PtxMath;
 
 impl PtxMath {
@@ -87,10 +98,6 @@ impl PtxMath {
             Ty::F32,
             &format!("llvm.inline_asm \"{instruction} $0, $1;\", \"=f,f\" {x} : (f32) -> f32"),
         )
-    }
-
-    fn intrinsic(e: &mut Emitter, name: &str, x: &Val) -> Val {
-        e.op(Ty::F32, &format!("llvm.intr.{name}({x}) : (f32) -> f32"))
     }
 }
 
@@ -156,7 +163,7 @@ impl MathHooks for PtxMath {
         e.select(&is_small, x, &s)
     }
     fn sqrt(&self, e: &mut Emitter, x: &Val) -> Val {
-        Self::intrinsic(e, "sqrt", x)
+        Self::asm(e, "sqrt.rn.f32", x)
     }
     fn rsqrt(&self, e: &mut Emitter, x: &Val) -> Val {
         Self::asm(e, "rsqrt.approx.ftz.f32", x)
@@ -170,13 +177,13 @@ impl MathHooks for PtxMath {
         Self::asm(e, "cos.approx.ftz.f32", &r)
     }
     fn floor(&self, e: &mut Emitter, x: &Val) -> Val {
-        Self::intrinsic(e, "floor", x)
+        Self::asm(e, "cvt.rmi.f32.f32", x)
     }
     fn ceil(&self, e: &mut Emitter, x: &Val) -> Val {
-        Self::intrinsic(e, "ceil", x)
+        Self::asm(e, "cvt.rpi.f32.f32", x)
     }
     fn abs(&self, e: &mut Emitter, x: &Val) -> Val {
-        Self::intrinsic(e, "fabs", x)
+        Self::asm(e, "abs.f32", x)
     }
     fn erf(&self, e: &mut Emitter, x: &Val) -> Val {
         // Abramowitz and Stegun 7.1.26 refined to |error| < 1.2e-7: erf(x) = sign(x) (1 - t
@@ -236,6 +243,14 @@ impl MathHooks for PtxMath {
             Ty::F32,
             &format!("llvm.intr.fma({a}, {b}, {c}) : (f32, f32, f32) -> f32"),
         )
+    }
+    // PTX `min.f32`/`max.f32` return the other operand when one is NaN (IEEE minNum/maxNum);
+    // MLIR would make `arith.minnumf` a libdevice call.
+    fn min_num(&self, e: &mut Emitter, a: &Val, b: &Val) -> Val {
+        asm2(e, "min.f32", a, b)
+    }
+    fn max_num(&self, e: &mut Emitter, a: &Val, b: &Val) -> Val {
+        asm2(e, "max.f32", a, b)
     }
 }
 

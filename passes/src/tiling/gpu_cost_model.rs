@@ -26,6 +26,9 @@ pub struct Request {
     /// Operand types of the score and aggregation products (F32 means tf32 or FMA).
     pub score_operand: ElementType,
     pub value_operand: ElementType,
+    /// Shared bytes per query row and per key row of computed values beside the tiles.
+    pub extra_query_bytes: usize,
+    pub extra_key_bytes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -43,12 +46,13 @@ pub struct Choice {
 }
 
 const WARPS: &[usize] = &[4, 8];
-const KEY_TILES: &[usize] = &[32, 64, 128];
+const KEY_TILES: &[usize] = &[16, 32, 64, 128];
 /// Registers every thread needs besides its fragments: addresses, indices, loop state,
-/// row statistics and temporaries of the pair values.
-const BASE_REGISTERS: usize = 48;
+/// row statistics and temporaries of the pair values (ptxas reported 255 registers with spills
+/// for an estimate of 208 at key tile 128 with the query fragments in registers, D = 128).
+const BASE_REGISTERS: usize = 80;
 /// Registers ptxas needs as slack to schedule without spilling.
-const REGISTER_SLACK: usize = 16;
+const REGISTER_SLACK: usize = 31;
 /// f32 operations per pair value per score: the scale, the running maximum, the exponential
 /// (a multiply and `ex2`) and the row sum; a partially masked tile adds the mask.
 const PAIR_FLOPS: f64 = 8.0;
@@ -92,9 +96,13 @@ pub fn predict(
         return None;
     }
     let stages = 2;
-    let q_bytes = r.scores * bq * d_qk * bytes(r.score_operand);
-    let kv_bytes =
-        stages * bk * (r.scores * d_qk * bytes(r.score_operand) + d_v * bytes(r.value_operand));
+    // Rows are padded to whole 16-element steps plus 8 elements (bank-conflict-free ldmatrix).
+    let pad = |d: usize| d.div_ceil(16) * 16 + 8;
+    let q_bytes = r.scores * bq * pad(d_qk) * bytes(r.score_operand) + bq * r.extra_query_bytes;
+    let kv_bytes = stages
+        * bk
+        * (r.scores * pad(d_qk) * bytes(r.score_operand) + pad(d_v) * bytes(r.value_operand))
+        + bk * r.extra_key_bytes;
     // After the sweeps the accumulators go through shared memory to the epilogue, reusing the
     // query and key/value tiles.
     let epilogue = r.accumulators * bq * (d_v + 4) * 4 + 8 * bq * 4;
@@ -241,6 +249,8 @@ mod tests {
             accumulators,
             score_operand: ElementType::Bf16,
             value_operand: ElementType::Bf16,
+            extra_query_bytes: 0,
+            extra_key_bytes: 0,
         }
     }
 

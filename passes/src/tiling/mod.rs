@@ -220,6 +220,11 @@ struct Shape {
     /// every input that feeds them.
     score_operand: Option<ElementType>,
     value_operand: Option<ElementType>,
+    /// Bytes per query row and per key row of the values a GPU block computes into shared memory
+    /// besides the operand tiles (maps on q and k, per-row scalars), counted as f32 rows padded
+    /// like operand rows, plus their copies in a 16-bit operand type.
+    extra_query_bytes: usize,
+    extra_key_bytes: usize,
 }
 
 fn shape_of(graph: &Graph, p: &ParallelKernel, b: &Bindings) -> Shape {
@@ -273,7 +278,30 @@ fn shape_of(graph: &Graph, p: &ParallelKernel, b: &Bindings) -> Shape {
         accumulators,
         score_operand: uniform(&score_types),
         value_operand: uniform(&value_types),
+        extra_query_bytes: side_bytes(graph, &p.query_side, b),
+        extra_key_bytes: side_bytes(graph, &p.key_side, b),
     }
+}
+
+/// An upper bound of the shared bytes per row of a block's computed query-side or key-side
+/// values: every value that is not a plain load counts as an f32 row and a 16-bit copy.
+fn side_bytes(graph: &Graph, nodes: &[petgraph::stable_graph::NodeIndex], b: &Bindings) -> usize {
+    nodes
+        .iter()
+        .filter(|n| {
+            !matches!(graph.node(**n).op, Op::Load { .. })
+                || feature_len(b, graph.node(**n).results.first()) == 1
+        })
+        .map(|n| {
+            let len = feature_len(b, graph.node(*n).results.first());
+            let padded = if len > 1 {
+                len.div_ceil(16) * 16 + 8
+            } else {
+                1
+            };
+            padded * (4 + 2)
+        })
+        .sum()
 }
 
 /// The storage types of the float inputs a value is computed from.
@@ -442,6 +470,8 @@ fn gpu_tiling(
         accumulators: shape.accumulators.max(1),
         score_operand: score_type,
         value_operand: value_type,
+        extra_query_bytes: shape.extra_query_bytes,
+        extra_key_bytes: shape.extra_key_bytes,
     };
     let choice = gpu_cost_model::choose(gpu, &request, coverage)
         .ok_or("no tile size fits the target's shared memory and registers")?;

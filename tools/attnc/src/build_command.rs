@@ -19,10 +19,12 @@ pub enum Stage {
     Graph,
     Fused,
     Tiled,
-    /// The CPU kernel in MLIR, as written (before MLIR's passes).
+    /// The kernel in MLIR, as written (before MLIR's passes).
     Mlir,
-    /// The CPU kernel in LLVM IR, after MLIR's CPU pipeline and translation.
+    /// The kernel in LLVM IR, after MLIR's pipeline and translation.
     Llvm,
+    /// The GPU kernel in PTX, from LLVM's NVPTX back end (CUDA targets).
+    Ptx,
 }
 
 /// Parses `--target`: a preset name of [`Target::PRESETS`].
@@ -59,6 +61,10 @@ pub struct BuildArgs {
     /// Print the time of every stage and pass on stderr.
     #[arg(long)]
     pub time_passes: bool,
+    /// Write the compiled kernel as a bundle (`.attnb`: manifest and code) for a GPU target,
+    /// to run with `attnc-run` or `attnc run --device`.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
@@ -67,7 +73,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let mut stages = args.emit.clone();
     stages.sort();
     stages.dedup();
-    let last = stages.iter().max().copied().unwrap_or(Stage::Graph);
+    let mut last = stages.iter().max().copied().unwrap_or(Stage::Graph);
+    if args.output.is_some() {
+        last = Stage::Ptx;
+    }
     let mut laps = Laps::default();
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
@@ -99,13 +108,23 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                 print!("{}", attnc_passes::fusion::dump::dump_fused(&graph, &fused));
             }
             if last >= Stage::Tiled {
+                let complete = graph
+                    .dims
+                    .iter()
+                    .all(|d| fixed.contains_key(&d.name) || d.default.is_some());
                 let given = if fixed.is_empty() {
                     None
-                } else {
+                } else if complete {
                     Some(
                         attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new())
                             .map_err(|d| report(&d, &sources))?,
                     )
+                } else {
+                    // Some dims given (a GPU kernel's head dims, say): the others take nominal
+                    // values for the tile choice, and stay free in the compiled code.
+                    let (mut dims, _) = attnc_passes::tiling::tiling_dims(&graph, None);
+                    dims.extend(fixed.iter().map(|(k, v)| (k.clone(), *v)));
+                    Some(attnc_ir::Bindings { dims })
                 };
                 let tiled =
                     attnc_passes::tiling::tile(&graph, &fused, &args.target, given.as_ref())
@@ -115,15 +134,53 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                     print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
                 }
                 if last >= Stage::Mlir {
-                    let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
-                    laps.lap("write mlir");
-                    if stages.contains(&Stage::Mlir) {
-                        print!("{mlir}");
-                    }
-                    if last >= Stage::Llvm {
-                        let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
-                        laps.lap("mlir to llvm");
-                        print!("{llvm}");
+                    match &args.target {
+                        Target::Cpu(_) => {
+                            if args.output.is_some() || stages.contains(&Stage::Ptx) {
+                                anyhow::bail!(
+                                    "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
+                                    args.target
+                                );
+                            }
+                            let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
+                            laps.lap("write mlir");
+                            if stages.contains(&Stage::Mlir) {
+                                print!("{mlir}");
+                            }
+                            if last >= Stage::Llvm {
+                                let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
+                                laps.lap("mlir to llvm");
+                                print!("{llvm}");
+                            }
+                        }
+                        Target::Gpu(_) => {
+                            let build =
+                                crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
+                            laps.lap("gpu code");
+                            if stages.contains(&Stage::Mlir) {
+                                print!("{}", build.mlir);
+                            }
+                            if stages.contains(&Stage::Llvm) {
+                                print!("{}", build.llvm_ir);
+                            }
+                            if stages.contains(&Stage::Ptx) {
+                                print!("{}", build.ptx);
+                            }
+                            if let Some(path) = &args.output {
+                                let bundle =
+                                    crate::gpu_device::bundle(&build, &graph, &sources, &args.file);
+                                bundle
+                                    .write(path)
+                                    .map_err(|e| anyhow::anyhow!("cannot write the bundle: {e}"))?;
+                                eprintln!(
+                                    "wrote {} ({} for {}; {})",
+                                    path.display(),
+                                    graph.kernel,
+                                    build.target,
+                                    build.tiling
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -4,6 +4,7 @@
 mod bench_command;
 mod build_command;
 mod cpu_device;
+mod gpu_device;
 mod plan_command;
 mod plan_work;
 mod run_command;

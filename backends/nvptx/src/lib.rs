@@ -1,0 +1,272 @@
+//! The NVPTX back end: a fused, tiled parallel kernel as `gpu.module` MLIR whose contractions run
+//! on the tensor cores (`ldmatrix`, `mma.sync`, `cp.async` into double-buffered shared memory),
+//! lowered by MLIR's NVVM pipeline, translated to LLVM IR, and compiled to PTX by LLVM's NVPTX
+//! target machine (`attnc-llvm`). Its [`GpuBuild`] carries everything a bundle's manifest needs:
+//! the launches, their grids as expressions of the dims, and the run-time checks.
+//!
+//! Kernels are specialised only for the head dims (the lengths of the rows a block keeps);
+//! batch, heads and sequence lengths are run-time arguments, so one build serves every shape.
+//! Code generation lives in `kernel.rs` (prologue, epilogue, outputs), `sweep.rs` (the key tile
+//! loop and online reductions), `mma.rs` (fragments), `leaves.rs` (where values are read),
+//! `classify.rs` (where values live) and `per_head.rs` (the workspace kernel).
+
+mod classify;
+mod error;
+mod kernel;
+mod leaves;
+mod manifest;
+mod mma;
+mod per_head;
+mod sweep;
+
+pub use error::NvptxError;
+pub use leaves::GuardSite;
+pub use manifest::{PTX_SECTION, manifest};
+
+use attnc_ir::ElementType;
+use attnc_ir::graph::Graph;
+use attnc_ir::types::Dim;
+use attnc_kernel_abi::TargetId;
+use attnc_passes::fusion::{FusedProgram, Template};
+use attnc_passes::tiling::target::Target;
+use attnc_passes::tiling::{Mapping, Role, TiledBody, TiledProgram};
+use std::collections::BTreeMap;
+
+/// One kernel launch of a build.
+#[derive(Clone, Debug)]
+pub struct LaunchInfo {
+    pub entry: String,
+    /// Blocks along x, y, z, as dims.
+    pub grid: [Dim; 3],
+    pub threads: usize,
+    pub shared_bytes: usize,
+}
+
+/// A compiled GPU kernel: every stage's text and what its manifest needs.
+#[derive(Clone, Debug)]
+pub struct GpuBuild {
+    pub target: TargetId,
+    /// The `gpu.module` as written (`--emit mlir`).
+    pub mlir: String,
+    /// LLVM IR from MLIR's translation (`--emit llvm`).
+    pub llvm_ir: String,
+    /// PTX from LLVM's NVPTX target machine (`--emit ptx`).
+    pub ptx: String,
+    /// The launches in order (the per-head prologue kernel, when there is one, first).
+    pub launches: Vec<LaunchInfo>,
+    /// The dims the code was compiled for.
+    pub specialised: BTreeMap<String, i64>,
+    /// The workspace's length in f32 elements, if the kernel has one.
+    pub workspace: Option<Dim>,
+    pub guards: Vec<GuardSite>,
+    /// The tiling, in words.
+    pub tiling: String,
+}
+
+/// The symbol of the gpu.module every kernel is in.
+pub const GPU_MODULE: &str = "attnc";
+
+/// Compiles the first kernel of `fused`, tiled for a CUDA target in `tiled`, to PTX.
+pub fn compile(
+    graph: &Graph,
+    fused: &FusedProgram,
+    tiled: &TiledProgram,
+) -> Result<GpuBuild, NvptxError> {
+    let mut build = generate(graph, fused, tiled)?;
+    let TargetId::Cuda { sm, arch_specific } = build.target else {
+        return Err(NvptxError::Internal {
+            message: "the NVPTX back end was given a non-CUDA target".into(),
+            span: None,
+        });
+    };
+    let sm_name = format!("sm_{sm}{}", if arch_specific { "a" } else { "" });
+    let (llvm_ir, ptx) = lower(&build.mlir, &sm_name)?;
+    build.llvm_ir = llvm_ir;
+    build.ptx = ptx;
+    Ok(build)
+}
+
+/// Writes the kernel's MLIR and its launch description (`llvm_ir` and `ptx` left empty).
+pub fn generate(
+    graph: &Graph,
+    fused: &FusedProgram,
+    tiled: &TiledProgram,
+) -> Result<GpuBuild, NvptxError> {
+    let internal = |m: &str| NvptxError::Internal {
+        message: m.to_string(),
+        span: None,
+    };
+    let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
+        return Err(internal("no kernel to compile"));
+    };
+    let Target::Gpu(gpu) = &tiled.target else {
+        return Err(internal(
+            "the NVPTX back end was given a kernel tiled for a CPU",
+        ));
+    };
+    if !matches!(gpu.id, TargetId::Cuda { .. }) {
+        return Err(internal("the NVPTX back end was given a non-CUDA target"));
+    }
+    let plan = match &kernel.template {
+        Template::Parallel(p) => p,
+        Template::Recurrent(r) => {
+            return Err(NvptxError::Unsupported {
+                message: "recurrences (they run on the CPU backend; the GPU scan and chunked forms come with the recurrent-attention work)".into(),
+                span: Some(graph.node(r.recurrence).span),
+            });
+        }
+    };
+    let TiledBody::Parallel(tiling) = &tiles.body else {
+        return Err(internal("a parallel kernel tiled as a recurrence"));
+    };
+    let Mapping::Blocks {
+        warps,
+        stages,
+        query_in_registers,
+        ..
+    } = tiling.mapping
+    else {
+        return Err(internal("a GPU kernel tiled for CPU cores"));
+    };
+    let kind = |role| {
+        let t = tiling
+            .contraction(role)
+            .map_or(ElementType::F32, |c| c.operand);
+        mma::Kind { operand: t }
+    };
+    let shape = kernel::Shape {
+        bq: tiling.query_tile,
+        bk: tiling.key_tile,
+        warps,
+        stages: stages.clamp(1, 2),
+        query_in_registers,
+        score: kind(Role::Score),
+        value: kind(Role::Aggregate),
+    };
+    if shape.bq != 16 * warps || !shape.bk.is_multiple_of(16) {
+        return Err(internal(
+            "GPU tiles must be 16 query rows per warp and whole 16-key steps",
+        ));
+    }
+    let specialised = classify::specialised_dims(graph, plan, &tiled.dims)?;
+    let operands = classify::Operands {
+        score: shape.score.operand,
+        value: shape.value.operand,
+    };
+    let mut layout = classify::layout(
+        graph,
+        plan,
+        &specialised,
+        specialised.clone(),
+        shape.bq,
+        shape.bk,
+        shape.stages,
+        &operands,
+    )?;
+    layout.place();
+    if layout.shared_bytes > gpu.shared_bytes_per_block {
+        return Err(NvptxError::Resources(format!(
+            "kernel `{}` needs {} bytes of shared memory per block with query tile {} and key tile {}; {} allows {} (use smaller head dims)",
+            graph.kernel,
+            layout.shared_bytes,
+            shape.bq,
+            shape.bk,
+            gpu.name,
+            gpu.shared_bytes_per_block
+        )));
+    }
+    let entry = format!("attnc_{}", graph.kernel);
+    let prologue_entry = format!("attnc_{}_per_head", graph.kernel);
+    let prologue = per_head::write(graph, plan, &layout, &prologue_entry)?;
+    let workspace = kernel::workspace_len(graph, &layout);
+    let shared_bytes = layout.shared_bytes;
+    let tiling_text = format!(
+        "query tile {}, key tile {}, {} warps, {} stages, query fragments {}, {} bytes of shared memory; score operands {}, value operands {}",
+        shape.bq,
+        shape.bk,
+        warps,
+        shape.stages,
+        if query_in_registers {
+            "in registers"
+        } else {
+            "from shared memory"
+        },
+        shared_bytes,
+        shape.score.operand,
+        shape.value.operand
+    );
+    let (main, mut guards) = kernel::write_main(graph, plan, layout, shape, &entry)?;
+    let mut launches = Vec::new();
+    let mut functions = String::new();
+    let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
+    use attnc_ir::types::FrameIndex;
+    if let Some((text, g)) = prologue {
+        functions.push_str(&text);
+        guards.extend(g);
+        let slices = Dim::Mul(Box::new(ext(FrameIndex::B)), Box::new(ext(FrameIndex::H)));
+        launches.push(LaunchInfo {
+            entry: prologue_entry,
+            grid: [
+                ceil_div(slices, per_head::THREADS),
+                Dim::Const(1),
+                Dim::Const(1),
+            ],
+            threads: per_head::THREADS,
+            shared_bytes: 0,
+        });
+    }
+    functions.push_str(&main);
+    launches.push(LaunchInfo {
+        entry,
+        grid: [
+            ceil_div(ext(FrameIndex::I), shape.bq),
+            ext(FrameIndex::H),
+            ext(FrameIndex::B),
+        ],
+        threads: shape.threads(),
+        shared_bytes,
+    });
+    let mlir = format!(
+        "module attributes {{gpu.container_module}} {{\n  gpu.module @{GPU_MODULE} {{\n{functions}  }}\n}}\n"
+    );
+    Ok(GpuBuild {
+        target: gpu.id,
+        mlir,
+        llvm_ir: String::new(),
+        ptx: String::new(),
+        launches,
+        specialised,
+        workspace,
+        guards,
+        tiling: tiling_text,
+    })
+}
+
+/// `ceil(d / n)` as a dim: `(d + n - 1) // n`.
+fn ceil_div(d: Dim, n: usize) -> Dim {
+    Dim::FloorDiv(
+        Box::new(Dim::Add(Box::new(d), Box::new(Dim::Const(n as i64 - 1)))),
+        Box::new(Dim::Const(n as i64)),
+    )
+    .simplified()
+}
+
+/// MLIR text to LLVM IR (MLIR's NVVM pipeline and translation) to PTX (LLVM's NVPTX back end).
+fn lower(mlir: &str, sm: &str) -> Result<(String, String), NvptxError> {
+    let session = attnc_mlir::MlirSession::new();
+    let mut module = session.parse(mlir)?;
+    module.verify()?;
+    module.run_pipeline(attnc_mlir::NVVM_LOWERING_PIPELINE)?;
+    let llvm_ir = module.gpu_module_to_llvm_ir(GPU_MODULE)?;
+    let ptx = attnc_llvm::llvm_ir_to_ptx(&llvm_ir, &attnc_llvm::PtxTarget::new(sm))?;
+    if let Some(line) = ptx.lines().find(|l| l.contains(".extern .func")) {
+        return Err(NvptxError::Internal {
+            message: format!(
+                "the PTX calls a function nothing links ({}): a math op reached libdevice",
+                line.trim()
+            ),
+            span: None,
+        });
+    }
+    Ok((llvm_ir, ptx))
+}

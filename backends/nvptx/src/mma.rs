@@ -1,0 +1,394 @@
+//! Warp-level matrix fragments: `ldmatrix` from shared memory, `mma.sync` m16n8k16 (bf16, f16)
+//! and m16n8k8 (tf32), and turning a score accumulator into the A operand of the next product.
+//!
+//! Layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"; lane = 4g + t): an accumulator of
+//! 16 x 8 holds c0 = (g, 2t), c1 = (g, 2t+1), c2 = (g+8, 2t), c3 = (g+8, 2t+1). A 16 x 16
+//! 16-bit A holds a0 = row g, k 2t..2t+1; a1 = row g+8; a2 = row g, k 8+2t..; a3 = row g+8,
+//! k 8+2t..; B (16 x 8, "col") b0 = k 2t..2t+1 of column g, b1 = k 8+2t... For tf32 (k = 8):
+//! a0 = (g, t), a1 = (g+8, t), a2 = (g, t+4), a3 = (g+8, t+4); b0 = (k t, n g), b1 = (k t+4, n g).
+//! So the accumulator of two adjacent 8-key blocks is, register for register, the 16-bit A
+//! operand of the 16 keys (FlashAttention-2's observation); tf32 needs four shuffles per
+//! register instead.
+
+use attnc_ir::ElementType;
+use attnc_lower::{Emitter, Ty, Val};
+
+/// The thread's place in its warp: lane, g = lane / 4, t = lane % 4 (all index).
+#[derive(Clone, Debug)]
+pub(crate) struct Lane {
+    pub lane: Val,
+    pub g: Val,
+    pub t: Val,
+    /// The warp's first row in the block tile.
+    pub row0: Val,
+}
+
+/// The operand type of a product, and the instruction's k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kind {
+    pub operand: ElementType,
+}
+
+impl Kind {
+    pub fn k(self) -> usize {
+        if self.operand == ElementType::F32 {
+            8
+        } else {
+            16
+        }
+    }
+
+    fn elem(self) -> Ty {
+        Ty::of_element(self.operand)
+    }
+
+    fn ptx(self) -> &'static str {
+        match self.operand {
+            ElementType::Bf16 => "bf16",
+            ElementType::F16 => "f16",
+            _ => "tf32",
+        }
+    }
+
+    /// The register type the nvvm op takes for an A or B operand.
+    fn reg(self) -> Ty {
+        match self.operand {
+            ElementType::F16 => Ty::vector(&[2], Ty::F16),
+            _ => Ty::I32,
+        }
+    }
+}
+
+/// `ldmatrix` of `tiles` 8x8 tiles, each lane giving the row at element `index` of `view`.
+fn ldmatrix(
+    e: &mut Emitter,
+    kind: Kind,
+    view: &Val,
+    index: &Val,
+    tiles: usize,
+    trans: bool,
+) -> Vec<Val> {
+    let elem = kind.elem();
+    let vt = Ty::vector(&[tiles, 2], elem.clone());
+    let v = e.op(
+        vt.clone(),
+        &format!(
+            "nvgpu.ldmatrix {view}[{index}] {{numTiles = {tiles} : i32, transpose = {trans}}} : {} -> {vt}",
+            view.ty
+        ),
+    );
+    let pair = Ty::vector(&[2], elem.clone());
+    (0..tiles)
+        .map(|k| {
+            let x = e.op(
+                pair.clone(),
+                &format!("vector.extract {v}[{k}] : {pair} from {vt}"),
+            );
+            operand_reg(e, kind, &x)
+        })
+        .collect()
+}
+
+/// Two 16-bit elements as the register an mma takes.
+fn operand_reg(e: &mut Emitter, kind: Kind, pair: &Val) -> Val {
+    match kind.operand {
+        ElementType::F16 => pair.clone(),
+        _ => {
+            let one = Ty::vector(&[1], Ty::I32);
+            let w = e.bitcast(pair, &one);
+            e.extract(&w, 0)
+        }
+    }
+}
+
+/// An f32 as a tf32 operand register (the matrix unit ignores the low mantissa bits).
+fn tf32_reg(e: &mut Emitter, x: &Val) -> Val {
+    e.bitcast(x, &Ty::I32)
+}
+
+/// Two f32 values packed as one 16-bit operand register (rounded to nearest even).
+pub(crate) fn pack(e: &mut Emitter, kind: Kind, x: &Val, y: &Val) -> Val {
+    let elem = kind.elem();
+    let a = e.cast(x, &elem);
+    let b = e.cast(y, &elem);
+    let v = e.from_elements(&[a, b]);
+    operand_reg(e, kind, &v)
+}
+
+/// `c + a b` for one 16 x 8 block.
+pub(crate) fn mma(e: &mut Emitter, kind: Kind, a: &[Val], b: &[Val], c: &[Val]) -> Vec<Val> {
+    let k = kind.k();
+    let reg = kind.reg();
+    let types = if kind.operand == ElementType::F16 {
+        format!("{reg}, {reg}, f32")
+    } else {
+        "i32, i32, f32".to_string()
+    };
+    let ptx_type = kind.ptx();
+    let st = Ty::Other("!llvm.struct<(f32, f32, f32, f32)>".into());
+    let d = e.op(
+        st.clone(),
+        &format!(
+            "nvvm.mma.sync A[{}, {}, {}, {}] B[{}, {}] C[{}, {}, {}, {}] {{layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<{ptx_type}>, multiplicandBPtxType = #nvvm.mma_type<{ptx_type}>, shape = #nvvm.shape<m = 16, n = 8, k = {k}>}} : ({types}) -> {st}",
+            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]
+        ),
+    );
+    (0..4)
+        .map(|i| e.op(Ty::F32, &format!("llvm.extractvalue {d}[{i}] : {st}")))
+        .collect()
+}
+
+fn idx(e: &mut Emitter, x: usize) -> Val {
+    e.index(x as i64)
+}
+
+/// `base + row * stride + col` (element index in a shared buffer).
+fn at(e: &mut Emitter, base: &Val, row: &Val, stride: usize, col: &Val) -> Val {
+    let s = idx(e, stride);
+    let r = e.mul(row, &s);
+    let rc = e.add(&r, col);
+    e.add(base, &rc)
+}
+
+/// The A fragments of the warp's 16 rows of a `[rows][stride]` buffer, for each k step.
+pub(crate) fn a_fragments(
+    e: &mut Emitter,
+    kind: Kind,
+    view: &Val,
+    base: &Val,
+    stride: usize,
+    lane: &Lane,
+    k_steps: usize,
+) -> Vec<Vec<Val>> {
+    let mut out = Vec::new();
+    for kk in 0..k_steps {
+        if kind.operand == ElementType::F32 {
+            let k0 = idx(e, kk * 8);
+            let c_lo = e.add(&k0, &lane.t);
+            let four = idx(e, 4);
+            let c_hi = e.add(&c_lo, &four);
+            let r_lo = e.add(&lane.row0, &lane.g);
+            let eight = idx(e, 8);
+            let r_hi = e.add(&r_lo, &eight);
+            let mut regs = Vec::new();
+            for (r, c) in [
+                (&r_lo, &c_lo),
+                (&r_hi, &c_lo),
+                (&r_lo, &c_hi),
+                (&r_hi, &c_hi),
+            ] {
+                let p = at(e, base, r, stride, c);
+                let x = e.load(view, &p);
+                regs.push(tf32_reg(e, &x));
+            }
+            out.push(regs);
+        } else {
+            // Lanes 0-15 give rows 0-15 at k 0..7, lanes 16-31 the same rows at k 8..15.
+            let sixteen = idx(e, 16);
+            let r = e.arith(attnc_lower::Arith::Rem, &lane.lane, &sixteen);
+            let row = e.add(&lane.row0, &r);
+            let half = e.div(&lane.lane, &sixteen);
+            let eight = idx(e, 8);
+            let off = e.mul(&half, &eight);
+            let k0 = idx(e, kk * 16);
+            let col = e.add(&k0, &off);
+            let p = at(e, base, &row, stride, &col);
+            out.push(ldmatrix(e, kind, view, &p, 4, false));
+        }
+    }
+    out
+}
+
+/// The B fragments (`[b0, b1]` per 8-column block) of `blocks` blocks of 8 rows of a
+/// row-major `[n][k]` buffer (the key tile: B = K^T), at k step `kk`.
+pub(crate) fn b_fragments_nk(
+    e: &mut Emitter,
+    kind: Kind,
+    view: &Val,
+    base: &Val,
+    stride: usize,
+    lane: &Lane,
+    blocks: usize,
+    kk: usize,
+) -> Vec<Vec<Val>> {
+    let mut out = Vec::new();
+    if kind.operand == ElementType::F32 {
+        let k0 = idx(e, kk * 8);
+        let c_lo = e.add(&k0, &lane.t);
+        let four = idx(e, 4);
+        let c_hi = e.add(&c_lo, &four);
+        for nb in 0..blocks {
+            let n0 = idx(e, nb * 8);
+            let r = e.add(&n0, &lane.g);
+            let p0 = at(e, base, &r, stride, &c_lo);
+            let p1 = at(e, base, &r, stride, &c_hi);
+            let x0 = e.load(view, &p0);
+            let x1 = e.load(view, &p1);
+            out.push(vec![tf32_reg(e, &x0), tf32_reg(e, &x1)]);
+        }
+        return out;
+    }
+    let eight = idx(e, 8);
+    let sixteen = idx(e, 16);
+    let two = idx(e, 2);
+    let r8 = e.arith(attnc_lower::Arith::Rem, &lane.lane, &eight);
+    let which = e.div(&lane.lane, &eight);
+    let kh = e.arith(attnc_lower::Arith::Rem, &which, &two);
+    let koff = e.mul(&kh, &eight);
+    let k0 = idx(e, kk * 16);
+    let col = e.add(&k0, &koff);
+    let upper = e.div(&lane.lane, &sixteen);
+    let noff = e.mul(&upper, &eight);
+    let mut nb = 0;
+    while nb < blocks {
+        let n0 = idx(e, nb * 8);
+        if nb + 1 < blocks {
+            // Tiles: (block nb, k lo), (nb, k hi), (nb + 1, k lo), (nb + 1, k hi).
+            let rr = e.add(&n0, &r8);
+            let row = e.add(&rr, &noff);
+            let p = at(e, base, &row, stride, &col);
+            let regs = ldmatrix(e, kind, view, &p, 4, false);
+            out.push(vec![regs[0].clone(), regs[1].clone()]);
+            out.push(vec![regs[2].clone(), regs[3].clone()]);
+            nb += 2;
+        } else {
+            let row = e.add(&n0, &r8);
+            let p = at(e, base, &row, stride, &col);
+            let regs = ldmatrix(e, kind, view, &p, 2, false);
+            out.push(regs);
+            nb += 1;
+        }
+    }
+    out
+}
+
+/// The B fragments of `blocks` 8-column blocks of a row-major `[k][n]` buffer (the value tile:
+/// keys by features) for the 16 (or 8, tf32) keys of step `kk`.
+pub(crate) fn b_fragments_kn(
+    e: &mut Emitter,
+    kind: Kind,
+    view: &Val,
+    base: &Val,
+    stride: usize,
+    lane: &Lane,
+    blocks: usize,
+    kk: usize,
+) -> Vec<Vec<Val>> {
+    let mut out = Vec::new();
+    if kind.operand == ElementType::F32 {
+        let k0 = idx(e, kk * 8);
+        let r_lo = e.add(&k0, &lane.t);
+        let four = idx(e, 4);
+        let r_hi = e.add(&r_lo, &four);
+        for nd in 0..blocks {
+            let n0 = idx(e, nd * 8);
+            let c = e.add(&n0, &lane.g);
+            let p0 = at(e, base, &r_lo, stride, &c);
+            let p1 = at(e, base, &r_hi, stride, &c);
+            let x0 = e.load(view, &p0);
+            let x1 = e.load(view, &p1);
+            out.push(vec![tf32_reg(e, &x0), tf32_reg(e, &x1)]);
+        }
+        return out;
+    }
+    let eight = idx(e, 8);
+    let sixteen = idx(e, 16);
+    let two = idx(e, 2);
+    let r8 = e.arith(attnc_lower::Arith::Rem, &lane.lane, &eight);
+    let which = e.div(&lane.lane, &eight);
+    let kh = e.arith(attnc_lower::Arith::Rem, &which, &two);
+    let koff = e.mul(&kh, &eight);
+    let k0 = idx(e, kk * 16);
+    let rk = e.add(&k0, &r8);
+    let row = e.add(&rk, &koff);
+    let upper = e.div(&lane.lane, &sixteen);
+    let noff = e.mul(&upper, &eight);
+    let mut nd = 0;
+    while nd < blocks {
+        let n0 = idx(e, nd * 8);
+        if nd + 1 < blocks {
+            // Tiles: (keys lo, block nd), (keys hi, nd), (keys lo, nd + 1), (keys hi, nd + 1).
+            let col = e.add(&n0, &noff);
+            let p = at(e, base, &row, stride, &col);
+            let regs = ldmatrix(e, kind, view, &p, 4, true);
+            out.push(vec![regs[0].clone(), regs[1].clone()]);
+            out.push(vec![regs[2].clone(), regs[3].clone()]);
+            nd += 2;
+        } else {
+            let p = at(e, base, &row, stride, &n0);
+            let regs = ldmatrix(e, kind, view, &p, 2, true);
+            out.push(regs);
+            nd += 1;
+        }
+    }
+    out
+}
+
+/// The A operand of the weights of key step `kk`, from the weight accumulators `w[nb]` (each
+/// in accumulator layout c0..c3).
+pub(crate) fn weights_as_a(
+    e: &mut Emitter,
+    kind: Kind,
+    w: &[Vec<Val>],
+    kk: usize,
+    lane: &Lane,
+) -> Vec<Val> {
+    if kind.operand != ElementType::F32 {
+        let (lo, hi) = (&w[2 * kk], &w[2 * kk + 1]);
+        return vec![
+            pack(e, kind, &lo[0], &lo[1]),
+            pack(e, kind, &lo[2], &lo[3]),
+            pack(e, kind, &hi[0], &hi[1]),
+            pack(e, kind, &hi[2], &hi[3]),
+        ];
+    }
+    // tf32: a0 = (g, t) lives in lane 4g + t/2, element t % 2; a2 = (g, t + 4) in lane
+    // 4g + t/2 + 2.
+    let c = &w[kk];
+    let four = idx(e, 4);
+    let two = idx(e, 2);
+    let g4 = e.mul(&lane.g, &four);
+    let th = e.div(&lane.t, &two);
+    let src0 = e.add(&g4, &th);
+    let src2 = e.add(&src0, &two);
+    let t2 = e.arith(attnc_lower::Arith::Rem, &lane.t, &two);
+    let zero = idx(e, 0);
+    let even = e.cmp(attnc_lower::Cmp::Eq, &t2, &zero);
+    let mut pick = |e: &mut Emitter, x: &Val, y: &Val, src: &Val| {
+        let a = shuffle_idx(e, x, src);
+        let b = shuffle_idx(e, y, src);
+        let v = e.select(&even, &a, &b);
+        tf32_reg(e, &v)
+    };
+    vec![
+        pick(e, &c[0], &c[1], &src0),
+        pick(e, &c[2], &c[3], &src0),
+        pick(e, &c[0], &c[1], &src2),
+        pick(e, &c[2], &c[3], &src2),
+    ]
+}
+
+/// `x` from lane `src` of the warp.
+pub(crate) fn shuffle_idx(e: &mut Emitter, x: &Val, src: &Val) -> Val {
+    let s = e.cast(src, &Ty::I32);
+    let w = e.i32(32);
+    let name = e.fresh();
+    let ok = e.fresh();
+    e.op_line(&format!(
+        "{name}, {ok} = gpu.shuffle idx {x}, {s}, {w} : f32"
+    ));
+    Emitter::named(&name, Ty::F32)
+}
+
+/// `x` combined with the same register of lane `lane ^ mask`.
+pub(crate) fn shuffle_xor(e: &mut Emitter, x: &Val, mask: u32) -> Val {
+    let m = e.i32(mask as i64);
+    let w = e.i32(32);
+    let name = e.fresh();
+    let ok = e.fresh();
+    let ty = x.ty.clone();
+    e.op_line(&format!(
+        "{name}, {ok} = gpu.shuffle xor {x}, {m}, {w} : {ty}"
+    ));
+    Emitter::named(&name, ty)
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Prepares the GPU correctness check: every example (and dtype variants) compiled to a bundle for
+cuda:sm_90a, and cases of fresh random inputs with the f64 reference interpreter's outputs, all
+computed here (the GPU machine has no compiler). Writes .device/check/ (git-ignored):
+
+    bundles/NAME.attnb    one per (variant, head dims): the same bundle serves every sequence length
+    cases/K.in.safetensors, cases/K.ref.safetensors
+    cases.tsv             case, bundle, inputs, reference, tolerance, dtype, shape
+    attnc-run             the runtime-only binary (release build)
+
+Then run bench/gpu/check.sh on the GPU machine with carry [".device/check"].
+
+    bench/gpu/prepare_check.py [--attnc target/debug/attnc] [--quick]
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / ".device" / "check"
+
+# Relative L2 tolerances: 16-bit storage and operands; f32 inputs run their products as tf32.
+TOLERANCE = {"bf16": 1e-2, "f16": 1e-2, "f32": 3e-3}
+
+# Head dims (compiled into the bundle) and run-time shapes per example family. Sequence lengths
+# 1, 77 and 1000 are not multiples of the tiles; one bundle serves all of them.
+SELF = [
+    ({"D": 64}, [{"B": 1, "H": 2, "S": 1}, {"B": 1, "H": 2, "S": 77}, {"B": 1, "H": 2, "S": 1000}]),
+    ({"D": 128}, [{"B": 2, "H": 1, "S": 77}, {"B": 1, "H": 1, "S": 300}]),
+]
+SHAPES = {
+    "gqa_causal": [
+        ({"D": 64}, [{"B": 1, "H": 4, "Hkv": 2, "S": 77}, {"B": 1, "H": 4, "Hkv": 1, "S": 1000}]),
+        ({"D": 128}, [{"B": 1, "H": 4, "Hkv": 2, "S": 300}]),
+    ],
+    "cross_attention": [
+        ({"Dqk": 192, "Dv": 128}, [{"B": 1, "H": 2, "Sq": 77, "Sk": 130}, {"B": 1, "H": 1, "Sq": 300, "Sk": 1000}]),
+        ({"Dqk": 64, "Dv": 64}, [{"B": 1, "H": 2, "Sq": 1, "Sk": 77}, {"B": 2, "H": 1, "Sq": 500, "Sk": 33}]),
+    ],
+    "differential_causal": [
+        ({"D": 64, "Dv": 64}, [{"B": 1, "H": 2, "S": 77}, {"B": 1, "H": 2, "S": 1000}]),
+        ({"D": 128, "Dv": 128}, [{"B": 1, "H": 1, "S": 300}]),
+    ],
+    "block_sparse": [
+        ({"D": 64}, [{"B": 1, "H": 2, "S": 77, "NB": 2}, {"B": 1, "H": 2, "S": 1000, "NB": 16}]),
+        ({"D": 128}, [{"B": 1, "H": 1, "S": 300, "NB": 5}]),
+    ],
+}
+# Dtype variants beyond bf16 (the examples' own dtype always runs too).
+EXTRA_DTYPES = {"softmax_causal": ["f16", "f32"], "gqa_causal": ["f32"], "alibi_causal": ["f16"]}
+
+
+def run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        sys.stderr.write(f"$ {' '.join(map(str, cmd))}\n{r.stdout}{r.stderr}")
+        raise SystemExit(f"failed: {cmd[:3]}")
+    return r
+
+
+def main_dtype(text):
+    m = re.search(r"input q\w*(?:, \w+)*: (\w+)\[", text) or re.search(r": (bf16|f16|f32)\[", text)
+    return m.group(1)
+
+
+def with_dtype(text, dtype):
+    return re.sub(r"\b(bf16|f16|f32)\[", dtype + "[", text)
+
+
+def shape_arg(d):
+    return ",".join(f"{k}={v}" for k, v in d.items())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attnc", default=str(ROOT / "target" / "debug" / "attnc"))
+    ap.add_argument("--attnc-run", default=str(ROOT / "target" / "release" / "attnc-run"))
+    ap.add_argument("--quick", action="store_true", help="one shape per example")
+    ap.add_argument("--only", default="", help="comma-separated example names")
+    args = ap.parse_args()
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    (OUT / "bundles").mkdir(parents=True)
+    (OUT / "cases").mkdir()
+    (OUT / "sources").mkdir()
+    rows = []
+    only = set(filter(None, args.only.split(",")))
+    for path in sorted((ROOT / "examples").glob("*.attn")):
+        name = path.stem
+        text = path.read_text()
+        if "recurrence t" in text or (only and name not in only):
+            continue
+        own = main_dtype(text)
+        dtypes = ["bf16"] + ([own] if own != "bf16" else []) + EXTRA_DTYPES.get(name, [])
+        for dtype in dtypes:
+            variant = f"{name}.{dtype}"
+            src = OUT / "sources" / f"{variant}.attn"
+            src.write_text(with_dtype(text, dtype))
+            families = SHAPES.get(name, SELF)
+            for head, shapes in families:
+                if args.quick:
+                    shapes = shapes[-1:]
+                bundle = OUT / "bundles" / f"{variant}.{shape_arg(head).replace(',', '_').replace('=', '')}.attnb"
+                run([args.attnc, "build", str(src), "--target", "cuda:sm_90a", "--shape", shape_arg(head), "-o", str(bundle)])
+                for k, shape in enumerate(shapes):
+                    case = f"{bundle.stem}.{k}"
+                    full = dict(head, **shape)
+                    seed = 1000 + len(rows)
+                    inp = OUT / "cases" / f"{case}.in.safetensors"
+                    ref = OUT / "cases" / f"{case}.ref.safetensors"
+                    run([args.attnc, "run", str(src), "--device", "reference", "--shape", shape_arg(full),
+                         "--seed", str(seed), "--save-inputs", str(inp), "--output", str(ref)])
+                    rows.append((case, bundle.name, inp.name, ref.name, TOLERANCE[dtype], dtype, shape_arg(full)))
+                    print(f"{case:60} {dtype:5} {shape_arg(full)}", flush=True)
+    with open(OUT / "cases.tsv", "w") as f:
+        for r in rows:
+            f.write("\t".join(map(str, r)) + "\n")
+    shutil.copy(args.attnc_run, OUT / "attnc-run")
+    size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    print(f"{len(rows)} cases, {size / 2**20:.1f} MiB in {OUT}")
+    if size > 60 * 2**20:
+        raise SystemExit("too large to carry to the GPU machine (64 MiB per call): use --quick or --only")
+
+
+if __name__ == "__main__":
+    main()

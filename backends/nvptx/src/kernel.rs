@@ -222,7 +222,6 @@ pub(crate) fn head_values(
     plan: &ParallelKernel,
     order: &[NodeIndex],
 ) -> Result<BTreeMap<NodeIndex, Val>, NvptxError> {
-    let graph = ctx.graph;
     let mut local = BTreeMap::new();
     for &n in order.iter().filter(|n| plan.per_head.contains(n)) {
         if ctx.layout.home(n) != Some(Home::HeadInline) {
@@ -387,6 +386,10 @@ pub(crate) fn write_main(
     );
     let mut views = Vec::new();
     for s in &layout.shared {
+        e.line(&format!(
+            "// shared {}: {} x {} {:?} x {} copies at byte {}",
+            s.name, s.rows, s.stride, s.elem, s.copies, s.offset
+        ));
         let off = e.index(s.offset as i64);
         views.push(e.view(&smem, &off, s.rows * s.stride * s.copies, s.elem.clone()));
     }

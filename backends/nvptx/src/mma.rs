@@ -354,7 +354,7 @@ pub(crate) fn weights_as_a(
     let t2 = e.arith(attnc_lower::Arith::Rem, &lane.t, &two);
     let zero = idx(e, 0);
     let even = e.cmp(attnc_lower::Cmp::Eq, &t2, &zero);
-    let mut pick = |e: &mut Emitter, x: &Val, y: &Val, src: &Val| {
+    let pick = |e: &mut Emitter, x: &Val, y: &Val, src: &Val| {
         let a = shuffle_idx(e, x, src);
         let b = shuffle_idx(e, y, src);
         let v = e.select(&even, &a, &b);

@@ -637,7 +637,6 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         key,
                         j: jc,
                         stage: stage.clone(),
-                        e: nb * 4 + ri * 2 + ci,
                     };
                     let mut local = BTreeMap::new();
                     for (n, acc) in &scores {

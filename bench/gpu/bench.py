@@ -158,40 +158,42 @@ def main():
     print(torch.__version__, torch.cuda.get_device_name(), time.strftime("%Y-%m-%d"), flush=True)
     head = f"{'variant':20} {'B,H,S,D':16} {'attnc ms':>9} {'TFLOP/s':>8}  peers (TFLOP/s, attnc/peer)"
     print(head, flush=True)
-    for d in HEAD_DIMS:
-        for (b, h, s) in SHAPES[d]:
-            for name, v in VARIANTS.items():
-                if only and name not in only:
-                    continue
-                flops = useful_flops(v, b, h, s, d)
-                row = {"variant": name, "B": b, "H": h, "S": s, "D": d, "flops": flops, "peers": {}}
+    shapes = [(b, h, s, d) for d in HEAD_DIMS for (b, h, s) in SHAPES[d]]
+    if os.environ.get("SHAPES"):  # e.g. SHAPES="4,16,4096,128;8,32,2048,64"
+        shapes = [tuple(int(x) for x in t.split(",")) for t in os.environ["SHAPES"].split(";")]
+    for (b, h, s, d) in shapes:
+        for name, v in VARIANTS.items():
+            if only and name not in only:
+                continue
+            flops = useful_flops(v, b, h, s, d)
+            row = {"variant": name, "B": b, "H": h, "S": s, "D": d, "flops": flops, "peers": {}}
+            try:
+                ms = attnc_time(name, b, h, s, d)
+                row["attnc_ms"] = ms
+            except Exception as e:  # noqa: BLE001
+                ms = None
+                row["attnc_error"] = str(e)
+            args = inputs(name, b, h, s, d)
+            cells = []
+            for peer in v["peers"]:
                 try:
-                    ms = attnc_time(name, b, h, s, d)
-                    row["attnc_ms"] = ms
+                    f = peer_fn(peer, name, b, h, s)
+                    f(*args)
+                    torch.cuda.synchronize()
+                    pms = do_bench(lambda: f(*args), warmup=10, rep=50)
+                    row["peers"][peer] = pms
+                    ratio = f"{pms / ms:.2f}x" if ms else "-"
+                    cells.append(f"{peer} {flops / pms / 1e9:.0f} ({ratio})")
                 except Exception as e:  # noqa: BLE001
-                    ms = None
-                    row["attnc_error"] = str(e)
-                args = inputs(name, b, h, s, d)
-                cells = []
-                for peer in v["peers"]:
-                    try:
-                        f = peer_fn(peer, name, b, h, s)
-                        f(*args)
-                        torch.cuda.synchronize()
-                        pms = do_bench(lambda: f(*args), warmup=10, rep=50)
-                        row["peers"][peer] = pms
-                        ratio = f"{pms / ms:.2f}x" if ms else "-"
-                        cells.append(f"{peer} {flops / pms / 1e9:.0f} ({ratio})")
-                    except Exception as e:  # noqa: BLE001
-                        row["peers"][peer] = None
-                        cells.append(f"{peer} err:{type(e).__name__}")
-                tf = f"{flops / ms / 1e9:8.1f}" if ms else "     err"
-                mstxt = f"{ms:9.3f}" if ms else "      err"
-                print(f"{name:20} {f'{b},{h},{s},{d}':16} {mstxt} {tf}  " + "; ".join(cells), flush=True)
-                if ms is None:
-                    print("   attnc:", row["attnc_error"][:200], flush=True)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+                    row["peers"][peer] = None
+                    cells.append(f"{peer} err:{type(e).__name__}")
+            tf = f"{flops / ms / 1e9:8.1f}" if ms else "     err"
+            mstxt = f"{ms:9.3f}" if ms else "      err"
+            print(f"{name:20} {f'{b},{h},{s},{d}':16} {mstxt} {tf}  " + "; ".join(cells), flush=True)
+            if ms is None:
+                print("   attnc:", row["attnc_error"][:200], flush=True)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
 
 
 if __name__ == "__main__":

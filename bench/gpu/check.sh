@@ -11,12 +11,14 @@ log=${OUT:-/tmp}/check.jsonl
 nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader || true
 run=$dir/attnc-run
 [ -x "$run" ] || run=.device/cuda/attnc-run
+[ -x "$run" ] || run=.device/bench/attnc-run
 while IFS=$'\t' read -r case bundle inputs ref tol dtype shape; do
     res=$(timeout 60 "$run" "$dir/bundles/$bundle" --inputs "$dir/cases/$inputs" --check "$dir/cases/$ref" \
-        --tolerance "$tol" --format json 2> "${OUT:-/tmp}/$case.stderr"; echo " $?")
+        --tolerance "$tol" --format json 2> /tmp/attnc-check.stderr; echo " $?")
     code=${res##* }
     res=$(printf '%s' "${res% *}" | tr '\n' ' ')
     [ -n "${res// /}" ] || res='{}'
+    if [ "$code" != 0 ]; then { echo "== $case"; cat /tmp/attnc-check.stderr; } >> "${OUT:-/tmp}/check-stderr.log"; fi
     echo "{\"case\": \"$case\", \"dtype\": \"$dtype\", \"shape\": \"$shape\", \"exit\": $code, \"run\": $res}" >> "$log"
 done < "$dir/cases.tsv"
 python3 - "$log" "${OUT:-/tmp}/check.txt" <<'EOF'

@@ -126,9 +126,15 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                     dims.extend(fixed.iter().map(|(k, v)| (k.clone(), *v)));
                     Some(attnc_ir::Bindings { dims })
                 };
-                let tiled =
-                    attnc_passes::tiling::tile(&graph, &fused, &args.target, given.as_ref())
-                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+                // A CUDA kernel is tiled so that what the back end writes fits the target.
+                let tiled = match &args.target {
+                    Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Cuda => {
+                        attnc_nvptx::fit(&graph, &fused, &args.target, given.as_ref())
+                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
+                    }
+                    _ => attnc_passes::tiling::tile(&graph, &fused, &args.target, given.as_ref())
+                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
+                };
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
                     print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));

@@ -347,6 +347,7 @@ pub(crate) fn write_main(
         FastMath {
             contract: true,
             reassoc: false,
+            approx_div: true,
         },
     );
     let ws_len = workspace_len(graph, &layout);

@@ -165,3 +165,83 @@ fn ptx_assembles_and_uses_tensor_cores() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 20, "only {checked} kernels checked");
 }
+
+/// What the PTX of a kernel is made of: its entries and launches, the tiling, and how many of
+/// each instruction that matters it holds. The full PTX of an example is 50–200 KB of unrolled
+/// fragment code; this summary is what a reviewer can read, and it changes whenever the code
+/// generator changes what it emits (tile sizes, instruction mix, guards, shared memory).
+fn ptx_summary(b: &attnc_nvptx::GpuBuild) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "target {}", b.target);
+    let _ = writeln!(s, "tiling: {}", b.tiling);
+    for l in &b.launches {
+        let grid: Vec<String> = l.grid.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "launch {}: grid ({}), {} threads, {} bytes of shared memory",
+            l.entry,
+            grid.join(", "),
+            l.threads,
+            l.shared_bytes
+        );
+    }
+    if let Some(w) = &b.workspace {
+        let _ = writeln!(s, "workspace: {w} floats");
+    }
+    for g in &b.guards {
+        let _ = writeln!(s, "guard {}: {}", g.code, g.message);
+    }
+    let mut params = 0;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    const OPS: [&str; 16] = [
+        "mma.sync",
+        "ldmatrix",
+        "cp.async.ca",
+        "cp.async.cg",
+        "cp.async.commit_group",
+        "cp.async.wait_group",
+        "bar.sync",
+        "shfl.sync",
+        "ex2.approx",
+        "div.approx",
+        "div.rn",
+        "tanh.approx",
+        "ld.global",
+        "st.global",
+        "atom.",
+        "ld.shared",
+    ];
+    for line in b.ptx.lines() {
+        let t = line.trim_start();
+        if t.starts_with(".param") {
+            params += 1;
+        }
+        for op in OPS {
+            if t.starts_with(op) {
+                *counts.entry(op).or_default() += 1;
+            }
+        }
+    }
+    let _ = writeln!(s, "entry parameters: {params}");
+    for op in OPS {
+        let _ = writeln!(s, "  {op:22} {}", counts.get(op).copied().unwrap_or(0));
+    }
+    s
+}
+
+/// The PTX summary of every parallel example at sm_90a (`attnc build FILE --emit ptx` prints the
+/// full text).
+#[test]
+fn ptx_of_every_example() {
+    insta::glob!("../../../examples", "*.attn", |path| {
+        if std::fs::read_to_string(path)
+            .unwrap()
+            .contains("recurrence t")
+        {
+            return;
+        }
+        let b = build(path, "cuda:sm_90a").expect("compiles");
+        insta::assert_snapshot!("ptx_summary", ptx_summary(&b));
+    });
+}

@@ -2,9 +2,8 @@
 //! pipeline order; `--print-after-all` prints the graph after every pass, `--time-passes` the time
 //! of every stage.
 
-use crate::Reported;
 use crate::shape_arg::parse_shape;
-use attnc_frontend::{Sources, print_ast, render_all};
+use attnc_frontend::{Sources, print_ast};
 use attnc_passes::pass_manager::{PassManager, Timing};
 use attnc_passes::tiling::target::Target;
 use clap::{Args, ValueEnum};
@@ -45,14 +44,20 @@ pub fn parse_target(name: &str) -> Result<Target, String> {
 pub struct BuildArgs {
     /// The .attn file to compile.
     pub file: PathBuf,
-    /// Stages to print, comma-separated; they print in pipeline order.
+    /// Stages to print, comma-separated; they print in pipeline order, each after a header line
+    /// `==> STAGE <==` when there are several.
     #[arg(long, value_delimiter = ',', default_value = "graph")]
     pub emit: Vec<Stage>,
+    /// Write each stage to DIR/NAME.STAGE (`.ll` for LLVM IR) instead of stdout, NAME being the
+    /// source file's stem.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
     /// Dims to tile for, e.g. B=2,H=4,S=4096,D=64 (nominal sizes otherwise).
     #[arg(long, default_value = "")]
     pub shape: String,
-    /// What to compile for: host, x86-avx512, x86-avx2, cuda:sm_80, cuda:sm_90a, vulkan,
-    /// vulkan:coopmat.
+    /// What code is generated for: host, x86-avx512, x86-avx2, cuda:sm_80, cuda:sm_90a,
+    /// vulkan, vulkan:coopmat. (A target names an instruction set; `attnc run --device` names
+    /// where a run executes.)
     #[arg(long, default_value = "host", value_parser = parse_target)]
     pub target: Target,
     /// Print the graph after every pass.
@@ -68,6 +73,11 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.out_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--out-dir {}: no such folder", dir.display());
+    }
     let (mut sources, file) = load_source(&args.file)?;
     let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
     let mut stages = args.emit.clone();
@@ -78,11 +88,15 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         last = Stage::Ptx;
     }
     let mut laps = Laps::default();
+    let mut emit = Emitter::new(args, stages.len());
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     laps.lap("parse");
     if stages.contains(&Stage::Ast) {
-        print!("{}", print_ast::print_program(&unit.program, &sources));
+        emit.stage(
+            Stage::Ast,
+            &print_ast::print_program(&unit.program, &sources),
+        )?;
     }
     if last >= Stage::Graph {
         let mut graph = compile_graph(&unit, &sources)?;
@@ -98,14 +112,17 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         })?;
         laps.extend(pass_timings);
         if stages.contains(&Stage::Graph) {
-            print!("{}", attnc_ir::dump::dump_graph(&graph));
+            emit.stage(Stage::Graph, &attnc_ir::dump::dump_graph(&graph))?;
         }
         if last >= Stage::Fused {
             let fused = attnc_passes::fusion::fuse(&graph)
                 .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
             laps.lap("fusion");
             if stages.contains(&Stage::Fused) {
-                print!("{}", attnc_passes::fusion::dump::dump_fused(&graph, &fused));
+                emit.stage(
+                    Stage::Fused,
+                    &attnc_passes::fusion::dump::dump_fused(&graph, &fused),
+                )?;
             }
             if last >= Stage::Tiled {
                 let complete = graph
@@ -131,7 +148,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
-                    print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
+                    emit.stage(
+                        Stage::Tiled,
+                        &attnc_passes::tiling::dump::dump_tiled(&tiled),
+                    )?;
                 }
                 if last >= Stage::Mlir {
                     match &args.target {
@@ -145,12 +165,12 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
                             laps.lap("write mlir");
                             if stages.contains(&Stage::Mlir) {
-                                print!("{mlir}");
+                                emit.stage(Stage::Mlir, &mlir)?;
                             }
                             if last >= Stage::Llvm {
                                 let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
                                 laps.lap("mlir to llvm");
-                                print!("{llvm}");
+                                emit.stage(Stage::Llvm, &llvm)?;
                             }
                         }
                         Target::Gpu(_) => {
@@ -158,13 +178,13 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
                             laps.lap("gpu code");
                             if stages.contains(&Stage::Mlir) {
-                                print!("{}", build.mlir);
+                                emit.stage(Stage::Mlir, &build.mlir)?;
                             }
                             if stages.contains(&Stage::Llvm) {
-                                print!("{}", build.llvm_ir);
+                                emit.stage(Stage::Llvm, &build.llvm_ir)?;
                             }
                             if stages.contains(&Stage::Ptx) {
-                                print!("{}", build.ptx);
+                                emit.stage(Stage::Ptx, &build.ptx)?;
                             }
                             if let Some(path) = &args.output {
                                 let bundle =
@@ -198,6 +218,59 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         eprintln!("time {:<14} {:>9.3} ms", "total", total * 1e3);
     }
     Ok(())
+}
+
+/// Where the printed stages go: stdout (with a header line between stages when several are
+/// printed, so `--emit mlir,llvm` can be split), or one file per stage under `--out-dir`.
+struct Emitter {
+    out_dir: Option<PathBuf>,
+    stem: String,
+    headers: bool,
+}
+
+impl Emitter {
+    fn new(args: &BuildArgs, stages: usize) -> Emitter {
+        let stem = args.file.file_stem().map_or_else(
+            || "kernel".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        Emitter {
+            out_dir: args.out_dir.clone(),
+            stem,
+            headers: stages > 1,
+        }
+    }
+
+    fn stage(&mut self, stage: Stage, text: &str) -> anyhow::Result<()> {
+        let name = stage.name();
+        match &self.out_dir {
+            Some(dir) => {
+                let extension = if stage == Stage::Llvm { "ll" } else { name };
+                let path = dir.join(format!("{}.{extension}", self.stem));
+                std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None if self.headers => print!("==> {name} <==\n{text}"),
+            None => print!("{text}"),
+        }
+        Ok(())
+    }
+}
+
+impl Stage {
+    /// The word `--emit` takes for this stage.
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Ast => "ast",
+            Stage::Graph => "graph",
+            Stage::Fused => "fused",
+            Stage::Tiled => "tiled",
+            Stage::Mlir => "mlir",
+            Stage::Llvm => "llvm",
+            Stage::Ptx => "ptx",
+        }
+    }
 }
 
 /// The time of each stage, measured from the end of the previous one.
@@ -257,7 +330,7 @@ pub fn compile_graph(
     Ok(graph)
 }
 
+/// Prints diagnostics in the format and colour chosen on the command line.
 pub fn report(diags: &[attnc_frontend::Diagnostic], sources: &Sources) -> anyhow::Error {
-    eprint!("{}", render_all(diags, sources));
-    anyhow::Error::new(Reported)
+    crate::report::report(diags, sources)
 }

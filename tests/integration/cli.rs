@@ -160,6 +160,18 @@ fn several_stages_are_separated_and_can_go_to_files() {
     let graph = std::fs::read_to_string(dir.join("softmax_causal.graph")).expect("graph file");
     assert_eq!(graph, one);
     assert!(dir.join("softmax_causal.fused").is_file());
+
+    // -o FILE takes one stage (a .attnb name stays a GPU bundle).
+    let file = dir.join("k.graph").display().to_string();
+    let out = common::attnc(&["build", KERNEL, "--emit", "graph", "-o", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&file).ok().as_deref(),
+        Some(one.as_str())
+    );
+    let out = common::attnc(&["build", KERNEL, "--emit", "ast,graph", "-o", &file]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--out-dir"), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -143,7 +143,9 @@ impl Builder<'_> {
     }
 
     fn lower_name(&mut self, n: &str, span: Span, scope: &Scope, ctx: &mut Ctx) -> Res<Lowered> {
-        if self.failed.contains(n) && scope.get(n).is_none() {
+        // A failed definition, or a dim already reported as undeclared: said once already.
+        let reported = self.failed.contains(n) || self.unknown_dims.contains(n);
+        if reported && scope.get(n).is_none() {
             return Err(super::Reported);
         }
         if let Some(fi) = FrameIndex::from_name(n) {

@@ -66,9 +66,9 @@ pub struct BuildArgs {
     /// Print the time of every stage and pass on stderr.
     #[arg(long)]
     pub time_passes: bool,
-    /// Write the compiled kernel as a bundle (`.attnb`: manifest and code) for a GPU target,
-    /// to run with `attnc-run` or `attnc run --device`.
-    #[arg(short = 'o', long, value_name = "FILE")]
+    /// FILE.attnb: write the compiled kernel as a bundle (manifest and code) for a GPU target,
+    /// to run with `attnc-run`. Any other name: write the one stage of --emit to FILE.
+    #[arg(short = 'o', long, value_name = "FILE", conflicts_with = "out_dir")]
     pub output: Option<PathBuf>,
 }
 
@@ -84,8 +84,14 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     stages.sort();
     stages.dedup();
     let mut last = stages.iter().max().copied().unwrap_or(Stage::Graph);
-    if args.output.is_some() {
+    let bundle_path = args.output.as_ref().filter(|p| is_bundle(p));
+    if bundle_path.is_some() {
         last = Stage::Ptx;
+    } else if args.output.is_some() && stages.len() != 1 {
+        anyhow::bail!(
+            "-o writes one stage (or a .attnb bundle), but --emit names {}; use --out-dir DIR",
+            stages.len()
+        );
     }
     let mut laps = Laps::default();
     let mut emit = Emitter::new(args, stages.len());
@@ -156,7 +162,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                 if last >= Stage::Mlir {
                     match &args.target {
                         Target::Cpu(_) => {
-                            if args.output.is_some() || stages.contains(&Stage::Ptx) {
+                            if bundle_path.is_some() || stages.contains(&Stage::Ptx) {
                                 anyhow::bail!(
                                     "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
                                     args.target
@@ -186,7 +192,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             if stages.contains(&Stage::Ptx) {
                                 emit.stage(Stage::Ptx, &build.ptx)?;
                             }
-                            if let Some(path) = &args.output {
+                            if let Some(path) = bundle_path {
                                 let bundle =
                                     crate::gpu_device::bundle(&build, &graph, &sources, &args.file);
                                 bundle
@@ -224,8 +230,15 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
 /// printed, so `--emit mlir,llvm` can be split), or one file per stage under `--out-dir`.
 struct Emitter {
     out_dir: Option<PathBuf>,
+    /// `-o FILE` for a single stage.
+    file: Option<PathBuf>,
     stem: String,
     headers: bool,
+}
+
+/// Whether `-o` names a bundle rather than a stage's text.
+fn is_bundle(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "attnb")
 }
 
 impl Emitter {
@@ -236,6 +249,7 @@ impl Emitter {
         );
         Emitter {
             out_dir: args.out_dir.clone(),
+            file: args.output.clone().filter(|p| !is_bundle(p)),
             stem,
             headers: stages > 1,
         }
@@ -243,17 +257,24 @@ impl Emitter {
 
     fn stage(&mut self, stage: Stage, text: &str) -> anyhow::Result<()> {
         let name = stage.name();
-        match &self.out_dir {
-            Some(dir) => {
+        let path = match (&self.out_dir, &self.file) {
+            (Some(dir), _) => {
                 let extension = if stage == Stage::Llvm { "ll" } else { name };
-                let path = dir.join(format!("{}.{extension}", self.stem));
-                std::fs::write(&path, text)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                eprintln!("wrote {}", path.display());
+                dir.join(format!("{}.{extension}", self.stem))
             }
-            None if self.headers => print!("==> {name} <==\n{text}"),
-            None => print!("{text}"),
-        }
+            (None, Some(file)) => file.clone(),
+            (None, None) => {
+                if self.headers {
+                    print!("==> {name} <==\n{text}");
+                } else {
+                    print!("{text}");
+                }
+                return Ok(());
+            }
+        };
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
         Ok(())
     }
 }

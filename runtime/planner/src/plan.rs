@@ -130,7 +130,7 @@ pub enum PlanError {
     #[error(transparent)]
     Work(#[from] WorkError),
     #[error(
-        "model `{model}` does not fit on device profile `{profile}` ({context}): {}",
+        "model `{model}` does not fit on device profile `{profile}` ({context}):\n  {}",
         describe(shortages)
     )]
     DoesNotFit {
@@ -170,5 +170,6 @@ fn describe(shortages: &[Shortage]) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join("; ")
+        // One shortage per line: several pools on one line made a 600-character message.
+        .join("\n  ")
 }

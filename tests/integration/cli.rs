@@ -182,7 +182,7 @@ fn every_argument_of_every_command_is_described() {
         let mut in_list = false;
         for line in help.lines() {
             if line.ends_with(':') && !line.starts_with(' ') {
-                in_list = line == "Arguments:" || line == "Options:";
+                in_list = matches!(line, "Arguments:" | "Options:" | "Global options:");
                 continue;
             }
             let item = line.trim_start();

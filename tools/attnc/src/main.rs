@@ -27,13 +27,23 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Colour in diagnostics: auto (when stderr is a terminal and NO_COLOR is unset), always,
-    /// never.
-    #[arg(long, value_enum, global = true, default_value = "auto")]
+    /// Colour in diagnostics and errors.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "auto",
+        help_heading = "Global options"
+    )]
     color: report::ColorChoice,
-    /// How errors are written on stderr: human (text with the source and a caret) or json (one
-    /// object per line, rustc's fields: message, level, spans, children, rendered).
-    #[arg(long, value_enum, global = true, default_value = "human")]
+    /// How diagnostics and errors are written on stderr (docs/output-formats.md).
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "human",
+        help_heading = "Global options"
+    )]
     error_format: report::ErrorFormat,
 }
 

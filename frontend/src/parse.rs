@@ -179,3 +179,34 @@ fn readable_terminal(terminal: &str) -> String {
         t => format!("`{}`", t.trim_matches('"')),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_error(text: &str) -> (Diagnostic, usize) {
+        let mut sources = Sources::new();
+        let file = sources.add("k.attn", text);
+        let errors = parse_file(&sources, file).err().unwrap_or_default();
+        let d = errors.into_iter().next().expect("a syntax error");
+        let at = d.labels.first().map_or(0, |l| l.span.start as usize);
+        (d, at)
+    }
+
+    #[test]
+    fn a_missing_semicolon_is_reported_after_the_last_token_before_comments() {
+        let text = "kernel k {\n  dim B, S  # sizes\n  # more\n\n  input q: f32[B, S];\n}\n";
+        let (d, at) = first_error(text);
+        assert_eq!(d.message, "expected `;`, found `input`");
+        assert_eq!(&text[at..at + 1], "S", "reported at {at}");
+        assert_eq!(at, text.find("S  #").unwrap_or(0));
+    }
+
+    #[test]
+    fn an_error_inside_a_line_keeps_its_place() {
+        let text = "kernel k {\n  dim B S;\n}\n";
+        let (d, at) = first_error(text);
+        assert!(d.message.starts_with("unexpected"), "{}", d.message);
+        assert_eq!(at, text.find("S;").unwrap_or(0));
+    }
+}

@@ -176,6 +176,31 @@ fn several_stages_are_separated_and_can_go_to_files() {
 }
 
 #[test]
+fn build_json_holds_each_stage_by_name() {
+    let doc = json_of(&common::attnc(&[
+        "build",
+        KERNEL,
+        "--emit",
+        "ast,graph",
+        "--time-passes",
+        "--format",
+        "json",
+    ]));
+    let one = stdout(&common::attnc(&["build", KERNEL, "--emit", "graph"]));
+    assert_eq!(doc["file"], KERNEL);
+    let target = doc["target"].as_str().unwrap_or_default();
+    assert!(target.starts_with("cpu: host"), "{target}");
+    assert_eq!(doc["stages"]["graph"].as_str(), Some(one.as_str()));
+    assert!(
+        doc["stages"]["ast"]
+            .as_str()
+            .is_some_and(|a| a.contains("kernel"))
+    );
+    let timings = doc["timings"].as_array().map_or(0, Vec::len);
+    assert!(timings >= 2, "{doc}");
+}
+
+#[test]
 fn every_argument_of_every_command_is_described() {
     for command in ["build", "run", "bench", "plan"] {
         let help = stdout(&common::attnc(&[command, "--help"]));

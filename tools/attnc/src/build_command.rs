@@ -2,6 +2,7 @@
 //! pipeline order; `--print-after-all` prints the graph after every pass, `--time-passes` the time
 //! of every stage.
 
+use crate::output_format::OutputFormat;
 use crate::shape_arg::parse_shape;
 use attnc_frontend::{Sources, print_ast};
 use attnc_passes::pass_manager::{PassManager, Timing};
@@ -63,6 +64,10 @@ pub struct BuildArgs {
     /// Print the graph after every pass.
     #[arg(long)]
     pub print_after_all: bool,
+    /// What stdout holds: the stages as text, or one JSON document with each stage's text
+    /// (and the timings of --time-passes) for programs (docs/output-formats.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
     /// Print the time of every stage and pass on stderr.
     #[arg(long)]
     pub time_passes: bool,
@@ -77,6 +82,9 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         && !dir.is_dir()
     {
         anyhow::bail!("--out-dir {}: no such folder", dir.display());
+    }
+    if args.format == OutputFormat::Json && args.print_after_all {
+        anyhow::bail!("--print-after-all prints text: use it with --format text");
     }
     let (mut sources, file) = load_source(&args.file)?;
     let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
@@ -212,8 +220,26 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if args.time_passes {
-        let total: f64 = laps.timings.iter().map(|t| t.duration.as_secs_f64()).sum();
+    let total: f64 = laps.timings.iter().map(|t| t.duration.as_secs_f64()).sum();
+    if let Some(stages) = emit.json.take() {
+        let mut doc = serde_json::json!({
+            "file": args.file.display().to_string(),
+            "target": args.target.to_string(),
+            "stages": stages,
+        });
+        if args.time_passes {
+            let mut times: Vec<serde_json::Value> = laps
+                .timings
+                .iter()
+                .map(
+                    |t| serde_json::json!({ "name": t.name, "ms": t.duration.as_secs_f64() * 1e3 }),
+                )
+                .collect();
+            times.push(serde_json::json!({ "name": "total", "ms": total * 1e3 }));
+            doc["timings"] = serde_json::Value::Array(times);
+        }
+        println!("{doc}");
+    } else if args.time_passes {
         for t in &laps.timings {
             eprintln!(
                 "time {:<14} {:>9.3} ms",
@@ -234,6 +260,8 @@ struct Emitter {
     file: Option<PathBuf>,
     stem: String,
     headers: bool,
+    /// With `--format json` (and no file destination): each stage's text by its name.
+    json: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Whether `-o` names a bundle rather than a stage's text.
@@ -252,6 +280,7 @@ impl Emitter {
             file: args.output.clone().filter(|p| !is_bundle(p)),
             stem,
             headers: stages > 1,
+            json: (args.format == OutputFormat::Json).then(serde_json::Map::new),
         }
     }
 
@@ -263,6 +292,12 @@ impl Emitter {
                 dir.join(format!("{}.{extension}", self.stem))
             }
             (None, Some(file)) => file.clone(),
+            (None, None) if self.json.is_some() => {
+                if let Some(map) = &mut self.json {
+                    map.insert(name.to_string(), serde_json::Value::from(text));
+                }
+                return Ok(());
+            }
             (None, None) => {
                 if self.headers {
                     print!("==> {name} <==\n{text}");

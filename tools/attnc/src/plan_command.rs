@@ -51,7 +51,11 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
             .with_context(|| format!("cannot write the SVG timeline to {}", path.display()))?;
     }
     if args.compare {
+        let progress = crate::progress::Progress::spinner(
+            "planning the even-split and single-device baselines",
+        );
         let rows = attnc_planner::compare(&[model], &[profile], work)?;
+        drop(progress);
         print!("\n{}", attnc_planner::render_comparison(&rows));
     }
     Ok(())

@@ -232,3 +232,52 @@ fn every_argument_of_every_command_is_described() {
         }
     }
 }
+
+/// A .npy file of int16 zeros, as `np.save` writes it, made by hand (NumPy is not needed).
+fn int16_npy(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '<i2', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + 2 * shape.iter().product::<usize>(), 0);
+    bytes
+}
+
+#[test]
+fn bf16_given_as_int16_gets_the_missing_view_as_a_hint() {
+    let dir = std::env::temp_dir().join(format!("attnc-int16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kernel = dir.join("one.attn");
+    std::fs::write(
+        &kernel,
+        "kernel one {\n  dim B, H, S, D;\n  input q: bf16[B, H, S, D];\n  output o: f32[B, H, S, D];\n  o[b, h, i] = q[b, h, i] * 2.0;\n}\n",
+    )
+    .expect("write the kernel");
+    let npy = dir.join("q.npy");
+    std::fs::write(&npy, int16_npy(&[1, 2, 4, 4])).expect("write the array");
+    let out = common::attnc(&[
+        "run",
+        &kernel.display().to_string(),
+        "--inputs",
+        &npy.display().to_string(),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "an int16 array was accepted for bf16"
+    );
+    assert!(err.contains("int16"), "{err}");
+    assert!(
+        err.contains(".view(np.uint16)") && err.contains("safetensors.torch.save_file"),
+        "no hint:\n{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -281,3 +281,42 @@ fn bf16_given_as_int16_gets_the_missing_view_as_a_hint() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn rank_0_inputs_are_used_by_name_as_documented() {
+    let dir = std::env::temp_dir().join(format!("attnc-rank0-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kernels = [
+        (
+            "temperature",
+            "input tau: f32[];",
+            "dot(q[b, h, i], k[b, h, j]) / (1.0 + tau * tau)",
+            "j <= i",
+        ),
+        (
+            "valid_keys",
+            "input n: i32[] in [1, S];",
+            "dot(q[b, h, i], k[b, h, j])",
+            "j < n",
+        ),
+    ];
+    for (name, input, score, mask) in kernels {
+        let path = dir.join(format!("{name}.attn"));
+        let text = format!(
+            "kernel {name} {{\n  dim B, H, S, D;\n  input q, k, v: f32[B, H, S, D];\n  {input}\n  \
+             output o: f32[B, H, S, D];\n  let s = {score};\n  mask {mask};\n  \
+             o[b, h, i] = sum_j(softmax(s) * v[b, h, j]);\n}}\n"
+        );
+        std::fs::write(&path, text).expect("write the kernel");
+        let file = path.display().to_string();
+        let out = common::attnc(&["run", &file, "--shape", "B=1,H=2,S=19,D=8", "--check"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(stdout(&out).contains("check o:") && stdout(&out).contains(": ok"));
+        let graph = stdout(&common::attnc(&["build", &file]));
+        assert!(
+            graph.contains("[] : float[]") || graph.contains("[] : int[]"),
+            "{graph}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -123,14 +123,8 @@ impl Builder<'_> {
         }
     }
 
+    /// A tensor's dtype and dims; no dims is a rank-0 tensor (one value, used by name).
     fn tensor_type(&mut self, t: &ast::TensorType) -> Res<TensorType> {
-        if t.dims.is_empty() {
-            return Err(self.error(Diagnostic::error(
-                "a tensor needs at least one axis",
-                t.span,
-                "no dimensions",
-            )));
-        }
         let dims = t
             .dims
             .iter()

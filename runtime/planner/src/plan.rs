@@ -80,8 +80,12 @@ pub struct StagePlan {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KernelLayers {
+    /// The path as written in the model file (relative to it).
     pub kernel: String,
     pub layers: u32,
+    /// The path from where the model was given, for text output (not part of the JSON).
+    #[serde(skip)]
+    pub shown: String,
 }
 
 /// One device's part of a stage. Its head and K/V group ranges are half-open; an idle

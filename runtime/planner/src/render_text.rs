@@ -76,7 +76,7 @@ pub fn render_text(plan: &Plan) -> String {
         let kernels: Vec<String> = stage
             .attention
             .iter()
-            .map(|k| format!("{} x {}", k.layers, k.kernel))
+            .map(|k| format!("{} x {}", k.layers, k.shown))
             .collect();
         let _ = writeln!(
             out,

@@ -14,7 +14,7 @@ pub enum Device {
     Cpu,
     /// The f64 reference interpreter (the oracle; slow).
     Reference,
-    /// An NVIDIA GPU (not yet runnable from `attnc run`: build a bundle and use `attnc-run`).
+    /// The first NVIDIA GPU (cuda:0): the kernel is compiled for it and run in-process.
     Cuda,
     /// A Vulkan GPU (not yet runnable: the SPIR-V back end is not built).
     Vulkan,
@@ -25,6 +25,7 @@ pub enum Device {
 pub enum Resolved {
     Cpu,
     Reference,
+    Cuda,
 }
 
 impl Resolved {
@@ -33,6 +34,7 @@ impl Resolved {
         match self {
             Resolved::Cpu => "cpu",
             Resolved::Reference => "reference",
+            Resolved::Cuda => "cuda",
         }
     }
 
@@ -41,6 +43,7 @@ impl Resolved {
         match self {
             Resolved::Cpu => "compiled kernel on this machine's cores",
             Resolved::Reference => "f64 reference interpreter",
+            Resolved::Cuda => "compiled kernel on the NVIDIA GPU cuda:0",
         }
     }
 }
@@ -51,20 +54,21 @@ pub fn resolve(requested: Device) -> anyhow::Result<Resolved> {
         Device::Auto => Ok(probe_gpu().unwrap_or(Resolved::Cpu)),
         Device::Cpu => Ok(Resolved::Cpu),
         Device::Reference => Ok(Resolved::Reference),
-        Device::Cuda => anyhow::bail!(
-            "--device cuda: `attnc run` cannot launch GPU kernels yet; compile a bundle with \
-             `attnc build FILE --target cuda:sm_90a -o k.attnb` and run it with `attnc-run k.attnb`"
-        ),
+        // Without a driver this says so and fails: a run asked for the GPU never falls back.
+        Device::Cuda => crate::gpu_device::open_cuda().map(|_| Resolved::Cuda),
         Device::Vulkan => anyhow::bail!(
             "--device vulkan: the SPIR-V back end is not built yet; use --device cpu (or auto)"
         ),
     }
 }
 
-/// The hook for GPUs under `auto`: it returns a GPU device once `attnc run` can launch one
-/// in-process. Until then no GPU is ever picked, so `auto` never fails where `cpu` would work.
+/// A GPU under `auto`: cuda:0 when a driver opens one that attnc compiles for. Any failure
+/// (no driver, no device, too old a device) leaves the CPU, which always works.
 fn probe_gpu() -> Option<Resolved> {
-    None
+    let device = crate::gpu_device::open_cuda().ok()?;
+    crate::gpu_device::preset_for(device.capability())
+        .ok()
+        .map(|_| Resolved::Cuda)
 }
 
 #[cfg(test)]
@@ -72,11 +76,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_is_the_compiled_kernel_and_gpus_explain_themselves() {
-        assert_eq!(resolve(Device::Auto).ok(), Some(Resolved::Cpu));
+    fn auto_is_the_best_device_and_gpus_explain_themselves() {
+        // Where a CUDA device opens, auto and cuda pick it; elsewhere auto is the CPU kernel
+        // and cuda fails, saying why.
+        let gpu = crate::gpu_device::open_cuda().is_ok();
+        let best = if gpu { Resolved::Cuda } else { Resolved::Cpu };
+        assert_eq!(resolve(Device::Auto).ok(), Some(best));
         assert_eq!(resolve(Device::Reference).ok(), Some(Resolved::Reference));
-        let cuda = resolve(Device::Cuda).err().map(|e| e.to_string());
-        assert!(cuda.is_some_and(|m| m.contains("attnc-run")));
+        match resolve(Device::Cuda) {
+            Ok(d) => assert!(gpu && d == Resolved::Cuda),
+            Err(e) => assert!(!gpu && e.to_string().contains("--device cuda: "), "{e}"),
+        }
         let vulkan = resolve(Device::Vulkan).err().map(|e| e.to_string());
         assert!(vulkan.is_some_and(|m| m.contains("SPIR-V")));
     }

@@ -110,6 +110,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             let out = crate::cpu_device::run(&kernel, &bindings, &values)?;
             (out, start.elapsed().as_secs_f64())
         }
+        Resolved::Cuda => {
+            let gpu = crate::gpu_device::open_cuda()?;
+            let _progress = Progress::spinner("compiling and running the CUDA kernel");
+            let run = crate::gpu_device::run_cuda(
+                &gpu, &graph, &bindings, &inputs, &sources, &args.file,
+            )?;
+            compile_seconds = Some(run.compile_seconds);
+            (run.outputs, run.run_seconds)
+        }
     };
     let mut stored = Vec::new();
     for (_, name, ty) in graph.outputs() {

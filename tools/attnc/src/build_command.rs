@@ -27,6 +27,19 @@ pub enum Stage {
     Ptx,
 }
 
+/// `--tile 64x128`.
+fn parse_tiles(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{text}` is not QxK (e.g. 64x128)");
+    let (q, k) = text.split_once('x').ok_or_else(bad)?;
+    let (q, k): (usize, usize) = (q.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?);
+    if ![64, 128].contains(&q) || ![16, 32, 64, 128].contains(&k) {
+        return Err(format!(
+            "`{text}`: the query tile is 64 or 128 (4 or 8 warps of 16 rows) and the key tile 16, 32, 64 or 128"
+        ));
+    }
+    Ok((q, k))
+}
+
 /// Parses `--target`: a preset name of [`Target::PRESETS`].
 pub fn parse_target(name: &str) -> Result<Target, String> {
     Target::preset(name).ok_or_else(|| {
@@ -61,6 +74,10 @@ pub struct BuildArgs {
     /// where a run executes.)
     #[arg(long, default_value = "host", value_parser = parse_target)]
     pub target: Target,
+    /// GPU targets: fix the query and key tiles, e.g. 64x128 (query tiles of 64 or 128 rows, key
+    /// tiles of 16, 32, 64 or 128), to time a candidate the cost model did not choose.
+    #[arg(long, value_name = "QxK", value_parser = parse_tiles)]
+    pub tile: Option<(usize, usize)>,
     /// Print the graph after every pass.
     #[arg(long)]
     pub print_after_all: bool,
@@ -158,12 +175,19 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                     Some(attnc_ir::Bindings { dims })
                 };
                 // A CUDA kernel is tiled so that what the back end writes fits the target.
-                let tiled = match &args.target {
+                let mut target = args.target.clone();
+                if let Some(tiles) = args.tile {
+                    match &mut target {
+                        Target::Gpu(g) => g.pinned_tiles = Some(tiles),
+                        Target::Cpu(_) => anyhow::bail!("--tile is for GPU targets"),
+                    }
+                }
+                let tiled = match &target {
                     Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Cuda => {
-                        attnc_nvptx::fit(&graph, &fused, &args.target, given.as_ref())
+                        attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
                             .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
                     }
-                    _ => attnc_passes::tiling::tile(&graph, &fused, &args.target, given.as_ref())
+                    _ => attnc_passes::tiling::tile(&graph, &fused, &target, given.as_ref())
                         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
                 };
                 laps.lap("tiling");

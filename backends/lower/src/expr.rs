@@ -464,7 +464,7 @@ impl<'a> ExprLowering<'a> {
         for a in args {
             v.push(self.lower_f32(e, leaves, a, feature)?);
         }
-        Ok(self.float_call(e, f, &v)?)
+        self.float_call(e, f, &v)
     }
 
     /// A float built-in of evaluated f32 arguments.

@@ -421,7 +421,7 @@ pub(crate) fn layout(
             operand.insert(n, b);
         }
     }
-    for (n, _) in &key_operands {
+    for n in key_operands.keys() {
         if !homes.get(n).is_some_and(|h| matches!(h, Home::Key(_))) {
             return Err(NvptxError::unsupported(
                 graph,

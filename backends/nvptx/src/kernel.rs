@@ -96,19 +96,23 @@ fn dim_value(e: &mut Emitter, dims: &BTreeMap<String, (Val, Val)>, d: &Dim) -> V
     }
 }
 
+/// The kernel's parameters as SSA values: dims by name (index and i32 forms), input buffers
+/// by node, output buffers by name, the workspace (if any) and the status buffer.
+pub(crate) type BoundParams = (
+    BTreeMap<String, (Val, Val)>,
+    BTreeMap<NodeIndex, Val>,
+    BTreeMap<String, Val>,
+    Option<Val>,
+    Val,
+);
+
 /// Binds the dims (constants where specialised), the input, output and status buffers.
 pub(crate) fn bind_params(
     e: &mut Emitter,
     graph: &Graph,
     specialised: &BTreeMap<String, i64>,
     workspace: Option<&Dim>,
-) -> (
-    BTreeMap<String, (Val, Val)>,
-    BTreeMap<NodeIndex, Val>,
-    BTreeMap<String, Val>,
-    Option<Val>,
-    Val,
-) {
+) -> BoundParams {
     let mut dims = BTreeMap::new();
     for d in &graph.dims {
         let (i, i32v) = match specialised.get(&d.name) {

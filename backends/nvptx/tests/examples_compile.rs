@@ -18,11 +18,11 @@ fn build(path: &std::path::Path, target: &str) -> Result<attnc_nvptx::GpuBuild, 
     let fused = attnc_passes::fusion::fuse(&graph)?;
     let target = Target::preset(target).ok_or("no target")?;
     let tiled = attnc_nvptx::fit(&graph, &fused, &target, None).map_err(|e| e.to_string())?;
-    if let Ok(dir) = std::env::var("ATTNC_DUMP") {
-        if let Ok(g) = attnc_nvptx::generate(&graph, &fused, &tiled) {
-            let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-            let _ = std::fs::write(format!("{dir}/{stem}.mlir"), &g.mlir);
-        }
+    if let Ok(dir) = std::env::var("ATTNC_DUMP")
+        && let Ok(g) = attnc_nvptx::generate(&graph, &fused, &tiled)
+    {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let _ = std::fs::write(format!("{dir}/{stem}.mlir"), &g.mlir);
     }
     attnc_nvptx::compile(&graph, &fused, &tiled).map_err(|e| e.to_string())
 }

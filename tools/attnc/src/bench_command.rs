@@ -5,6 +5,7 @@
 
 use crate::build_command::{compile_graph, load_source, report};
 use crate::shape_arg::parse_shape;
+use crate::stdout::outln;
 use attnc_ir::Graph;
 use attnc_reference::{Tensor, interpret, random_inputs, to_f64_tensors};
 use clap::{Args, ValueEnum};
@@ -61,7 +62,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .build_global()?;
     }
     let (mut sources, file) = load_source(&args.file)?;
-    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
+    let fixed =
+        parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     let graph = compile_graph(&unit, &sources)?;
@@ -69,11 +71,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         // The same reading and checks as `attnc run --inputs` (shapes, dtypes, finiteness,
         // declared ranges).
         Some(path) => {
-            crate::run_command::load_inputs(args.allow_nonfinite, path, &graph, &fixed, &sources)?
+            let loaded = crate::run_command::load_inputs(
+                args.allow_nonfinite,
+                path,
+                &graph,
+                &fixed,
+                &sources,
+            )?;
+            crate::run_memory::check(&graph, &loaded.0, false)?;
+            loaded
         }
         None => {
             let b = attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new())
                 .map_err(|d| report(&d, &sources))?;
+            crate::run_memory::check(&graph, &b, true)?;
             let inputs =
                 random_inputs(&graph, &b, args.seed).map_err(|e| anyhow::anyhow!("{e}"))?;
             (b, inputs)
@@ -82,7 +93,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let inputs = to_f64_tensors(&host);
     let useful = useful_flops(&graph, &bindings)?;
     let start = Instant::now();
-    let kernel = crate::cpu_device::compile(&graph, &bindings)?;
+    let kernel = crate::cpu_device::compile(&graph, &bindings, &sources)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
     let mut times = Vec::new();
@@ -138,18 +149,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "{{\"kernel\": \"{}\", \"dims\": \"{bindings}\", \"threads\": {threads}, \"useful_flops\": {useful:.0}, \"compile_ms\": {compile_ms:.1}, \"peak_rss_mb\": {peak_rss_mb:.1}, \"timings\": [{}]}}",
             graph.kernel,
             timings.join(", ")
         );
     } else {
-        println!(
+        outln!(
             "kernel {} with {bindings}, {threads} threads, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",
             graph.kernel
         );
         for (name, s) in &rows {
-            println!(
+            outln!(
                 "  {name:<14} {:>10.3} ms {:>9.2} GFLOP/s  {:>7.2}x",
                 s * 1e3,
                 useful / s / 1e9,

@@ -4,6 +4,7 @@
 
 use crate::Reported;
 use crate::shape_arg::parse_shape;
+use crate::stdout::{out, outln};
 use attnc_frontend::{Sources, print_ast, render_all};
 use attnc_passes::pass_manager::{PassManager, Timing};
 use attnc_passes::tiling::target::Target;
@@ -69,7 +70,8 @@ pub struct BuildArgs {
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let (mut sources, file) = load_source(&args.file)?;
-    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
+    let fixed =
+        parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
     let mut stages = args.emit.clone();
     stages.sort();
     stages.dedup();
@@ -82,30 +84,33 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     laps.lap("parse");
     if stages.contains(&Stage::Ast) {
-        print!("{}", print_ast::print_program(&unit.program, &sources));
+        out!("{}", print_ast::print_program(&unit.program, &sources));
     }
     if last >= Stage::Graph {
         let mut graph = compile_graph(&unit, &sources)?;
+        let graph_before_passes = graph.clone();
         laps.lap("build graph");
         if args.print_after_all {
-            println!("// after build\n{}", attnc_ir::dump::dump_graph(&graph));
+            outln!("// after build\n{}", attnc_ir::dump::dump_graph(&graph));
         }
-        let pass_timings = PassManager::standard().run(&mut graph, &mut |name, changed, g| {
-            if args.print_after_all {
-                let note = if changed { "" } else { " (no change)" };
-                println!("// after {name}{note}\n{}", attnc_ir::dump::dump_graph(g));
-            }
-        })?;
+        let pass_timings = PassManager::standard()
+            .run(&mut graph, &mut |name, changed, g| {
+                if args.print_after_all {
+                    let note = if changed { "" } else { " (no change)" };
+                    outln!("// after {name}{note}\n{}", attnc_ir::dump::dump_graph(g));
+                }
+            })
+            .map_err(|e| crate::ice::pass_failed(e, &graph_before_passes, &sources))?;
         laps.extend(pass_timings);
         if stages.contains(&Stage::Graph) {
-            print!("{}", attnc_ir::dump::dump_graph(&graph));
+            out!("{}", attnc_ir::dump::dump_graph(&graph));
         }
         if last >= Stage::Fused {
             let fused = attnc_passes::fusion::fuse(&graph)
-                .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+                .map_err(|e| crate::ice::internal_at("fusion", e, &graph, &sources))?;
             laps.lap("fusion");
             if stages.contains(&Stage::Fused) {
-                print!("{}", attnc_passes::fusion::dump::dump_fused(&graph, &fused));
+                out!("{}", attnc_passes::fusion::dump::dump_fused(&graph, &fused));
             }
             if last >= Stage::Tiled {
                 let complete = graph
@@ -131,7 +136,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
-                    print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
+                    out!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
                 }
                 if last >= Stage::Mlir {
                     match &args.target {
@@ -145,12 +150,12 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
                             laps.lap("write mlir");
                             if stages.contains(&Stage::Mlir) {
-                                print!("{mlir}");
+                                out!("{mlir}");
                             }
                             if last >= Stage::Llvm {
                                 let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
                                 laps.lap("mlir to llvm");
-                                print!("{llvm}");
+                                out!("{llvm}");
                             }
                         }
                         Target::Gpu(_) => {
@@ -158,13 +163,13 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
                             laps.lap("gpu code");
                             if stages.contains(&Stage::Mlir) {
-                                print!("{}", build.mlir);
+                                out!("{}", build.mlir);
                             }
                             if stages.contains(&Stage::Llvm) {
-                                print!("{}", build.llvm_ir);
+                                out!("{}", build.llvm_ir);
                             }
                             if stages.contains(&Stage::Ptx) {
-                                print!("{}", build.ptx);
+                                out!("{}", build.ptx);
                             }
                             if let Some(path) = &args.output {
                                 let bundle =
@@ -234,7 +239,7 @@ impl Laps {
 /// Reads a source file into a fresh source map.
 pub fn load_source(path: &Path) -> anyhow::Result<(Sources, attnc_frontend::FileId)> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
     let mut sources = Sources::new();
     let file = sources.add(path.display().to_string(), text);
     Ok((sources, file))
@@ -248,11 +253,16 @@ pub fn compile_graph(
     let graph = attnc_frontend::build_graph(unit).map_err(|d| report(&d, sources))?;
     if let Err(errors) = attnc_ir::verify(&graph) {
         let listed: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        anyhow::bail!(
-            "internal compiler error: the graph of `{}` does not verify (please report this):\n  {}",
-            graph.kernel,
-            listed.join("\n  ")
-        );
+        return Err(crate::ice::internal_at(
+            "the graph builder",
+            format!(
+                "the graph of `{}` does not verify:\n  {}",
+                graph.kernel,
+                listed.join("\n  ")
+            ),
+            &graph,
+            sources,
+        ));
     }
     Ok(graph)
 }

@@ -1,14 +1,17 @@
-//! `attnc`: the command-line compiler. Dumps go to stdout, diagnostics to stderr, and any error
-//! exits non-zero.
+//! `attnc`: the command-line compiler. Dumps go to stdout, diagnostics to stderr, and every
+//! failure exits with the code of its kind (see [`exit_code`]).
 
 mod bench_command;
 mod build_command;
 mod cpu_device;
 mod gpu_device;
+mod ice;
 mod plan_command;
 mod plan_work;
 mod run_command;
+mod run_memory;
 mod shape_arg;
+mod stdout;
 mod tensor_inputs;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +21,8 @@ use std::process::ExitCode;
 #[command(
     name = "attnc",
     version,
-    about = "A compiler for attention mechanisms written in .attn"
+    about = "A compiler for attention mechanisms written in .attn",
+    after_help = "Exit status:\n  0    success (also when stdout is closed early, as by `| head`)\n  1    the program or its inputs are wrong (a diagnostic says where)\n  2    the command line is wrong\n  3    a run failed, or --check found a difference\n  101  internal compiler error: a bug in attnc, please report it"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,8 +53,90 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The exit status of each kind of failure, so scripts can tell a wrong program from a wrong
+/// command line, a failed run and a bug in attnc (listed in `attnc --help`).
+pub mod exit_code {
+    /// The program or its inputs are wrong; a diagnostic says where.
+    pub const USER_ERROR: u8 = 1;
+    /// The command line is wrong (clap uses the same code for its own errors).
+    pub const USAGE: u8 = 2;
+    /// A run failed (a device, a file, memory) or `--check` found a difference.
+    pub const RUN_FAILURE: u8 = 3;
+    /// A bug in attnc: an internal compiler error or a panic.
+    pub const INTERNAL: u8 = 101;
+}
+
+/// An error tagged with the exit status of its kind; untagged errors are run failures.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Tags a command-line mistake (exit status 2).
+pub fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    Failure {
+        code: exit_code::USAGE,
+        error: error.into(),
+    }
+    .into()
+}
+
+/// Tags a compiler bug (exit status 101).
+pub fn internal(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    Failure {
+        code: exit_code::INTERNAL,
+        error: error.into(),
+    }
+    .into()
+}
+
+/// The stack of the thread that compiles: the parser and the builder bound expression depth,
+/// and this leaves room for the passes' recursive walks over the deepest trees they allow, in
+/// debug builds too. Only what is touched is ever committed.
+const STACK_BYTES: usize = 256 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let place = info
+            .location()
+            .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!(
+            "internal compiler error: attnc panicked{place}: {message}\n\
+             note: this is a bug in attnc; please report it with the command and the .attn file"
+        );
+    }));
+    let worker = std::thread::Builder::new()
+        .name("attnc".to_string())
+        .stack_size(STACK_BYTES)
+        .spawn(move || run_command_line(&cli));
+    match worker.map(|w| w.join()) {
+        Ok(Ok(code)) => code,
+        // The hook has already explained the panic.
+        Ok(Err(_)) => ExitCode::from(exit_code::INTERNAL),
+        Err(e) => {
+            eprintln!("error: cannot start the compiler thread: {e}");
+            ExitCode::from(exit_code::RUN_FAILURE)
+        }
+    }
+}
+
+fn run_command_line(cli: &Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),
@@ -59,10 +145,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) if e.is::<Reported>() => ExitCode::from(exit_code::USER_ERROR),
+        Err(e) => match e.downcast::<Failure>() {
+            Ok(f) => {
+                eprintln!("error: {f}");
+                ExitCode::from(f.code)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(exit_code::RUN_FAILURE)
+            }
+        },
     }
 }

@@ -5,6 +5,7 @@
 //! Attention cost comes from the caller's work source (the compiler's graph IR), so this
 //! file only reads arguments and prints what `attnc_planner` returns.
 
+use crate::stdout::{out, outln};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -51,8 +52,8 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
     };
     let plan = attnc_planner::plan(&model, &profile, work, &options)?;
     match args.format {
-        PlanFormat::Text => print!("{}", attnc_planner::render_text(&plan)),
-        PlanFormat::Json => println!("{}", plan.to_json()?),
+        PlanFormat::Text => out!("{}", attnc_planner::render_text(&plan)),
+        PlanFormat::Json => outln!("{}", plan.to_json()?),
     }
     if let Some(path) = &args.svg {
         std::fs::write(path, attnc_planner::render_svg(&plan))
@@ -60,7 +61,7 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
     }
     if args.compare {
         let rows = attnc_planner::compare(&[model], &[profile], work)?;
-        print!("\n{}", attnc_planner::render_comparison(&rows));
+        out!("\n{}", attnc_planner::render_comparison(&rows));
     }
     Ok(())
 }

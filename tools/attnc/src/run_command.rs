@@ -9,6 +9,7 @@
 
 use crate::build_command::{compile_graph, load_source, report};
 use crate::shape_arg::parse_shape;
+use crate::stdout::outln;
 use crate::tensor_inputs::{self, Inputs};
 use attnc_frontend::{Diagnostic, Sources};
 use attnc_ir::{Bindings, Graph};
@@ -69,7 +70,8 @@ pub struct RunArgs {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (mut sources, file) = load_source(&args.file)?;
-    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
+    let fixed =
+        parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     let graph = compile_graph(&unit, &sources)?;
@@ -78,12 +80,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (bindings, inputs) =
                 load_inputs(args.allow_nonfinite, path, &graph, &fixed, &sources)?;
+            crate::run_memory::check(&graph, &bindings, false)?;
             (bindings, inputs, format!("inputs from {}", path.display()))
         }
         None => {
             let no_tensors = BTreeMap::new();
             let bindings = attnc_ir::bind_dims(&graph, &fixed, &no_tensors)
                 .map_err(|d| report(&d, &sources))?;
+            crate::run_memory::check(&graph, &bindings, true)?;
             let inputs = random_inputs(&graph, &bindings, args.seed)
                 .map_err(|e| anyhow::anyhow!("cannot draw inputs: {e}"))?;
             (bindings, inputs, format!("seed {}", args.seed))
@@ -100,7 +104,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         Device::Cpu => {
             let start = Instant::now();
-            let kernel = crate::cpu_device::compile(&graph, &bindings)?;
+            let kernel = crate::cpu_device::compile(&graph, &bindings, &sources)?;
             compile_seconds = Some(start.elapsed().as_secs_f64());
             let start = Instant::now();
             let out = crate::cpu_device::run(&kernel, &bindings, &values)?;
@@ -110,26 +114,30 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut stored = Vec::new();
     for (_, name, ty) in graph.outputs() {
         let Some(tensor) = outputs.get(name) else {
-            anyhow::bail!("internal error: the kernel did not produce output `{name}`");
+            return Err(crate::internal(anyhow::anyhow!(
+                "internal compiler error: the kernel did not produce output `{name}` (at {})",
+                crate::ice::kernel_location(&graph, &sources)
+            )));
         };
         let t = HostTensor::from_f64(ty.dtype, tensor.shape.clone(), &tensor.data)
             .map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?;
         stored.push((name.to_string(), t));
     }
-    println!(
+    outln!(
         "kernel {} on {:?} with {bindings}, {origin}",
-        graph.kernel, args.device
+        graph.kernel,
+        args.device
     );
     for (name, tensor) in &stored {
-        println!("  {}", checksum_line(name, tensor));
+        outln!("  {}", checksum_line(name, tensor));
     }
     let flops = attnc_ir::work::estimate(&graph, &bindings)
         .map(|w| w.flops)
         .unwrap_or(0.0);
     if let Some(c) = compile_seconds {
-        println!("  compile {:.1} ms", c * 1e3);
+        outln!("  compile {:.1} ms", c * 1e3);
     }
-    println!(
+    outln!(
         "  time {:.3} ms, {:.2} GFLOP/s",
         seconds * 1e3,
         flops / seconds.max(1e-12) / 1e9
@@ -146,7 +154,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             })?;
             let (err, mismatch) = crate::cpu_device::compare(got, want);
             let ok = !mismatch && err <= CHECK_TOLERANCE;
-            println!(
+            outln!(
                 "  check {name}: max relative difference from the reference {err:.3e} (tolerance {CHECK_TOLERANCE:.0e}){}",
                 if ok { ": ok" } else { "" }
             );
@@ -164,11 +172,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.save_inputs {
         write_tensors(path, &in_declared_order(&graph, inputs))?;
-        println!("  inputs saved to {}", path.display());
+        outln!("  inputs saved to {}", path.display());
     }
     if let Some(path) = &args.output {
         write_tensors(path, &stored)?;
-        println!("  outputs written to {}", path.display());
+        outln!("  outputs written to {}", path.display());
     }
     Ok(())
 }
@@ -238,18 +246,74 @@ fn check_destinations(args: &RunArgs, graph: &Graph) -> Result<(), Vec<Diagnosti
         }
     }
     if let (Some(a), Some(b)) = (&args.output, &args.save_inputs)
-        && a == b
+        && same_file(a, b)
     {
         errors.push(Diagnostic::global(format!(
             "--output and --save-inputs both name {}; give two files",
             a.display()
         )));
     }
+    if let (Some(out), Some(inputs)) = (&args.output, &args.inputs)
+        && same_file(out, inputs)
+    {
+        errors.push(Diagnostic::global(format!(
+            "--output {} is the --inputs file: the run would overwrite its own inputs; give another file",
+            out.display()
+        )));
+    }
+    for (flag, path) in [
+        ("--output", &args.output),
+        ("--save-inputs", &args.save_inputs),
+    ] {
+        if let Some(path) = path
+            && let Err(why) = probe_writable(path)
+        {
+            errors.push(Diagnostic::global(format!(
+                "{flag} {}: cannot be written: {why}",
+                path.display()
+            )));
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
     }
+}
+
+/// Whether two paths name one file: the same text, or (for files that exist) the same file
+/// reached another way (`./in.npz`, a link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+/// Checks, before the kernel runs, that `path` can be written the way the tensors are written
+/// (a temporary file in its folder, renamed over it): the folder takes a new file, and the
+/// path is not a folder or a read-only file.
+fn probe_writable(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("it is a folder".to_string());
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().readonly()
+    {
+        return Err("the file is read-only".to_string());
+    }
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        // Reported on its own as a missing folder.
+        return Ok(());
+    }
+    tempfile::NamedTempFile::new_in(folder)
+        .map(drop)
+        .map_err(|e| format!("folder {} takes no new file: {e}", folder.display()))
 }
 
 /// The inputs as named tensors in the kernel's declaration order (the order of an .npz file).

@@ -88,28 +88,30 @@ fn the_deepest_accepted_expression_still_builds() {
 
 #[test]
 fn a_long_chain_of_functions_is_refused_once_too_deep() {
-    let mut fns = "fn f0(x) { x + 1.0 }\n".to_string();
+    let mut fns = "fn fun0(x) { x + 1.0 }\n".to_string();
     for n in 1..3000 {
-        fns.push_str(&format!("fn f{n}(x) {{ f{}(x) + 1.0 }}\n", n - 1));
+        fns.push_str(&format!("fn fun{n}(x) {{ fun{}(x) + 1.0 }}\n", n - 1));
     }
-    let body = format!("  let s = f2999({SCORE});\n");
+    let body = format!("  let s = fun2999({SCORE});\n");
     expect_error(&kernel(&fns, &body), "levels deep once functions");
 }
 
-/// `fn fN(x) { fN-1(ARG) + fN-1(ARG) }`, 41 levels: 2^41 calls if inlined as a tree.
+/// `fn funN(x) { funN-1(ARG) + funN-1(ARG) }` (not `fN`: `f16` and `f32` are dtypes), 41 levels: 2^41 calls if inlined as a tree.
 fn doubling(arg: &str, with_lets: bool) -> String {
-    let mut fns = "fn f0(x) { x + 1.0 }\n".to_string();
+    let mut fns = "fn fun0(x) { x + 1.0 }\n".to_string();
     for n in 1..=40 {
         let m = n - 1;
         if with_lets {
             fns.push_str(&format!(
-                "fn f{n}(x) {{ let a = f{m}({arg}); let c = f{m}({arg}); a + c }}\n"
+                "fn fun{n}(x) {{ let a = fun{m}({arg}); let c = fun{m}({arg}); a + c }}\n"
             ));
         } else {
-            fns.push_str(&format!("fn f{n}(x) {{ f{m}({arg}) + f{m}({arg}) }}\n"));
+            fns.push_str(&format!(
+                "fn fun{n}(x) {{ fun{m}({arg}) + fun{m}({arg}) }}\n"
+            ));
         }
     }
-    kernel(&fns, &format!("  let s = f40({SCORE});\n"))
+    kernel(&fns, &format!("  let s = fun40({SCORE});\n"))
 }
 
 #[test]

@@ -138,7 +138,8 @@ pub(crate) const MAX_LOWERED_NODES: usize = 4_000_000;
 
 /// How deep lowering may recurse: the parser bounds one expression, but inlining a function
 /// continues the caller's recursion into the body, and constants are substituted at each use.
-pub(crate) const MAX_LOWERING_DEPTH: u32 = 2048;
+/// 512 keeps a build inside the 2 MiB stack of a spawned thread (2048 did not, in test builds).
+pub(crate) const MAX_LOWERING_DEPTH: u32 = 512;
 
 /// A lowered expression: its handle and the indices it varies with.
 #[derive(Clone, Copy, Debug)]

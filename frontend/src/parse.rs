@@ -37,6 +37,13 @@ pub(crate) fn nest<T>(
     Ok(e)
 }
 
+/// The parser, built once: building it compiles the lexer's regular expressions, which cost
+/// more than parsing a kernel.
+fn parser() -> &'static grammar::ProgramParser {
+    static PARSER: std::sync::OnceLock<grammar::ProgramParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(grammar::ProgramParser::new)
+}
+
 /// Parses `file`; on failure returns every syntax error found (at least one).
 pub fn parse_file(sources: &Sources, file: FileId) -> Result<Program, Vec<Diagnostic>> {
     let text = sources.text(file);
@@ -49,7 +56,7 @@ pub fn parse_file(sources: &Sources, file: FileId) -> Result<Program, Vec<Diagno
         ))]);
     }
     let mut recovered = Vec::new();
-    let result = grammar::ProgramParser::new().parse(file, &mut recovered, text);
+    let result = parser().parse(file, &mut recovered, text);
     let mut diagnostics: Vec<Diagnostic> = recovered
         .into_iter()
         .map(|ErrorRecovery { error, .. }| to_diagnostic(file, text, error))

@@ -229,3 +229,43 @@ fn outputs_are_checked_before_the_kernel_runs() {
     // Reported before the run: nothing was printed about one.
     assert!(!String::from_utf8_lossy(&unwritable.stdout).contains("time"));
 }
+
+#[test]
+fn the_fused_dump_sees_through_a_let_in_the_mask() {
+    // issue 17: `let p = i; mask j <= p;` was described as a mask that "reads input data".
+    let dir = scratch("letmask");
+    let source = std::fs::read_to_string(common::example("softmax_causal"))
+        .expect("read")
+        .replace("mask j <= i;", "let p = i;\n  mask j <= p;");
+    let kernel = dir.join("let_mask.attn");
+    std::fs::write(&kernel, source).expect("write");
+    let out = common::attnc(&["build", kernel.to_str().expect("utf-8"), "--emit", "fused"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains("decided per tile from the indices alone"),
+        "{dump}"
+    );
+    assert!(!dump.contains("reads input data"), "{dump}");
+}
+
+#[test]
+fn bench_counts_a_recurrence_s_work() {
+    // issue 17: recurrences printed 0.00 GFLOP/s (no contraction to count).
+    let out = common::attnc(&[
+        "bench",
+        "examples/retention.attn",
+        "--shape",
+        "B=1,H=1,S=64,D=16",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("bench --json prints one document");
+    let flops = json["useful_flops"].as_f64().expect("useful_flops");
+    assert!(flops > 0.0, "{json}");
+    let help = common::attnc(&["bench", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("counts useful work"));
+}

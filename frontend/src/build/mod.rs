@@ -121,6 +121,9 @@ impl Ctx {
     }
 }
 
+/// A `let` inside a function: its name, what it is bound to, and where.
+pub(crate) type LetBinding = (String, (Binding, Span));
+
 /// A function call by what decides its result: the function and its bound arguments.
 pub(crate) type CallKey = (String, Vec<ArgKey>);
 
@@ -193,7 +196,7 @@ pub(crate) struct Builder<'a> {
     pub(crate) state_features: Vec<Feature>,
     /// The lets of each function already inlined, by function and arguments: their values
     /// are graph nodes, shared by every later call with the same arguments.
-    pub(crate) function_lets: HashMap<CallKey, Vec<(String, (Binding, Span))>>,
+    pub(crate) function_lets: HashMap<CallKey, Vec<LetBinding>>,
     /// Calls made values of their own because they were repeated (see [`Ctx::calls`]).
     pub(crate) call_values: HashMap<CallKey, ValueRef>,
     /// Anonymous maps already made, by content (see [`map_key`]).

@@ -172,6 +172,47 @@ fn arena_flops(
 
 /// The fraction of (i, j) pairs the mask keeps, measured on the bound shapes when the mask reads
 /// only indices and dims; rows are sampled evenly beyond [`DENSITY_ROWS`].
+/// Maps a mask may read through and still be measured: each is evaluated again at every
+/// point, so a long chain would make the measurement slow.
+const MASK_LETS: usize = 8;
+
+/// Whether node `n` is a map computed from indices and dims only, through other such maps.
+fn index_only(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> bool {
+    let mut work = vec![n];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(n) = work.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        if seen.len() > MASK_LETS || !matches!(graph.node(n).op, Op::Map { .. }) {
+            return false;
+        }
+        work.extend(graph.operands(n).iter().map(|(v, _)| v.node));
+    }
+    true
+}
+
+/// A mask's (or an index-only map's) scalar value at `point`, its operands evaluated through.
+fn eval_at(
+    graph: &Graph,
+    node: petgraph::stable_graph::NodeIndex,
+    root: crate::expr::ExprId,
+    expr: &ExprArena,
+    dims: &std::collections::BTreeMap<String, i64>,
+    point: &[i64; 5],
+) -> Result<f64, String> {
+    let operands = graph.operands(node);
+    expr.eval_scalar_with(root, dims, Some(point), &|k| {
+        let (v, _) = operands
+            .get(k as usize)
+            .ok_or_else(|| format!("operand {k} missing"))?;
+        match &graph.node(v.node).op {
+            Op::Map { expr, root } => eval_at(graph, v.node, *root, expr, dims, point),
+            _ => Err("a mask operand that reads data".to_string()),
+        }
+    })
+}
+
 fn mask_density(graph: &Graph, bindings: &Bindings) -> Result<(f64, bool), String> {
     let mask = graph
         .node_indices()
@@ -182,7 +223,13 @@ fn mask_density(graph: &Graph, bindings: &Bindings) -> Result<(f64, bool), Strin
     let Op::Mask { expr, root } = &graph.node(mask).op else {
         return Ok((1.0, true));
     };
-    if !graph.operands(mask).is_empty() {
+    // Operands that are maps of indices and dims alone (`let p = i; mask j <= p;`) are
+    // evaluated through; any other operand reads input data, unknown before a call.
+    if !graph
+        .operands(mask)
+        .iter()
+        .all(|(v, _)| index_only(graph, v.node))
+    {
         return Ok((1.0, false));
     }
     let rows = bindings.extent(graph, FrameIndex::I);
@@ -198,7 +245,7 @@ fn mask_density(graph: &Graph, bindings: &Bindings) -> Result<(f64, bool), Strin
         for j in 0..cols {
             point[FrameIndex::J as usize] = j as i64;
             seen += 1;
-            if expr.eval_scalar(*root, &bindings.dims, Some(&point))? != 0.0 {
+            if eval_at(graph, mask, *root, expr, &bindings.dims, &point)? != 0.0 {
                 kept += 1;
             }
         }

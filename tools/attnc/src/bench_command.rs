@@ -208,6 +208,11 @@ fn useful_flops(graph: &Graph, bindings: &attnc_ir::Bindings) -> anyhow::Result<
         };
         total += 2.0 * points * len * w.mask_density;
     }
+    if total == 0.0 {
+        // A recurrence has no scoring or aggregation contraction: count its steps' work
+        // rather than print 0 GFLOP/s.
+        total = w.flops;
+    }
     Ok(total)
 }
 

@@ -38,6 +38,11 @@ enum Command {
     /// Place a model's pipeline stages and attention heads on described devices.
     Plan(plan_command::PlanArgs),
     /// Time the compiled CPU kernel, and optionally the reference and an unfused loop.
+    ///
+    /// GFLOP/s counts useful work: the scoring and aggregation contractions on the (i, j) pairs
+    /// the mask keeps (measured when the mask reads only indices and dims; a mask that reads
+    /// input data, such as document ids, counts every pair), or for a recurrence the work
+    /// estimate of its steps.
     Bench(bench_command::BenchArgs),
 }
 

@@ -269,3 +269,35 @@ fn bench_counts_a_recurrence_s_work() {
     let help = common::attnc(&["bench", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("counts useful work"));
 }
+
+#[test]
+fn a_plan_at_a_million_tokens_is_quick() {
+    // issue 17: measuring the causal mask's density at S = 1,048,576 took over 20 s (42 s here
+    // in a debug build); it samples the key positions now.
+    let dir = scratch("long");
+    let model =
+        std::fs::read_to_string(common::repo_root().join("runtime/planner/models/llama_1b.toml"))
+            .expect("read")
+            .replace("seq = 512", "seq = 1048576")
+            .replace("batch = 8", "batch = 1")
+            .replace(
+                "../../../examples/",
+                &format!("{}/examples/", common::repo_root().display()),
+            );
+    assert!(model.contains("seq = 1048576"), "the model changed");
+    let path = dir.join("long.toml");
+    std::fs::write(&path, model).expect("write");
+    let start = Instant::now();
+    let out = common::attnc(&[
+        "plan",
+        path.to_str().expect("utf-8"),
+        "--devices",
+        "runtime/planner/profiles/h100_server.toml",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+}

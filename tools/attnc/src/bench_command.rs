@@ -122,7 +122,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.reference {
         let start = Instant::now();
         interpret(&graph, &bindings, &inputs)
-            .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+            .map_err(|e| crate::ice::interpret_failed(e, &graph, &sources))?;
         rows.push(("reference".to_string(), start.elapsed().as_secs_f64()));
     }
     if let Some(path) = &args.output {

@@ -43,3 +43,18 @@ pub fn pass_failed(e: PassError, graph: &Graph, sources: &Sources) -> anyhow::Er
         .unwrap_or(&message);
     internal_at("the passes", message, graph, sources)
 }
+
+/// A failure of the reference interpreter: a located diagnostic when the program is to blame
+/// (an index out of range, a value too large), an internal compiler error otherwise.
+pub fn interpret_failed(
+    e: attnc_reference::InterpretError,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    match e {
+        attnc_reference::InterpretError::Internal(message) => {
+            internal_at("the reference interpreter", message, graph, sources)
+        }
+        other => crate::build_command::report(&[other.to_diagnostic()], sources),
+    }
+}

@@ -99,7 +99,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Device::Reference => {
             let start = Instant::now();
             let out = interpret(&graph, &bindings, &values)
-                .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+                .map_err(|e| crate::ice::interpret_failed(e, &graph, &sources))?;
             (out, start.elapsed().as_secs_f64())
         }
         Device::Cpu => {
@@ -144,7 +144,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     );
     if args.check && args.device != Device::Reference {
         let reference = interpret(&graph, &bindings, &values)
-            .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+            .map_err(|e| crate::ice::interpret_failed(e, &graph, &sources))?;
         for (name, want) in &reference {
             let got = outputs.get(name).ok_or_else(|| {
                 anyhow::anyhow!(

@@ -301,3 +301,26 @@ fn a_plan_at_a_million_tokens_is_quick() {
         start.elapsed()
     );
 }
+
+#[test]
+fn bench_counts_the_pairs_a_document_mask_keeps() {
+    // issue 17: a mask on document ids counted the full square. With random ids in [0, 3]
+    // about a quarter of the causal pairs are kept.
+    let flops = |example: &str| {
+        let out = common::attnc(&[
+            "bench",
+            &format!("examples/{example}.attn"),
+            "--shape",
+            "B=1,H=2,S=256,D=32",
+            "--repeat",
+            "1",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["useful_flops"].as_f64().expect("useful_flops")
+    };
+    let (document, causal) = (flops("document_mask"), flops("softmax_causal"));
+    let ratio = document / causal;
+    assert!((0.15..0.4).contains(&ratio), "document / causal = {ratio}");
+}

@@ -91,7 +91,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     let inputs = to_f64_tensors(&host);
-    let useful = useful_flops(&graph, &bindings)?;
+    let useful = useful_flops(&graph, &bindings, &inputs)?;
     let start = Instant::now();
     let kernel = crate::cpu_device::compile(&graph, &bindings, &sources)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -173,8 +173,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// The FLOPs of the two contractions on the pairs the mask keeps: 2·Sq·Sk·(Dqk + Dv) per
 /// (b, h), the convention of the peers' reports (4·B·H·S²·D, halved for a causal mask).
-fn useful_flops(graph: &Graph, bindings: &attnc_ir::Bindings) -> anyhow::Result<f64> {
+fn useful_flops(
+    graph: &Graph,
+    bindings: &attnc_ir::Bindings,
+    inputs: &BTreeMap<String, Tensor>,
+) -> anyhow::Result<f64> {
     let w = attnc_ir::work::estimate(graph, bindings).map_err(|e| anyhow::anyhow!(e))?;
+    // A mask that reads input data is measured on this run's inputs.
+    let density = if w.density_exact {
+        w.mask_density
+    } else {
+        crate::mask_pairs::kept_fraction(graph, bindings, inputs).unwrap_or(w.mask_density)
+    };
     let mut total = 0.0;
     for n in graph.node_indices() {
         let node = graph.node(n);
@@ -206,7 +216,7 @@ fn useful_flops(graph: &Graph, bindings: &attnc_ir::Bindings) -> anyhow::Result<
             attnc_ir::types::Feature::Vector(d) => bindings.eval(d).unwrap_or(1) as f64,
             _ => 1.0,
         };
-        total += 2.0 * points * len * w.mask_density;
+        total += 2.0 * points * len * density;
     }
     if total == 0.0 {
         // A recurrence has no scoring or aggregation contraction: count its steps' work

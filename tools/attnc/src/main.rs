@@ -6,6 +6,7 @@ mod build_command;
 mod cpu_device;
 mod gpu_device;
 mod ice;
+mod mask_pairs;
 mod plan_command;
 mod plan_work;
 mod run_command;
@@ -40,8 +41,8 @@ enum Command {
     /// Time the compiled CPU kernel, and optionally the reference and an unfused loop.
     ///
     /// GFLOP/s counts useful work: the scoring and aggregation contractions on the (i, j) pairs
-    /// the mask keeps (measured when the mask reads only indices and dims; a mask that reads
-    /// input data, such as document ids, counts every pair), or for a recurrence the work
+    /// the mask keeps (measured from the indices, or for a mask that reads input data such as
+    /// document ids, on this run's inputs, sampled evenly), or for a recurrence the work
     /// estimate of its steps.
     Bench(bench_command::BenchArgs),
 }

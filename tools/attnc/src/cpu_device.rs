@@ -1,7 +1,8 @@
 //! `attnc run --device cpu`: the graph through the passes, fusion and tiling for this machine,
 //! compiled by the CPU backend, and run on the same inputs the reference would see.
 
-use attnc_cpu::CpuKernel;
+use attnc_cpu::{CodegenError, CpuKernel};
+use attnc_frontend::Sources;
 use attnc_ir::{Bindings, Graph};
 use attnc_passes::pass_manager::PassManager;
 use attnc_passes::tiling::target::{CpuTarget, Target};
@@ -9,11 +10,14 @@ use attnc_reference::Tensor;
 use std::collections::BTreeMap;
 
 /// Compiles `graph` for this machine, with tiles chosen for the bound dims.
-pub fn compile(graph: &Graph, bindings: &Bindings) -> anyhow::Result<CpuKernel> {
+pub fn compile(graph: &Graph, bindings: &Bindings, sources: &Sources) -> anyhow::Result<CpuKernel> {
+    let original = graph;
     let mut graph = graph.clone();
-    PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
+    PassManager::standard()
+        .run(&mut graph, &mut |_, _, _| {})
+        .map_err(|e| crate::ice::pass_failed(e, original, sources))?;
     let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+        .map_err(|e| crate::ice::internal_at("fusion", e, &graph, sources))?;
     let tiled = attnc_passes::tiling::tile(
         &graph,
         &fused,
@@ -21,7 +25,17 @@ pub fn compile(graph: &Graph, bindings: &Bindings) -> anyhow::Result<CpuKernel> 
         Some(bindings),
     )
     .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
-    Ok(CpuKernel::compile(&graph, &fused, &tiled)?)
+    CpuKernel::compile(&graph, &fused, &tiled).map_err(|e| match e {
+        CodegenError::Internal(message) => {
+            crate::ice::internal_at("the CPU backend", message, &graph, sources)
+        }
+        // A limit of this backend, not a bug: the reference still runs the kernel.
+        CodegenError::Unsupported(message) => anyhow::anyhow!(
+            "{}: not supported by the CPU backend yet: {message} (`--device reference` runs it)",
+            crate::ice::kernel_location(&graph, sources)
+        ),
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// Runs a compiled kernel on f64 inputs (as the reference takes them).

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod cpu_kernels;
+mod math_builtins;
 mod oracle;
 mod parser_fuzz;
 mod plan;

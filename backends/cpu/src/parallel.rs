@@ -824,6 +824,26 @@ impl<'a> Gen<'a> {
             Builtin::Abs => b.math("absf", &v[0]),
             Builtin::Sin => b.math("sin", &v[0]),
             Builtin::Cos => b.math("cos", &v[0]),
+            Builtin::Tan => b.math("tan", &v[0]),
+            Builtin::Asin => b.math("asin", &v[0]),
+            Builtin::Acos => b.math("acos", &v[0]),
+            Builtin::Atan => b.math("atan", &v[0]),
+            Builtin::Sinh => b.math("sinh", &v[0]),
+            Builtin::Cosh => b.math("cosh", &v[0]),
+            Builtin::Expm1 => b.math("expm1", &v[0]),
+            Builtin::Exp2 => b.math("exp2", &v[0]),
+            Builtin::Log2 => b.math("log2", &v[0]),
+            Builtin::Erf => b.math("erf", &v[0]),
+            Builtin::Sign => {
+                // 1 above 0, -1 below, and x itself for 0 and NaN (both comparisons false).
+                let zero = b.f32(0.0);
+                let one = b.f32(1.0);
+                let minus = b.f32(-1.0);
+                let pos = b.op(&format!("arith.cmpf ogt, {}, {zero} : f32", v[0]));
+                let neg = b.op(&format!("arith.cmpf olt, {}, {zero} : f32", v[0]));
+                let lo = b.select_f32(&neg, &minus, &v[0]);
+                b.select_f32(&pos, &one, &lo)
+            }
             Builtin::Floor | Builtin::ToInt => b.math("floor", &v[0]),
             Builtin::Ceil => b.math("ceil", &v[0]),
             Builtin::ToFloat => v[0].clone(),

@@ -481,6 +481,26 @@ impl<'a> ExprLowering<'a> {
             Builtin::Abs => m.abs(e, x),
             Builtin::Sin => m.sin(e, x),
             Builtin::Cos => m.cos(e, x),
+            Builtin::Tan => m.tan(e, x),
+            Builtin::Asin => m.asin(e, x),
+            Builtin::Acos => m.acos(e, x),
+            Builtin::Atan => m.atan(e, x),
+            Builtin::Sinh => m.sinh(e, x),
+            Builtin::Cosh => m.cosh(e, x),
+            Builtin::Expm1 => m.expm1(e, x),
+            Builtin::Exp2 => m.exp2(e, x),
+            Builtin::Log2 => m.log2(e, x),
+            Builtin::Erf => m.erf(e, x),
+            Builtin::Sign => {
+                // 1 above 0, -1 below, and x itself for 0 and NaN (both comparisons false).
+                let zero = e.f32(0.0);
+                let one = e.f32(1.0);
+                let minus = e.f32(-1.0);
+                let pos = e.cmp(Cmp::Gt, x, &zero);
+                let neg = e.cmp(Cmp::Lt, x, &zero);
+                let lo = e.select(&neg, &minus, x);
+                e.select(&pos, &one, &lo)
+            }
             Builtin::Floor => m.floor(e, x),
             Builtin::Ceil => m.ceil(e, x),
             Builtin::ToFloat => x.clone(),

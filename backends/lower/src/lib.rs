@@ -6,6 +6,7 @@
 pub mod emit;
 pub mod expr;
 pub mod math;
+mod ptx_poly;
 pub mod tile_rule;
 pub mod types;
 

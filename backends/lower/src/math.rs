@@ -4,6 +4,7 @@
 //! vectorisable `exp` polynomial, a GPU's `ex2.approx` instruction).
 
 use crate::emit::{Cmp, Emitter};
+use crate::ptx_poly as poly;
 use crate::types::{Ty, Val};
 
 /// The primitive float functions an expression may need, on `f32` values.
@@ -42,6 +43,24 @@ pub trait MathHooks {
     }
     fn cos(&self, e: &mut Emitter, x: &Val) -> Val {
         e.math("cos", x)
+    }
+    fn tan(&self, e: &mut Emitter, x: &Val) -> Val {
+        e.math("tan", x)
+    }
+    fn asin(&self, e: &mut Emitter, x: &Val) -> Val {
+        e.math("asin", x)
+    }
+    fn acos(&self, e: &mut Emitter, x: &Val) -> Val {
+        e.math("acos", x)
+    }
+    fn atan(&self, e: &mut Emitter, x: &Val) -> Val {
+        e.math("atan", x)
+    }
+    fn sinh(&self, e: &mut Emitter, x: &Val) -> Val {
+        e.math("sinh", x)
+    }
+    fn cosh(&self, e: &mut Emitter, x: &Val) -> Val {
+        e.math("cosh", x)
     }
     fn floor(&self, e: &mut Emitter, x: &Val) -> Val {
         e.math("floor", x)
@@ -89,7 +108,10 @@ impl MathHooks for DefaultMath {}
 /// most LLVM float intrinsics into libdevice calls, which nothing links). Each stays within a
 /// few ulp of f32 (`ex2.approx`: 2 ulp; `lg2.approx` about 2^-22 absolute error;
 /// `rsqrt.approx` 2^-23 relative); `tanh` and the trigonometric functions are computed from
-/// them to keep the f32 accuracy the approximate SFU forms lack.
+/// them to keep the f32 accuracy the approximate SFU forms lack. Where a function has a zero
+/// (`log` at 1, `log1p`, `expm1`, `sinh`, `erf`, `tan`, `atan` at 0), an absolute error bound is
+/// no relative one, so near the zero a polynomial in the argument replaces the SFU form; the
+/// polynomials and their ranges are in `ptx_poly`.
 pub struct PtxMath;
 
 impl PtxMath {
@@ -111,38 +133,41 @@ impl MathHooks for PtxMath {
         Self::asm(e, "ex2.approx.ftz.f32", x)
     }
     fn log2(&self, e: &mut Emitter, x: &Val) -> Val {
-        Self::asm(e, "lg2.approx.ftz.f32", x)
+        let far = Self::asm(e, "lg2.approx.ftz.f32", x);
+        let near = poly::ln_near_one(e, self, x);
+        let log2e = e.f32(std::f64::consts::LOG2_E);
+        let near = e.mul(&near, &log2e);
+        let window = poly::near_one(e, x);
+        e.select(&window, &near, &far)
     }
     fn log(&self, e: &mut Emitter, x: &Val) -> Val {
-        let l = self.log2(e, x);
+        let l = Self::asm(e, "lg2.approx.ftz.f32", x);
         let ln2 = e.f32(std::f64::consts::LN_2);
-        e.mul(&l, &ln2)
+        let far = e.mul(&l, &ln2);
+        let near = poly::ln_near_one(e, self, x);
+        let window = poly::near_one(e, x);
+        e.select(&window, &near, &far)
     }
     fn log1p(&self, e: &mut Emitter, x: &Val) -> Val {
-        // log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u rounds to 1).
+        // Near 0 the series takes x itself, which 1 + x would round away.
         let one = e.f32(1.0);
         let u = e.add(&one, x);
-        let d = e.sub(&u, &one);
-        let l = self.log(e, &u);
-        let q = e.div(x, &d);
-        let r = e.mul(&l, &q);
-        let zero = e_zero(e);
-        let tiny = e.cmp(Cmp::Eq, &d, &zero);
-        e.select(&tiny, x, &r)
+        let l = Self::asm(e, "lg2.approx.ftz.f32", &u);
+        let ln2 = e.f32(std::f64::consts::LN_2);
+        let far = e.mul(&l, &ln2);
+        let near = poly::log1p_series(e, self, x);
+        let window = poly::near_one(e, &u);
+        e.select(&window, &near, &far)
     }
     fn expm1(&self, e: &mut Emitter, x: &Val) -> Val {
-        // expm1(x) = (u - 1) * x / log(u) with u = exp(x) (Kahan), x itself near 0.
+        let near = poly::expm1_taylor(e, self, x);
+        let ex = self.exp(e, x);
         let one = e.f32(1.0);
-        let u = self.exp(e, x);
-        let um1 = e.sub(&u, &one);
-        let l = self.log(e, &u);
-        let q = e.div(x, &l);
-        let r = e.mul(&um1, &q);
-        let exact = e.cmp(Cmp::Eq, &u, &one);
-        let big = e.f32(80.0);
-        let large = e.cmp(Cmp::Gt, x, &big);
-        let r = e.select(&large, &um1, &r);
-        e.select(&exact, x, &r)
+        let far = e.sub(&ex, &one);
+        let a = self.abs(e, x);
+        let half = e.f32(0.5);
+        let small = e.cmp(Cmp::Lt, &a, &half);
+        e.select(&small, &near, &far)
     }
     fn tanh(&self, e: &mut Emitter, x: &Val) -> Val {
         // tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)), and x itself where |x| < 2^-10.
@@ -186,30 +211,104 @@ impl MathHooks for PtxMath {
         Self::asm(e, "abs.f32", x)
     }
     fn erf(&self, e: &mut Emitter, x: &Val) -> Val {
-        // Abramowitz and Stegun 7.1.26 refined to |error| < 1.2e-7: erf(x) = sign(x) (1 - t
-        // poly(t) exp(-x^2)) with t = 1 / (1 + p |x|).
+        // |x| < 1: the Taylor series (relative accuracy near 0). Beyond: Abramowitz and Stegun
+        // 7.1.26, erf(x) = sign(x) (1 - t poly(t) exp(-x^2)) with t = 1 / (1 + p |x|), whose
+        // absolute error 1.5e-7 is relative there, as erf(1) = 0.84.
         let a = self.abs(e, x);
         let p = e.f32(0.327_591_1);
         let one = e.f32(1.0);
         let pa = e.mul(&p, &a);
         let d = e.add(&one, &pa);
         let t = e.div(&one, &d);
-        let mut poly = e.f32(1.061_405_429);
-        for c in [-1.453_152_027, 1.421_413_741, -0.284_496_736, 0.254_829_592] {
-            let m = e.mul(&poly, &t);
-            let k = e.f32(c);
-            poly = e.add(&m, &k);
-        }
-        let pt = e.mul(&poly, &t);
+        let poly = poly::horner(
+            e,
+            self,
+            &t,
+            &[
+                0.0,
+                0.254_829_592,
+                -0.284_496_736,
+                1.421_413_741,
+                -1.453_152_027,
+                1.061_405_429,
+            ],
+        );
         let x2 = e.mul(&a, &a);
         let nx2 = e.neg(&x2);
         let ex = self.exp(e, &nx2);
-        let tail = e.mul(&pt, &ex);
+        let tail = e.mul(&poly, &ex);
         let r = e.sub(&one, &tail);
         let zero = e_zero(e);
         let neg = e.cmp(Cmp::Lt, x, &zero);
         let nr = e.neg(&r);
-        e.select(&neg, &nr, &r)
+        let far = e.select(&neg, &nr, &r);
+        let near = poly::erf_taylor(e, self, x);
+        let small = e.cmp(Cmp::Lt, &a, &one);
+        e.select(&small, &near, &far)
+    }
+    fn tan(&self, e: &mut Emitter, x: &Val) -> Val {
+        let (r, k) = poly::reduce_half_pi(e, self, x);
+        let s = poly::sin_taylor(e, self, &r);
+        let c = poly::cos_taylor(e, self, &r);
+        // tan(k pi/2 + r) is tan(r) for an even k and -1 / tan(r) for an odd one.
+        let even_t = e.div(&s, &c);
+        let nc = e.neg(&c);
+        let odd_t = e.div(&nc, &s);
+        let odd = poly::is_odd(e, self, &k);
+        e.select(&odd, &odd_t, &even_t)
+    }
+    fn atan(&self, e: &mut Emitter, x: &Val) -> Val {
+        poly::atan(e, self, x)
+    }
+    fn asin(&self, e: &mut Emitter, x: &Val) -> Val {
+        // asin(x) = atan(x / sqrt((1 - x)(1 + x))); the factored form keeps 1 - x^2 exact near
+        // |x| = 1, and |x| > 1 gives sqrt of a negative, NaN.
+        let one = e.f32(1.0);
+        let a = e.sub(&one, x);
+        let b = e.add(&one, x);
+        let ab = e.mul(&a, &b);
+        let r = self.sqrt(e, &ab);
+        let q = e.div(x, &r);
+        poly::atan(e, self, &q)
+    }
+    fn acos(&self, e: &mut Emitter, x: &Val) -> Val {
+        // acos(x) = 2 atan(sqrt((1 - x) / (1 + x))): no cancellation near x = 1, where
+        // pi/2 - asin(x) would lose every digit.
+        let one = e.f32(1.0);
+        let a = e.sub(&one, x);
+        let b = e.add(&one, x);
+        let q = e.div(&a, &b);
+        let r = self.sqrt(e, &q);
+        let t = poly::atan(e, self, &r);
+        e.add(&t, &t)
+    }
+    fn sinh(&self, e: &mut Emitter, x: &Val) -> Val {
+        // |x| < 1: the odd Taylor series; beyond, (e^|x| - e^-|x|) / 2 with the sign of x, where
+        // the difference loses under half a bit.
+        let near = poly::sinh_taylor(e, self, x);
+        let a = self.abs(e, x);
+        let ea = self.exp(e, &a);
+        let one = e.f32(1.0);
+        let inv = e.div(&one, &ea);
+        let d = e.sub(&ea, &inv);
+        let half = e.f32(0.5);
+        let m = e.mul(&d, &half);
+        let zero = e_zero(e);
+        let neg = e.cmp(Cmp::Lt, x, &zero);
+        let nm = e.neg(&m);
+        let far = e.select(&neg, &nm, &m);
+        let small = e.cmp(Cmp::Lt, &a, &one);
+        e.select(&small, &near, &far)
+    }
+    fn cosh(&self, e: &mut Emitter, x: &Val) -> Val {
+        // (e^|x| + e^-|x|) / 2: a sum of positives; e^|x| = inf gives inf.
+        let a = self.abs(e, x);
+        let ea = self.exp(e, &a);
+        let one = e.f32(1.0);
+        let inv = e.div(&one, &ea);
+        let s = e.add(&ea, &inv);
+        let half = e.f32(0.5);
+        e.mul(&s, &half)
     }
     fn pow(&self, e: &mut Emitter, x: &Val, y: &Val) -> Val {
         // x^y = 2^(y log2 |x|), negated for a negative x and an odd integer y; NaN for a

@@ -14,10 +14,14 @@
 /// - `func.func(lower-vector-multi-reduction)`: `vector.multi_reduction`, which
 ///   `convert-vector-to-llvm` no longer lowers in MLIR 22.
 /// - `convert-scf-to-cf`: loops and ifs (also those the vector passes made) to branches.
-/// - `convert-math-to-llvm`: math ops that have an LLVM intrinsic (exp, exp2, log, log2, log1p,
-///   sqrt, rsqrt, tanh, pow, sin, cos, fabs, fma, ...). Sqrt, fabs and fma become instructions;
-///   exp, log, tanh, pow, sin, cos become libm calls in the backend, resolved by the JIT.
-/// - `convert-math-to-libm`: the rest, which has no intrinsic (erf, erfc, cbrt, atan, ...), as
+/// - `convert-math-to-llvm{approximate-log1p=false}`: math ops that have an LLVM intrinsic (exp,
+///   exp2, log, log2, sqrt, rsqrt, tanh, pow, sin, cos, tan, asin, acos, atan, sinh, cosh, fabs,
+///   fma, ...). Sqrt, fabs and fma become instructions; the others become libm calls in the
+///   backend, resolved by the JIT. By default it rewrites `log1p(x)` as `log(1 + x)`, which
+///   loses every digit for |x| below 1e-7; the option leaves it to libm's `log1pf`. (It rewrites
+///   `expm1` as `exp(x) - 1` with no such option, so the CPU code generator never emits
+///   `math.expm1`.)
+/// - `convert-math-to-libm`: the rest, which has no intrinsic (erf, erfc, cbrt, log1p, ...), as
 ///   calls to libm (`erff`); vector operands are unrolled into scalar calls. After
 ///   `convert-math-to-llvm`, so only those ops go to libm; before the vector and arith
 ///   conversions, because the unrolling it does emits `vector` and `arith` ops.
@@ -40,7 +44,7 @@ pub const CPU_LOWERING_PIPELINE: &str = "builtin.module(\
     convert-vector-to-scf{full-unroll=1}, \
     func.func(lower-vector-multi-reduction), \
     convert-scf-to-cf, \
-    convert-math-to-llvm, \
+    convert-math-to-llvm{approximate-log1p=false}, \
     convert-math-to-libm, \
     convert-vector-to-llvm{vector-transpose-lowering=shuffle16x16}, \
     expand-strided-metadata, \

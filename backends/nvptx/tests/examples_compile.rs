@@ -245,3 +245,47 @@ fn ptx_of_every_example() {
         insta::assert_snapshot!("ptx_summary", ptx_summary(&b));
     });
 }
+
+/// The math built-ins' PTX forms (`tests/math/*.attn`: every elementwise built-in in one score
+/// modification) compile, and assemble with ptxas for sm_80 and sm_90a where it is installed.
+#[test]
+fn math_builtins_compile_and_assemble() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/math");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "attn"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no kernels in {}", dir.display());
+    let tools = cuda_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    for p in &paths {
+        let name = p.file_stem().unwrap().to_string_lossy().to_string();
+        for (target, arch) in [("cuda:sm_90a", "sm_90a"), ("cuda:sm_80", "sm_80")] {
+            let built = build(p, target).unwrap_or_else(|e| panic!("{name} {target}: {e}"));
+            // The SFU instructions the polynomials build on are there.
+            for op in ["ex2.approx", "lg2.approx"] {
+                assert!(built.ptx.contains(op), "{name} {target}: no {op}");
+            }
+            let Some((ptxas, _)) = &tools else {
+                println!("{name} {target}: compiled; SKIPPED ptxas (set ATTNC_PTXAS)");
+                continue;
+            };
+            let ptx = tmp.path().join(format!("{name}.{arch}.ptx"));
+            std::fs::write(&ptx, &built.ptx).unwrap();
+            let out = std::process::Command::new(ptxas)
+                .args([&format!("-arch={arch}"), "-o"])
+                .arg(ptx.with_extension("cubin"))
+                .arg(&ptx)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} {arch}: ptxas failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!("{name} {arch}: ptxas accepts {} bytes", built.ptx.len());
+        }
+    }
+}

@@ -194,6 +194,7 @@ pub(crate) fn evaluate(w: &Workload, placement: &Placement) -> Result<Plan, Plan
         fill_s,
         total_s,
         time_per_token_s: total_s / (model.batch * model.seq) as f64,
+        notes: model.notes.clone(),
         memory: profile
             .devices
             .iter()

@@ -106,6 +106,8 @@ pub struct Model {
     pub kernels: Vec<Kernel>,
     /// For each layer, an index into `kernels`. Its length is the layer count.
     pub layer_kernel: Vec<usize>,
+    /// Facts about the description worth a line in the plan, though not errors.
+    pub notes: Vec<String>,
 }
 
 impl Model {
@@ -210,6 +212,20 @@ impl RawModel {
                 ),
             ));
         }
+        // The planner sizes the attention's projections from heads x head_dim and everything
+        // else (residual stream, MLP, transfers) from hidden, and never assumes they agree:
+        // Gemma 7B has hidden 3072 with 16 heads of 256. So a mismatch is planned as written,
+        // and said, since in other files it is a typo.
+        let mut notes = Vec::new();
+        let attention_width = self.heads * self.head_dim;
+        if attention_width != self.hidden {
+            notes.push(format!(
+                "hidden ({}) is not heads x head_dim ({} x {} = {attention_width}): the attention \
+                 projections are planned {attention_width} wide, the residual stream and MLP \
+                 {} wide (as in Gemma 7B); check the file if that is not meant",
+                self.hidden, self.heads, self.head_dim, self.hidden
+            ));
+        }
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let mut kernels: Vec<Kernel> = Vec::new();
         let mut intern = |written: &str| -> usize {
@@ -270,6 +286,7 @@ impl RawModel {
             seq: self.seq,
             kernels,
             layer_kernel,
+            notes,
         })
     }
 }
@@ -312,6 +329,24 @@ mod tests {
         seq = 32
         attention = "full.attn"
     "#;
+
+    #[test]
+    fn hidden_unlike_heads_times_head_dim_is_a_note_naming_both() {
+        let m = Model::parse(BASE, Path::new("tiny.toml")).unwrap();
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
+        // Gemma 7B's shape: 16 heads of 256 over a 3072-wide residual stream.
+        let gemma = BASE
+            .replace("hidden = 64", "hidden = 3072")
+            .replace("heads = 4", "heads = 16")
+            .replace("head_dim = 16", "head_dim = 256");
+        let m = Model::parse(&gemma, Path::new("gemma.toml")).unwrap();
+        assert_eq!(m.notes.len(), 1);
+        assert!(
+            m.notes[0].contains("3072") && m.notes[0].contains("16 x 256 = 4096"),
+            "{}",
+            m.notes[0]
+        );
+    }
 
     #[test]
     fn overrides_make_a_hybrid_model() {

@@ -56,6 +56,9 @@ pub struct Plan {
     pub time_per_token_s: f64,
     /// Every device of the profile, in profile order, used or not.
     pub memory: Vec<DeviceMemory>,
+    /// The model's notes ([`crate::model::Model::notes`]); absent from JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {

@@ -57,6 +57,9 @@ pub fn render_text(plan: &Plan) -> String {
         plural(plan.sequences_per_micro_batch, "sequence", "sequences"),
         plural(plan.stages.len() as u64, "stage", "stages")
     );
+    for note in &plan.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
     let _ = writeln!(
         out,
         "predicted: {} per token, {} for the batch (fill {} + {} x bottleneck {})",

@@ -97,6 +97,7 @@ mod tests {
             total_s: 24.0,
             time_per_token_s: 6.0,
             memory: Vec::new(),
+            notes: Vec::new(),
         };
         let slots = schedule(&plan);
         assert_eq!(slots.len(), 12);

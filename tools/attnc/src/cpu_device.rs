@@ -3,25 +3,12 @@
 
 use attnc_cpu::CpuKernel;
 use attnc_ir::{Bindings, Graph};
-use attnc_passes::pass_manager::PassManager;
-use attnc_passes::tiling::target::{CpuTarget, Target};
 use attnc_reference::Tensor;
 use std::collections::BTreeMap;
 
 /// Compiles `graph` for this machine, with tiles chosen for the bound dims.
 pub fn compile(graph: &Graph, bindings: &Bindings) -> anyhow::Result<CpuKernel> {
-    let mut graph = graph.clone();
-    PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
-    let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
-    let tiled = attnc_passes::tiling::tile(
-        &graph,
-        &fused,
-        &Target::Cpu(CpuTarget::host()),
-        Some(bindings),
-    )
-    .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
-    Ok(CpuKernel::compile(&graph, &fused, &tiled)?)
+    Ok(attnc_cpu::compile_for_host(graph, bindings)?)
 }
 
 /// Runs a compiled kernel on f64 inputs (as the reference takes them).

@@ -364,9 +364,10 @@ impl SliceRun<'_> {
                 if coord < 0 || coord as usize >= shape[axis] {
                     failure = Some(InterpretError::AtSource {
                         message: format!(
-                            "index out of range: axis {axis} of `{input}` ({}) has size {}, the index is {coord} at {}",
+                            "index out of range: axis {axis} of `{input}` ({}) has size {}, the index is {coord}{} at {}",
                             tensor_ty.dims[axis],
                             shape[axis],
+                            if coord < 0 { " (negative)" } else { "" },
                             describe_point(p)
                         ),
                         span: node.span,

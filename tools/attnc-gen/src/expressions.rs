@@ -247,22 +247,16 @@ impl Generator {
                         return Expr::index(&hs, vec![n("h")]);
                     }
                 }
-                7 => {
-                    if has(idx, BHIJ) {
-                        return self.position_term();
-                    }
-                }
-                8 => {
-                    if has(idx, BH | J) {
-                        // A value element by a constant index on its feature axis.
-                        let last = if self.chance(0.5) {
-                            Expr::Int(0)
-                        } else {
-                            Expr::bin("-", n(self.feat_dim(Feat::Dv)), Expr::Int(1))
-                        };
-                        let kvh = self.scope.kv_head.clone();
-                        return Expr::index("v", vec![n("b"), kvh, n("j"), last]);
-                    }
+                7 if has(idx, BHIJ) => return self.position_term(),
+                8 if has(idx, BH | J) => {
+                    // A value element by a constant index on its feature axis.
+                    let last = if self.chance(0.5) {
+                        Expr::Int(0)
+                    } else {
+                        Expr::bin("-", n(self.feat_dim(Feat::Dv)), Expr::Int(1))
+                    };
+                    let kvh = self.scope.kv_head.clone();
+                    return Expr::index("v", vec![n("b"), kvh, n("j"), last]);
                 }
                 9 if ctx.reductions => {
                     // A row statistic; it varies with the indices of its argument, less j.
@@ -278,11 +272,9 @@ impl Generator {
                         _ => Expr::bin("/", call1("sum_j", x), n(self.sk())),
                     };
                 }
-                10 | 11 => {
-                    if self.has_vector(idx, Feat::D) && self.chance(0.5) {
-                        let x = self.float_leaf(idx, Feat::D, ctx);
-                        return call1(self.pick(&["sum", "mean", "max", "norm"]), x);
-                    }
+                10 | 11 if self.has_vector(idx, Feat::D) && self.chance(0.5) => {
+                    let x = self.float_leaf(idx, Feat::D, ctx);
+                    return call1(self.pick(&["sum", "mean", "max", "norm"]), x);
                 }
                 _ => {}
             }

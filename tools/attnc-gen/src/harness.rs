@@ -48,15 +48,13 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The same kind of failure in the same place: what the reducer must keep while it shrinks.
-    pub fn same_kind(&self, other: &Failure) -> bool {
-        match (self, other) {
-            (Failure::Disagreement { device: a, .. }, Failure::Disagreement { device: b, .. }) => {
-                a == b
-            }
-            (Failure::Internal { stage: a, .. }, Failure::Internal { stage: b, .. })
-            | (Failure::Panic { stage: a, .. }, Failure::Panic { stage: b, .. }) => a == b,
-            _ => false,
+    /// The kind of failure and its place, as one line (`disagreement cpu`, `internal the
+    /// frontend`): what the reducer must keep while it shrinks.
+    pub fn tag(&self) -> String {
+        match self {
+            Failure::Disagreement { device, .. } => format!("disagreement {device}"),
+            Failure::Internal { stage, .. } => format!("internal {stage}"),
+            Failure::Panic { stage, .. } => format!("panic {stage}"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! rechecks saved ones (`--file`). Prints every failure with its program and seed, shrunk with
 //! `--reduce`, and a summary; exits non-zero when anything failed.
 
-use attnc_gen::devices::{self, Device};
+use attnc_gen::devices;
 use attnc_gen::harness::reason_kind;
 use attnc_gen::{Failure, Outcome, Program, check, generate, header, parse_header, reduce};
 use clap::Parser;
@@ -70,6 +70,9 @@ fn main() -> std::process::ExitCode {
             };
             let outcome = check(&text, &shape, seed, &devices);
             println!("{}: {}", path.display(), describe(&outcome));
+            if let Outcome::Failure(f) = &outcome {
+                println!("failure-tag: {}", f.tag());
+            }
             record(&mut summary, seed, outcome);
         }
     } else {
@@ -92,7 +95,7 @@ fn main() -> std::process::ExitCode {
             }
             let outcome = check(&text, &program.shape, seed, &devices);
             if let Outcome::Failure(f) = &outcome {
-                report_failure(&args, &devices, &program, seed, f);
+                report_failure(&args, &program, seed, f);
             }
             record(&mut summary, seed, outcome);
         }
@@ -130,23 +133,14 @@ fn record(s: &mut Summary, seed: u64, o: Outcome) {
     }
 }
 
-fn report_failure(
-    args: &Args,
-    devices: &[Box<dyn Device>],
-    program: &Program,
-    seed: u64,
-    f: &Failure,
-) {
+fn report_failure(args: &Args, program: &Program, seed: u64, f: &Failure) {
     println!(
         "\nFAILURE (seed {seed}): {f}\n{}{program}",
         header(program, seed)
     );
     let mut saved = vec![("", program.clone())];
     if args.reduce {
-        let mut fails = |c: &Program| match check(&c.to_string(), &c.shape, seed, devices) {
-            Outcome::Failure(g) => g.same_kind(f),
-            _ => false,
-        };
+        let mut fails = |c: &Program| fails_alike(c, seed, &f.tag());
         let small = reduce::reduce(program, 400, &mut fails);
         println!("reduced (seed {seed}):\n{}{small}", header(&small, seed));
         saved.push(("-reduced", small));
@@ -160,6 +154,31 @@ fn report_failure(
             }
         }
     }
+}
+
+/// Whether `candidate` fails with the failure tag `tag`, checked in a child process: a
+/// candidate may crash the kernel (that is often what a shrunk program does), and must not take
+/// the reducer with it.
+fn fails_alike(candidate: &Program, seed: u64, tag: &str) -> bool {
+    let path = std::env::temp_dir().join(format!("attnc-gen-reduce-{}.attn", std::process::id()));
+    let text = format!("{}{candidate}", header(candidate, seed));
+    if std::fs::write(&path, text).is_err() {
+        return false;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    let out = std::process::Command::new(exe)
+        .arg("--file")
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let Ok(out) = out else { return false };
+    let want = format!("failure-tag: {tag}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == want)
 }
 
 fn print_summary(s: &Summary, seconds: f64) {

@@ -1,0 +1,47 @@
+//! The generator's CI run: a fixed number of programs from a fixed seed (both printed, and both
+//! overridable with `ATTNC_GEN_COUNT` and `ATTNC_GEN_SEED` to rerun or widen it). Any failure
+//! prints its program and seed; the longer campaign is `scripts/generator-campaign.sh`.
+
+use attnc_gen::{Outcome, check, devices, generate, header};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn generated_programs_agree_with_the_reference() {
+    let count = env_or("ATTNC_GEN_COUNT", 300);
+    let first = env_or("ATTNC_GEN_SEED", 0x17_2026);
+    eprintln!("attnc-gen: {count} programs from seed {first} (ATTNC_GEN_SEED, ATTNC_GEN_COUNT)");
+    let devices = devices::available();
+    let (mut agree, mut rejected, mut ill) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for k in 0..count {
+        let seed = first + k;
+        let program = generate(seed);
+        let text = program.to_string();
+        match check(&text, &program.shape, seed, &devices) {
+            Outcome::Agree => agree += 1,
+            Outcome::Rejected { .. } => rejected += 1,
+            Outcome::IllConditioned { .. } => ill += 1,
+            Outcome::Failure(f) => {
+                eprintln!(
+                    "FAILURE (seed {seed}): {f}\n{}{text}",
+                    header(&program, seed)
+                );
+                failures.push(seed);
+            }
+        }
+    }
+    eprintln!("agree {agree}, rejected {rejected}, ill-conditioned {ill}, failed {failures:?}");
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    // Most programs must reach the comparison, or the generator has drifted into what attnc
+    // rejects and the run proves little.
+    assert!(
+        agree * 10 >= count * 7,
+        "only {agree} of {count} programs were compared"
+    );
+}

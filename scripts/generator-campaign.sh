@@ -12,8 +12,10 @@ CHUNK=${3:-500}
 OUT=${OUT:-target/generator-campaign}
 cd "$(dirname "$0")/.."
 nice -n 15 cargo build --release -p attnc-gen
-BIN=target/release/attnc-gen
 mkdir -p "$OUT/failures" "$OUT/logs"
+# A copy, so a rebuild during the campaign does not change the generator halfway.
+cp target/release/attnc-gen "$OUT/attnc-gen"
+BIN=$OUT/attnc-gen
 start=$(date +%s)
 seed=$FIRST
 end=$((FIRST + N))

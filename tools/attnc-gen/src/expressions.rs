@@ -351,7 +351,15 @@ impl Generator {
                                 "min",
                                 vec![Expr::call("max", vec![dist(), Expr::Int(0)]), nb1],
                             ),
-                            1 => Expr::bin("%", call1("abs", dist()), n("NB")),
+                            // `abs` is a float function: an integer distance is a max.
+                            1 => Expr::bin(
+                                "%",
+                                Expr::call(
+                                    "max",
+                                    vec![dist(), Expr::bin("-", n("j"), n("i"))],
+                                ),
+                                n("NB"),
+                            ),
                             2 => Expr::bin(
                                 "%",
                                 Expr::bin("+", i, Expr::bin("*", Expr::Int(2), j)),

@@ -299,9 +299,14 @@ fn check_axes_positive(
             if v >= 1 {
                 continue;
             }
+            let value = if dim.to_string() == v.to_string() {
+                format!("{v}")
+            } else {
+                format!("{dim} = {v}")
+            };
             let mut d = Diagnostic::error(
                 format!(
-                    "axis {axis} of {what} `{name}` is {dim} = {v}; every axis must have at least 1 element"
+                    "axis {axis} of {what} `{name}` is {value}; every axis must have at least 1 element"
                 ),
                 graph.node(node).span,
                 format!("declared as {ty}"),

@@ -105,9 +105,13 @@ pub fn interpret(
         inputs,
         order: &order,
     };
+    // Every slice runs; the first failure in (b, h) order is reported, so the message is the
+    // same from run to run (a parallel collect would return whichever failed first in time).
     let writes: Vec<Vec<OutputWrite>> = slices
         .par_iter()
         .map(|(b, h)| run.slice(*b, *h))
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect::<Result<_, _>>()?;
     let mut outputs: BTreeMap<String, Tensor> = BTreeMap::new();
     for (_, name, ty) in graph.outputs() {

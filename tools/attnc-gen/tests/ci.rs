@@ -45,3 +45,21 @@ fn generated_programs_agree_with_the_reference() {
         "only {agree} of {count} programs were compared"
     );
 }
+
+/// The generator's programs are valid: the frontend accepts every one (a rejection there means
+/// the generator broke a typing rule, as `abs(i - j)` as an index once did). Cheap, so it
+/// covers many more seeds than the run above.
+#[test]
+fn the_frontend_accepts_every_generated_program() {
+    let first = env_or("ATTNC_GEN_SEED", 0x17_2026);
+    let mut rejected = Vec::new();
+    for seed in first..first + 2000 {
+        let program = generate(seed);
+        let text = program.to_string();
+        if let Err(outcome) = attnc_gen::harness::build(&text) {
+            eprintln!("seed {seed}: {outcome:?}\n{}{text}", header(&program, seed));
+            rejected.push(seed);
+        }
+    }
+    assert!(rejected.is_empty(), "rejected seeds: {rejected:?}");
+}

@@ -12,7 +12,7 @@ pub mod print_ast;
 
 pub use attnc_source::{Diagnostic, FileId, Label, Sources, Span};
 pub use build::build_graph;
-pub use diagnostic::{render, render_all};
+pub use diagnostic::{render, render_all, render_styled, to_json};
 
 /// The file name under which the prelude appears in diagnostics.
 pub const PRELUDE_NAME: &str = "<prelude>";

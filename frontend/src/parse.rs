@@ -66,11 +66,21 @@ fn to_diagnostic(
         ParseError::UnrecognizedToken {
             token: (start, token, end),
             expected,
-        } => Diagnostic::error(
-            format!("unexpected `{}`", token.1),
-            Span::new(file, start, end),
-            format!("expected {}", describe_expected(&expected)),
-        ),
+        } => match missing_semicolon(file, text, start, &expected) {
+            // The statement ended on an earlier line: the missing `;` belongs there, not at
+            // the next line's first token.
+            Some(at) => Diagnostic::error(
+                format!("expected `;`, found `{}`", token.1),
+                at,
+                "add `;` here",
+            )
+            .with_secondary(Span::new(file, start, end), "unexpected here"),
+            None => Diagnostic::error(
+                format!("unexpected `{}`", token.1),
+                Span::new(file, start, end),
+                format!("expected {}", describe_expected(&expected)),
+            ),
+        },
         ParseError::ExtraToken {
             token: (start, token, end),
         } => Diagnostic::error(
@@ -95,6 +105,31 @@ fn to_diagnostic(
     }
 }
 
+/// Where a `;` is missing: the last character of the previous token, when `;` could have come
+/// next and the unexpected token starts a later line. Comments (`#` to the end of the line) are
+/// skipped.
+fn missing_semicolon(file: FileId, text: &str, start: usize, expected: &[String]) -> Option<Span> {
+    if !expected.iter().any(|e| e == "\";\"") {
+        return None;
+    }
+    let before = &text[..start];
+    let line_start = before.rfind('\n').map_or(0, |k| k + 1);
+    if !before[line_start..].trim().is_empty() {
+        return None;
+    }
+    let mut offset = line_start;
+    for line in before[..line_start].lines().rev() {
+        offset -= line.len() + 1;
+        let code = line.split('#').next().unwrap_or("").trim_end();
+        if !code.trim().is_empty() {
+            let end = offset + code.len();
+            let last = code.chars().next_back().map_or(1, char::len_utf8);
+            return Some(Span::new(file, end - last, end));
+        }
+    }
+    None
+}
+
 fn next_char_end(text: &str, at: usize) -> usize {
     text[at..].chars().next().map_or(at, |c| at + c.len_utf8())
 }
@@ -104,6 +139,12 @@ fn describe_expected(expected: &[String]) -> String {
     let mut names: Vec<String> = expected.iter().map(|e| readable_terminal(e)).collect();
     names.sort();
     names.dedup();
+    // A long list of operators says no more than "an operator".
+    let operators = names.iter().filter(|n| is_operator(n)).count();
+    if names.len() > 6 && operators >= 3 {
+        names.retain(|n| !is_operator(n));
+        names.push("an operator".to_string());
+    }
     match names.len() {
         0 => "something else".to_string(),
         1 => names.remove(0),
@@ -113,6 +154,14 @@ fn describe_expected(expected: &[String]) -> String {
         }
         _ => format!("one of {}", names.join(", ")),
     }
+}
+
+fn is_operator(name: &str) -> bool {
+    const OPERATORS: &[&str] = &[
+        "`+`", "`-`", "`*`", "`/`", "`//`", "`%`", "`@`", "`==`", "`!=`", "`<`", "`<=`", "`>`",
+        "`>=`", "`&&`", "`||`", "`^`", "`**`", "`and`", "`or`",
+    ];
+    OPERATORS.contains(&name)
 }
 
 fn readable_terminal(terminal: &str) -> String {
@@ -128,5 +177,36 @@ fn readable_terminal(terminal: &str) -> String {
         "INT" => "an integer".to_string(),
         "FLOAT" => "a number".to_string(),
         t => format!("`{}`", t.trim_matches('"')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_error(text: &str) -> (Diagnostic, usize) {
+        let mut sources = Sources::new();
+        let file = sources.add("k.attn", text);
+        let errors = parse_file(&sources, file).err().unwrap_or_default();
+        let d = errors.into_iter().next().expect("a syntax error");
+        let at = d.labels.first().map_or(0, |l| l.span.start as usize);
+        (d, at)
+    }
+
+    #[test]
+    fn a_missing_semicolon_is_reported_after_the_last_token_before_comments() {
+        let text = "kernel k {\n  dim B, S  # sizes\n  # more\n\n  input q: f32[B, S];\n}\n";
+        let (d, at) = first_error(text);
+        assert_eq!(d.message, "expected `;`, found `input`");
+        assert_eq!(&text[at..at + 1], "S", "reported at {at}");
+        assert_eq!(at, text.find("S  #").unwrap_or(0));
+    }
+
+    #[test]
+    fn an_error_inside_a_line_keeps_its_place() {
+        let text = "kernel k {\n  dim B S;\n}\n";
+        let (d, at) = first_error(text);
+        assert!(d.message.starts_with("unexpected"), "{}", d.message);
+        assert_eq!(at, text.find("S;").unwrap_or(0));
     }
 }

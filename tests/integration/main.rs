@@ -2,6 +2,7 @@
 //! with one module per concern.
 
 mod bounds;
+mod cli;
 mod common;
 mod cpu_kernels;
 mod oracle;

@@ -71,3 +71,43 @@ fn comparison_table_with_graph_work() {
     ]);
     insta::assert_snapshot!("plan_compare_llama_1b_phones", text);
 }
+
+#[test]
+fn a_grouped_query_model_with_a_kernel_without_hkv_is_an_error_naming_both() {
+    let dir = std::env::temp_dir().join(format!("attnc-plan-kv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let shipped =
+        std::fs::read_to_string(common::repo_root().join("runtime/planner/models/llama_1b.toml"))
+            .expect("the shipped model");
+    let kernel = common::example("softmax_causal").display().to_string();
+    let model: String = shipped
+        .lines()
+        .map(|l| {
+            if l.starts_with("attention =") {
+                format!("attention = {kernel:?}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join("model.toml");
+    std::fs::write(&path, model).expect("write the model");
+    let out = common::attnc(&[
+        "plan",
+        &path.display().to_string(),
+        "--devices",
+        "runtime/planner/profiles/phones.toml",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "planned 8 K/V groups with a kernel of 32"
+    );
+    assert!(
+        stderr.contains("kv_heads = 8 for heads = 32")
+            && stderr.contains("kernel `softmax_causal` declares no `Hkv` dim"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

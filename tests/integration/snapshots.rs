@@ -149,3 +149,35 @@ fn attnc_build_emits_every_stage_of_every_example() {
         );
     }
 }
+
+/// Returning the logsumexp (FlexAttention's `return_lse`) is a second output; written as
+/// docs/language.md shows, it shares the softmax's statistics and its one sweep.
+#[test]
+fn the_logsumexp_as_a_second_output_fuses_into_the_same_sweep() {
+    use attnc_passes::fusion::Template;
+    let head = "kernel softmax_lse {\n  dim B, H, S, D;\n  input q, k, v: f32[B, H, S, D];\n  \
+                output o: f32[B, H, S, D];\n  output lse: f32[B, H, S];\n  \
+                let s = dot(q[b, h, i], k[b, h, j]) / sqrt(D);\n  mask j <= i;\n  \
+                let m = max_j(s);\n";
+    let bodies = [
+        "  let l = sum_j(exp(s - m));\n  o[b, h, i] = sum_j(exp(s - m) * v[b, h, j]) / l;\n  \
+         lse[b, h, i] = m + log(l);\n}\n",
+        "  o[b, h, i] = sum_j(softmax(s) * v[b, h, j]);\n  \
+         lse[b, h, i] = m + log(sum_j(exp(s - m)));\n}\n",
+    ];
+    for (k, body) in bodies.iter().enumerate() {
+        let graph = common::compile_source("lse.attn", &format!("{head}{body}"));
+        let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
+        assert_eq!(fused.kernels.len(), 1, "{body}");
+        match &fused.kernels[0].template {
+            Template::Parallel(p) => assert_eq!(p.sweeps.len(), 1, "{body}"),
+            Template::Recurrent(_) => panic!("a parallel kernel"),
+        }
+        let dump = attnc_passes::fusion::dump::dump_fused(&graph, &fused);
+        assert!(dump.contains("1 sweep over the key tiles"), "{dump}");
+        assert!(dump.contains(" lse"), "the epilogue writes lse:\n{dump}");
+        // Written from shared statistics: one running max (the prelude's softmax has its own).
+        let maxima = dump.matches("running max_j").count();
+        assert_eq!(maxima, if k == 0 { 1 } else { 2 }, "{dump}");
+    }
+}

@@ -18,6 +18,9 @@ pub struct FastMath {
     pub contract: bool,
     /// Reassociate sums and products (lets loops vectorise reductions).
     pub reassoc: bool,
+    /// Divide approximately (`afn`: on NVPTX `div.approx.f32`, a reciprocal and a multiply,
+    /// within 2 ulp), where the IEEE quotient costs a long instruction sequence per element.
+    pub approx_div: bool,
 }
 
 impl FastMath {
@@ -27,6 +30,14 @@ impl FastMath {
             (false, true) => " fastmath<contract>",
             (true, false) => " fastmath<reassoc>",
             (false, false) => "",
+        }
+    }
+
+    fn div_flags(self) -> &'static str {
+        if self.approx_div {
+            " fastmath<afn>"
+        } else {
+            ""
         }
     }
 }
@@ -245,7 +256,11 @@ impl Emitter {
                     return self.op(ty.clone(), &format!("math.{f} {q} : {ty}"));
                 }
             };
-            let flags = if flags { self.fast.flags() } else { "" };
+            let flags = match (flags, op) {
+                (true, _) => self.fast.flags(),
+                (false, Arith::Div) => self.fast.div_flags(),
+                _ => "",
+            };
             self.op(ty.clone(), &format!("arith.{name} {a}, {b}{flags} : {ty}"))
         } else {
             let name = match op {
@@ -790,6 +805,7 @@ mod tests {
             FastMath {
                 contract: true,
                 reassoc: false,
+                approx_div: false,
             },
         );
         e.set_loc(Some("loc(\"k.attn\":3:7)".into()));
@@ -803,6 +819,21 @@ mod tests {
         );
         assert!(text.contains("arith.divf %v2, %v1 : f32 loc("), "{text}");
         assert_eq!(z.ty, Ty::F32);
+        let mut e = Emitter::new(
+            0,
+            FastMath {
+                approx_div: true,
+                ..FastMath::default()
+            },
+        );
+        let x = e.f32(2.0);
+        e.div(&x, &x);
+        let text = e.into_text();
+        assert!(
+            text.lines()
+                .any(|l| l.contains("arith.divf") && l.contains("fastmath<afn> : f32")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -80,6 +80,22 @@ fn unify(a: ScalarKind, b: ScalarKind) -> ScalarKind {
     }
 }
 
+/// Whether a tree's value can differ between two positions of `index`.
+pub fn varies_with(graph: &Graph, t: &Tree, index: FrameIndex) -> bool {
+    match t {
+        Tree::Value(v) => match graph.try_result_type(*v) {
+            Some(PortType::Value(ty)) => ty.indices.contains(index),
+            _ => true,
+        },
+        Tree::Index(fi) => *fi == index,
+        Tree::Dim(_) | Tree::Int(_) | Tree::Float(_) => false,
+        Tree::Unary(_, a) => varies_with(graph, a, index),
+        Tree::Binary(_, a, b) => varies_with(graph, a, index) || varies_with(graph, b, index),
+        Tree::Call(_, args) => args.iter().any(|a| varies_with(graph, a, index)),
+        Tree::Extract(v, k) => varies_with(graph, v, index) || varies_with(graph, k, index),
+    }
+}
+
 /// The kind of a tree's value, by the language's rules.
 pub fn kind_of(graph: &Graph, t: &Tree) -> ScalarKind {
     use ScalarKind::{Bool, Float, Int};
@@ -348,6 +364,14 @@ impl<'a> ExprLowering<'a> {
             BinaryOp::Add => e.add(&x, &y),
             BinaryOp::Sub => e.sub(&x, &y),
             BinaryOp::Mul => e.mul(&x, &y),
+            // Under approximate division, a divisor that does not vary along the key axis
+            // becomes a reciprocal (computed once: the code generator hoists and shares it) and
+            // a multiply per element, which keeps the special-function unit free for exp2.
+            BinaryOp::Div if e.fast.approx_div && !varies_with(graph, b, FrameIndex::J) => {
+                let one = e.f32(1.0);
+                let r = e.div(&one, &y);
+                e.mul(&x, &r)
+            }
             BinaryOp::Div => e.div(&x, &y),
             BinaryOp::FloorDiv => {
                 let q = e.div(&x, &y);
@@ -440,7 +464,7 @@ impl<'a> ExprLowering<'a> {
         for a in args {
             v.push(self.lower_f32(e, leaves, a, feature)?);
         }
-        Ok(self.float_call(e, f, &v)?)
+        self.float_call(e, f, &v)
     }
 
     /// A float built-in of evaluated f32 arguments.

@@ -265,7 +265,7 @@ fn reduce_to_pi(e: &mut Emitter, x: &Val, m: &dyn MathHooks) -> Val {
     let half = e.f32(0.5);
     let qh = e.add(&q, &half);
     let k = m.floor(e, &qh);
-    let hi = e.f32(6.283_185_307_179_586);
+    let hi = e.f32(std::f64::consts::TAU);
     let kh = e.mul(&k, &hi);
     e.sub(x, &kh)
 }

@@ -70,7 +70,6 @@ impl Shared {
 /// A per-head value of the workspace: `len` elements per (b, h).
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
-    pub node: NodeIndex,
     pub len: Dim,
 }
 
@@ -248,7 +247,7 @@ pub(crate) fn layout(
     let mut prefetched = BTreeSet::new();
     let mut operand = BTreeMap::new();
     let len = |n| feature_len(graph, n, dims);
-    let mut add =
+    let add =
         |shared: &mut Vec<Shared>, name: String, elem: Ty, rows, len, stride, copies, region| {
             shared.push(Shared {
                 name,
@@ -279,7 +278,7 @@ pub(crate) fn layout(
                         Feature::Vector(d) => d,
                         _ => Dim::Const(1),
                     };
-                    slots.push(Slot { node: n, len });
+                    slots.push(Slot { len });
                     Home::HeadWorkspace(slots.len() - 1)
                 } else {
                     Home::HeadInline
@@ -422,7 +421,7 @@ pub(crate) fn layout(
             operand.insert(n, b);
         }
     }
-    for (n, _) in &key_operands {
+    for n in key_operands.keys() {
         if !homes.get(n).is_some_and(|h| matches!(h, Home::Key(_))) {
             return Err(NvptxError::unsupported(
                 graph,
@@ -498,30 +497,6 @@ pub(crate) fn layout(
 }
 
 impl Layout {
-    /// Adds a buffer after classification (accumulators, statistics) and returns its index.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add(
-        &mut self,
-        name: String,
-        elem: Ty,
-        rows: usize,
-        len: usize,
-        stride: usize,
-        region: Region,
-    ) -> usize {
-        self.shared.push(Shared {
-            name,
-            elem,
-            rows,
-            len,
-            stride,
-            copies: 1,
-            region,
-            offset: 0,
-        });
-        self.shared.len() - 1
-    }
-
     /// Assigns byte offsets: the persistent buffers first, then the sweep buffers and the
     /// epilogue buffers over the same space. Every buffer starts 16-byte aligned.
     pub fn place(&mut self) {

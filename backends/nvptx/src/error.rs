@@ -17,6 +17,18 @@ pub enum NvptxError {
     /// The generated kernel is larger than the target allows.
     #[error("{0}")]
     Resources(String),
+    /// The kernel's shared-memory layout at the chosen tiles exceeds the target's.
+    #[error(
+        "kernel `{kernel}` needs {needed} bytes of shared memory per block with query tile {query_tile} and key tile {key_tile}; {target} allows {allowed} (use smaller head dims)"
+    )]
+    SharedMemory {
+        kernel: String,
+        target: String,
+        needed: usize,
+        allowed: usize,
+        query_tile: usize,
+        key_tile: usize,
+    },
     #[error("MLIR rejected the generated kernel (a compiler bug): {0}")]
     Mlir(#[from] attnc_mlir::MlirError),
     #[error("LLVM could not compile the generated kernel (a compiler bug): {0}")]

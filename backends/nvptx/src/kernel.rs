@@ -96,19 +96,23 @@ fn dim_value(e: &mut Emitter, dims: &BTreeMap<String, (Val, Val)>, d: &Dim) -> V
     }
 }
 
+/// The kernel's parameters as SSA values: dims by name (index and i32 forms), input buffers
+/// by node, output buffers by name, the workspace (if any) and the status buffer.
+pub(crate) type BoundParams = (
+    BTreeMap<String, (Val, Val)>,
+    BTreeMap<NodeIndex, Val>,
+    BTreeMap<String, Val>,
+    Option<Val>,
+    Val,
+);
+
 /// Binds the dims (constants where specialised), the input, output and status buffers.
 pub(crate) fn bind_params(
     e: &mut Emitter,
     graph: &Graph,
     specialised: &BTreeMap<String, i64>,
     workspace: Option<&Dim>,
-) -> (
-    BTreeMap<String, (Val, Val)>,
-    BTreeMap<NodeIndex, Val>,
-    BTreeMap<String, Val>,
-    Option<Val>,
-    Val,
-) {
+) -> BoundParams {
     let mut dims = BTreeMap::new();
     for d in &graph.dims {
         let (i, i32v) = match specialised.get(&d.name) {
@@ -222,7 +226,6 @@ pub(crate) fn head_values(
     plan: &ParallelKernel,
     order: &[NodeIndex],
 ) -> Result<BTreeMap<NodeIndex, Val>, NvptxError> {
-    let graph = ctx.graph;
     let mut local = BTreeMap::new();
     for &n in order.iter().filter(|n| plan.per_head.contains(n)) {
         if ctx.layout.home(n) != Some(Home::HeadInline) {
@@ -348,6 +351,7 @@ pub(crate) fn write_main(
         FastMath {
             contract: true,
             reassoc: false,
+            approx_div: true,
         },
     );
     let ws_len = workspace_len(graph, &layout);
@@ -387,6 +391,10 @@ pub(crate) fn write_main(
     );
     let mut views = Vec::new();
     for s in &layout.shared {
+        e.line(&format!(
+            "// shared {}: {} x {} {:?} x {} copies at byte {}",
+            s.name, s.rows, s.stride, s.elem, s.copies, s.offset
+        ));
         let off = e.index(s.offset as i64);
         views.push(e.view(&smem, &off, s.rows * s.stride * s.copies, s.elem.clone()));
     }

@@ -61,7 +61,6 @@ pub(crate) enum At {
         key: Val,
         j: Val,
         stage: Val,
-        e: usize,
     },
 }
 

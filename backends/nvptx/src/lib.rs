@@ -66,6 +66,66 @@ pub struct GpuBuild {
 /// The symbol of the gpu.module every kernel is in.
 pub const GPU_MODULE: &str = "attnc";
 
+/// Tiles `fused` for a CUDA target so that the kernel this back end writes fits it. The cost
+/// model estimates shared memory from the plan; the back end's layout is exact and can need more
+/// (a converted copy of a tile beside its storage-type copy, say). Where it does, the model is
+/// asked again with its budget lowered by the difference, so the choice stays the model's best
+/// among the tilings that really fit.
+pub fn fit(
+    graph: &Graph,
+    fused: &FusedProgram,
+    target: &Target,
+    given: Option<&attnc_ir::Bindings>,
+) -> Result<TiledProgram, NvptxError> {
+    let Target::Gpu(gpu) = target else {
+        return Err(NvptxError::Internal {
+            message: "the NVPTX back end was given a CPU target".into(),
+            span: None,
+        });
+    };
+    let mut budget = gpu.clone();
+    let mut last = None;
+    for _ in 0..8 {
+        let mut tiled =
+            attnc_passes::tiling::tile(graph, fused, &Target::Gpu(budget.clone()), given)
+                .map_err(NvptxError::Resources)?;
+        tiled.target = target.clone();
+        // Other errors are the compile step's to report, with the tiling that caused them.
+        let e = match generate(graph, fused, &tiled) {
+            Ok(build) => {
+                // The plan shows the layout's exact size, not the model's estimate.
+                let exact = build.launches.last().map(|l| l.shared_bytes);
+                if let (Some(exact), Some(k)) = (exact, tiled.kernels.first_mut())
+                    && let TiledBody::Parallel(p) = &mut k.body
+                    && let Mapping::Blocks { shared_bytes, .. } = &mut p.mapping
+                {
+                    *shared_bytes = exact;
+                }
+                return Ok(tiled);
+            }
+            Err(e @ NvptxError::SharedMemory { .. }) => e,
+            Err(_) => return Ok(tiled),
+        };
+        if let NvptxError::SharedMemory {
+            needed, allowed, ..
+        } = &e
+        {
+            let over = needed.saturating_sub(*allowed).max(1024);
+            budget.shared_bytes_per_block = budget.shared_bytes_per_block.saturating_sub(over);
+        }
+        last = Some(e);
+        if budget.shared_bytes_per_block == 0 {
+            break;
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        NvptxError::Resources(format!(
+            "kernel `{}`: no tiling fits {}'s shared memory",
+            graph.kernel, gpu.name
+        ))
+    }))
+}
+
 /// Compiles the first kernel of `fused`, tiled for a CUDA target in `tiled`, to PTX.
 pub fn compile(
     graph: &Graph,
@@ -165,15 +225,14 @@ pub fn generate(
     )?;
     layout.place();
     if layout.shared_bytes > gpu.shared_bytes_per_block {
-        return Err(NvptxError::Resources(format!(
-            "kernel `{}` needs {} bytes of shared memory per block with query tile {} and key tile {}; {} allows {} (use smaller head dims)",
-            graph.kernel,
-            layout.shared_bytes,
-            shape.bq,
-            shape.bk,
-            gpu.name,
-            gpu.shared_bytes_per_block
-        )));
+        return Err(NvptxError::SharedMemory {
+            kernel: graph.kernel.clone(),
+            target: gpu.name.clone(),
+            needed: layout.shared_bytes,
+            allowed: gpu.shared_bytes_per_block,
+            query_tile: shape.bq,
+            key_tile: shape.bk,
+        });
     }
     let entry = format!("attnc_{}", graph.kernel);
     let prologue_entry = format!("attnc_{}_per_head", graph.kernel);

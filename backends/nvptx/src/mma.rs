@@ -201,6 +201,7 @@ pub(crate) fn a_fragments(
 
 /// The B fragments (`[b0, b1]` per 8-column block) of `blocks` blocks of 8 rows of a
 /// row-major `[n][k]` buffer (the key tile: B = K^T), at k step `kk`.
+#[allow(clippy::too_many_arguments)] // a fragment's address: buffer, stage, row, step
 pub(crate) fn b_fragments_nk(
     e: &mut Emitter,
     kind: Kind,
@@ -264,6 +265,7 @@ pub(crate) fn b_fragments_nk(
 
 /// The B fragments of `blocks` 8-column blocks of a row-major `[k][n]` buffer (the value tile:
 /// keys by features) for the 16 (or 8, tf32) keys of step `kk`.
+#[allow(clippy::too_many_arguments)] // a fragment's address: buffer, stage, row, step
 pub(crate) fn b_fragments_kn(
     e: &mut Emitter,
     kind: Kind,
@@ -354,7 +356,7 @@ pub(crate) fn weights_as_a(
     let t2 = e.arith(attnc_lower::Arith::Rem, &lane.t, &two);
     let zero = idx(e, 0);
     let even = e.cmp(attnc_lower::Cmp::Eq, &t2, &zero);
-    let mut pick = |e: &mut Emitter, x: &Val, y: &Val, src: &Val| {
+    let pick = |e: &mut Emitter, x: &Val, y: &Val, src: &Val| {
         let a = shuffle_idx(e, x, src);
         let b = shuffle_idx(e, y, src);
         let v = e.select(&even, &a, &b);

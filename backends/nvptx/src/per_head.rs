@@ -42,6 +42,7 @@ pub(crate) fn write(
         FastMath {
             contract: true,
             reassoc: false,
+            approx_div: true,
         },
     );
     let ws_len = workspace_len(graph, layout);

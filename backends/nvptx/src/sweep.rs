@@ -10,6 +10,9 @@
 //! tile). After the loop the partial sums are reduced across lanes and each reduction's value is
 //! written to its row buffer, with its per-row factor applied.
 
+// Fragment code walks several arrays of one layout (rows, scores, statistics) by position.
+#![allow(clippy::needless_range_loop)]
+
 use crate::NvptxError;
 use crate::classify::Home;
 use crate::kernel::Body;
@@ -637,7 +640,6 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         key,
                         j: jc,
                         stage: stage.clone(),
-                        e: nb * 4 + ri * 2 + ci,
                     };
                     let mut local = BTreeMap::new();
                     for (n, acc) in &scores {

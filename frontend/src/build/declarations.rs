@@ -8,6 +8,7 @@ use attnc_ir::expr::{ExprArena, ExprId};
 use attnc_ir::graph::{DimDef, Node, Op, PortType, Requirement, ValueRef};
 use attnc_ir::types::{Dim, Feature, FrameIndex, IndexSet, ScalarKind, TensorType};
 use attnc_source::Diagnostic;
+use attnc_source::wording::count;
 
 impl Builder<'_> {
     pub(super) fn declare_dims(&mut self, dims: &[ast::DimDecl], scope: &Scope) {
@@ -94,9 +95,11 @@ impl Builder<'_> {
         self.failed
             .extend(decl.names.iter().map(|n| n.name.clone()));
         let Ok(ty) = self.tensor_type(&decl.ty) else {
+            self.output_failed = true;
             return;
         };
         if !ty.dtype.is_float() {
+            self.output_failed = true;
             self.diags.push(Diagnostic::error(
                 "outputs must be f32, f16 or bf16",
                 decl.ty.dtype_span,
@@ -120,14 +123,8 @@ impl Builder<'_> {
         }
     }
 
+    /// A tensor's dtype and dims; no dims is a rank-0 tensor (one value, used by name).
     fn tensor_type(&mut self, t: &ast::TensorType) -> Res<TensorType> {
-        if t.dims.is_empty() {
-            return Err(self.error(Diagnostic::error(
-                "a tensor needs at least one axis",
-                t.span,
-                "no dimensions",
-            )));
-        }
         let dims = t
             .dims
             .iter()
@@ -145,10 +142,21 @@ impl Builder<'_> {
             ExprKind::Int(v) if *v >= 0 => Dim::Const(*v),
             ExprKind::Name(n) if self.dims.contains_key(n) => Dim::Sym(n.clone()),
             ExprKind::Name(n) => {
+                if !self.unknown_dims.insert(n.clone()) {
+                    return Err(super::Reported);
+                }
+                let near = attnc_source::suggest::closest(n, self.dims.keys().map(String::as_str));
+                let label = match near {
+                    Some(d) if d.eq_ignore_ascii_case(n) => {
+                        format!("did you mean `{d}`? dims are case-sensitive")
+                    }
+                    Some(d) => format!("did you mean `{d}`? or declare it with `dim {n};`"),
+                    None => format!("declare it with `dim {n};`"),
+                };
                 return Err(self.error(Diagnostic::error(
                     format!("unknown dimension `{n}`"),
                     e.span,
-                    format!("declare it with `dim {n};`"),
+                    label,
                 )));
             }
             ExprKind::Binary(op, a, b) => {
@@ -286,11 +294,12 @@ impl Builder<'_> {
         if a.indices.len() + 1 != rank && a.indices.len() != rank {
             return Err(self.error(Diagnostic::error(
                 format!(
-                    "`{name}` has {rank} axes; index {} of them (the last one takes a row) or all {rank}",
+                    "`{name}` has {}; index {} of them (the last one takes a row) or all {rank}",
+                    count(rank, "axis", "axes"),
                     rank - 1
                 ),
                 a.span,
-                format!("{} indices given", a.indices.len()),
+                format!("{} given", count(a.indices.len(), "index", "indices")),
             )));
         }
         let mut axes = Vec::new();

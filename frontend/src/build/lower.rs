@@ -7,7 +7,14 @@ use crate::ast::{self, BinaryOp, ExprKind, UnaryOp};
 use attnc_ir::expr::{Builtin, ExprNode, ExprType, StateTime};
 use attnc_ir::graph::{LoadIndex, Node, Op, PortType, ReduceKind, ValueRef};
 use attnc_ir::types::{Feature, FrameIndex, IndexSet, ScalarKind, ValueType};
+use attnc_source::wording::count;
 use attnc_source::{Diagnostic, Span};
+
+/// The calls that are not unary elementwise built-ins, for "did you mean" suggestions.
+const OTHER_CALLS: &[&str] = &[
+    "sum_j", "max_j", "min_j", "max", "min", "sum", "mean", "norm", "pow", "select", "int",
+    "float", "dot", "outer", "diag", "cumsum", "cumprod",
+];
 
 fn scalar(kind: ScalarKind) -> ExprType {
     ExprType {
@@ -136,7 +143,9 @@ impl Builder<'_> {
     }
 
     fn lower_name(&mut self, n: &str, span: Span, scope: &Scope, ctx: &mut Ctx) -> Res<Lowered> {
-        if self.failed.contains(n) && scope.get(n).is_none() {
+        // A failed definition, or a dim already reported as undeclared: said once already.
+        let reported = self.failed.contains(n) || self.unknown_dims.contains(n);
+        if reported && scope.get(n).is_none() {
             return Err(super::Reported);
         }
         if let Some(fi) = FrameIndex::from_name(n) {
@@ -195,6 +204,19 @@ impl Builder<'_> {
             let v = self.load(n, &[], span, scope)?;
             return Ok(self.operand(ctx, v, span));
         }
+        if let Some(&definition) = self.lets_ahead.get(n)
+            && definition.start > span.start
+        {
+            return Err(self.error(
+                Diagnostic::error(
+                    format!("`{n}` is used before its definition"),
+                    span,
+                    "used here",
+                )
+                .with_secondary(definition, "defined here, later")
+                .with_note(format!("move `let {n} = ...;` above its first use")),
+            ));
+        }
         let msg = if self.outputs.contains_key(n) {
             format!("output `{n}` cannot be read; bind the value with `let` and use that")
         } else if self.functions.contains_key(n) {
@@ -202,7 +224,49 @@ impl Builder<'_> {
         } else {
             format!("unknown name `{n}`")
         };
-        Err(self.error(Diagnostic::error(msg, span, "not defined here")))
+        let label = match self.closest_name(n, scope) {
+            Some(near) => format!("did you mean `{near}`?"),
+            None => "not defined here".to_string(),
+        };
+        Err(self.error(Diagnostic::error(msg, span, label)))
+    }
+
+    /// The frame index a tensor name written as an index most likely stands for: the index
+    /// that tensor is itself read with on an axis of the same size (`v[b, h, k]` after
+    /// `k[b, h, j]` means `j`), else an index of the query or key axes with that size.
+    fn index_for(&self, tensor: &str, dim: &attnc_ir::types::Dim) -> Option<FrameIndex> {
+        let info = self.inputs.get(tensor)?;
+        let from_loads = self
+            .loads
+            .keys()
+            .filter(|(node, _, _)| *node == info.node)
+            .flat_map(|(_, indices, _)| indices.iter().zip(&info.ty.dims))
+            .find_map(|(index, d)| match index {
+                LoadIndex::Frame(fi) if d == dim && matches!(fi, FrameIndex::I | FrameIndex::J) => {
+                    Some(*fi)
+                }
+                _ => None,
+            });
+        from_loads.or_else(|| {
+            [FrameIndex::J, FrameIndex::I]
+                .into_iter()
+                .find(|fi| self.graph.extents.get(fi) == Some(dim))
+        })
+    }
+
+    /// The known name nearest to a misspelt one: names in scope, dims, inputs, functions and
+    /// the kernel's indices.
+    fn closest_name(&self, n: &str, scope: &Scope) -> Option<String> {
+        let indices = ["b", "h", "i", "j", "t"];
+        let known = scope
+            .vars
+            .keys()
+            .map(String::as_str)
+            .chain(self.dims.keys().map(String::as_str))
+            .chain(self.inputs.keys().map(String::as_str))
+            .chain(self.functions.keys().copied())
+            .chain(indices);
+        attnc_source::suggest::closest(n, known).map(str::to_string)
     }
 
     fn lower_state(&mut self, n: &str, k: u32, span: Span, ctx: &mut Ctx) -> Res<Lowered> {
@@ -322,11 +386,12 @@ impl Builder<'_> {
         if indices.len() != rank && indices.len() + 1 != rank {
             return Err(self.error(Diagnostic::error(
                 format!(
-                    "`{name}` has {rank} axes: index all {rank} for an element, or the first {} for a row",
+                    "`{name}` has {}: index all {rank} for an element, or the first {} for a row",
+                    count(rank, "axis", "axes"),
                     rank.saturating_sub(1)
                 ),
                 span,
-                format!("{} indices given", indices.len()),
+                format!("{} given", count(indices.len(), "index", "indices")),
             )));
         }
         let mut load_indices = Vec::new();
@@ -343,6 +408,20 @@ impl Builder<'_> {
                 load_indices.push(LoadIndex::Frame(fi));
                 set = set.with(fi);
                 continue;
+            }
+            if let ExprKind::Name(n) = &idx.kind
+                && scope.get(n).is_none()
+                && self.inputs.get(n).is_some_and(|t| t.ty.dims.len() > 1)
+            {
+                let label = match self.index_for(n, &ty.dims[axis]) {
+                    Some(fi) => format!("did you mean the index `{}`?", fi.name()),
+                    None => "an index is b, h, i, j, t or an integer expression".to_string(),
+                };
+                return Err(self.error(Diagnostic::error(
+                    format!("`{n}` is an input tensor, not an index of `{name}`"),
+                    idx.span,
+                    label,
+                )));
             }
             let mut ctx = Ctx::map();
             let k = self.lower(idx, scope, &mut ctx)?;
@@ -577,10 +656,19 @@ impl Builder<'_> {
             (n, _) => match Builtin::unary_elementwise(n) {
                 Some(b) => b,
                 None => {
+                    let known = OTHER_CALLS
+                        .iter()
+                        .chain(Builtin::UNARY_NAMES)
+                        .copied()
+                        .chain(self.functions.keys().copied());
+                    let label = match attnc_source::suggest::closest(name, known) {
+                        Some(near) => format!("did you mean `{near}`?"),
+                        None => "not a built-in and not defined with `fn`".to_string(),
+                    };
                     return Err(self.error(Diagnostic::error(
                         format!("unknown function `{name}`"),
                         callee.span,
-                        "not a built-in and not defined with `fn`",
+                        label,
                     )));
                 }
             },

@@ -88,7 +88,7 @@ pub(crate) enum Binding {
 
 #[derive(Default)]
 pub(crate) struct Scope {
-    vars: HashMap<String, (Binding, Span)>,
+    pub(crate) vars: HashMap<String, (Binding, Span)>,
 }
 
 impl Scope {
@@ -165,6 +165,12 @@ pub(crate) struct Builder<'a> {
     pub(crate) failed: std::collections::HashSet<String>,
     /// The declared feature shape of each state of the recurrence being built.
     pub(crate) state_features: Vec<Feature>,
+    /// Every kernel-level `let` by name, so a use before it can point at the definition.
+    pub(crate) lets_ahead: HashMap<String, Span>,
+    /// Dim names already reported as unknown: one error per missing dim, not one per use.
+    pub(crate) unknown_dims: std::collections::HashSet<String>,
+    /// Whether an output declaration failed (already reported): "no output" would repeat it.
+    pub(crate) output_failed: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -187,6 +193,9 @@ impl<'a> Builder<'a> {
             state_features: Vec::new(),
             mask_span: None,
             failed: std::collections::HashSet::new(),
+            lets_ahead: HashMap::new(),
+            unknown_dims: std::collections::HashSet::new(),
+            output_failed: false,
         }
     }
 
@@ -197,6 +206,13 @@ impl<'a> Builder<'a> {
 
     fn kernel(&mut self, k: &Kernel) {
         let mut scope = Scope::default();
+        for stmt in &k.body {
+            if let Stmt::Let(l) = stmt {
+                self.lets_ahead
+                    .entry(l.name.name.clone())
+                    .or_insert(l.name.span);
+            }
+        }
         for stmt in &k.body {
             if let Stmt::Dims(dims) = stmt {
                 self.declare_dims(dims, &scope);
@@ -448,14 +464,17 @@ impl<'a> Builder<'a> {
                 format!("assign it, e.g. `{name}[b, h, i] = ...;`"),
             ));
         }
-        if self.outputs.is_empty() {
+        if self.outputs.is_empty() && !self.output_failed {
             self.diags.push(Diagnostic::error(
                 "the kernel has no output",
                 k.name.span,
                 "declare one with `output o: f32[B, H, S, D];` and assign it",
             ));
         }
-        self.check_index_ranges(k);
+        // A range comes from a use of the index; after an error that use may be what failed.
+        if self.diags.is_empty() {
+            self.check_index_ranges(k);
+        }
         if let (Some(rec), Some(par)) = (self.recurrence_span, self.parallel_use) {
             self.diags.push(
                 Diagnostic::error(

@@ -5,6 +5,7 @@
 use crate::expr::ExprNode;
 use crate::graph::Graph;
 use crate::types::{Dim, DimEvalError, FrameIndex};
+use attnc_source::wording::count;
 use attnc_source::{Diagnostic, Span};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,15 +85,15 @@ pub fn bind_dims(
     let mut errors = Vec::new();
     let mut values: BTreeMap<String, (i64, Origin)> = BTreeMap::new();
     let known: Vec<&str> = graph.dims.iter().map(|d| d.name.as_str()).collect();
+    let unknown: Vec<&String> = fixed
+        .keys()
+        .filter(|n| !known.contains(&n.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        // One error for the flag: the dims it failed to give would only repeat it.
+        return Err(vec![unknown_shape_names(graph, &known, &unknown)]);
+    }
     for (name, value) in fixed {
-        if !known.contains(&name.as_str()) {
-            errors.push(Diagnostic::global(format!(
-                "--shape names `{name}`, which kernel `{}` does not declare; its dims are: {}",
-                graph.kernel,
-                known.join(", ")
-            )));
-            continue;
-        }
         values.insert(name.clone(), (*value, Origin::Flag));
     }
     // Tensors that contradict a symbol's first value, per symbol, reported together below.
@@ -105,8 +106,8 @@ pub fn bind_dims(
         if shape.len() != ty.dims.len() {
             errors.push(Diagnostic::error(
                 format!(
-                    "input `{name}` must have {} axes, but the given tensor has {} (shape {shape:?})",
-                    ty.dims.len(),
+                    "input `{name}` must have {}, but the given tensor has {} (shape {shape:?})",
+                    count(ty.dims.len(), "axis", "axes"),
                     shape.len()
                 ),
                 span,
@@ -233,6 +234,29 @@ pub fn bind_dims(
     } else {
         Err(errors)
     }
+}
+
+/// `--shape` names dims the kernel does not declare: lists them with the declared dims, and
+/// a likely intended name for each (dims are case-sensitive: `b` is not `B`).
+fn unknown_shape_names(graph: &Graph, known: &[&str], unknown: &[&String]) -> Diagnostic {
+    let listed: Vec<String> = unknown.iter().map(|n| format!("`{n}`")).collect();
+    let mut d = Diagnostic::global(format!(
+        "--shape names {}, which kernel `{}` does not declare; its dims are {}",
+        listed.join(", "),
+        graph.kernel,
+        known.join(", ")
+    ));
+    let mut case_only = false;
+    for n in unknown {
+        if let Some(near) = attnc_source::suggest::closest(n, known.iter().copied()) {
+            case_only |= near.eq_ignore_ascii_case(n);
+            d = d.with_note(format!("for `{n}`, did you mean `{near}`?"));
+        }
+    }
+    if case_only {
+        d = d.with_note("dim names are case-sensitive");
+    }
+    d
 }
 
 /// A tensor whose axis contradicts the value a symbol already has.

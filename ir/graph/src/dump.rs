@@ -88,7 +88,9 @@ pub fn dump_graph(graph: &Graph) -> String {
                     .first()
                     .and_then(|(v, _)| graph.node(v.node).name.clone())
                     .unwrap_or_default();
-                let mut idx: Vec<String> = indices
+                // A row is written as the language writes it, by its leading axes only
+                // (`q[b, h, i]`); the result type shows the feature axis.
+                let idx: Vec<String> = indices
                     .iter()
                     .map(|ix| match ix {
                         LoadIndex::Frame(fi) => fi.name().to_string(),
@@ -97,11 +99,6 @@ pub fn dump_graph(graph: &Graph) -> String {
                         }
                     })
                     .collect();
-                if let Some(PortType::Value(t)) = node.results.first()
-                    && t.feature != crate::types::Feature::Scalar
-                {
-                    idx.push(":".to_string());
-                }
                 format!("load {tensor}[{}]", idx.join(", "))
             }
             Op::Map { expr, root } => format!("map {}", expr.render(*root, &operands, &[])),
@@ -143,10 +140,7 @@ pub fn dump_graph(graph: &Graph) -> String {
                 text
             }
             Op::Output { name, ty, axes } => {
-                let mut idx: Vec<&str> = axes.iter().map(|a| a.name()).collect();
-                if axes.len() < ty.dims.len() {
-                    idx.push(":");
-                }
+                let idx: Vec<&str> = axes.iter().map(|a| a.name()).collect();
                 format!(
                     "output {name}[{}]: {ty} = {}",
                     idx.join(", "),

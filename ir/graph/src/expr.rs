@@ -105,6 +105,28 @@ impl Builtin {
         }
     }
 
+    /// The names [`Builtin::unary_elementwise`] accepts, for "did you mean" suggestions.
+    pub const UNARY_NAMES: &[&str] = &[
+        "exp",
+        "log",
+        "log1p",
+        "sqrt",
+        "rsqrt",
+        "tanh",
+        "sigmoid",
+        "log_sigmoid",
+        "softplus",
+        "relu",
+        "elu",
+        "silu",
+        "gelu",
+        "abs",
+        "sin",
+        "cos",
+        "floor",
+        "ceil",
+    ];
+
     /// Unary float functions applied point by point (to every element of a vector or matrix).
     pub fn unary_elementwise(name: &str) -> Option<Builtin> {
         Some(match name {

@@ -5,6 +5,8 @@
 
 mod diagnostic;
 mod source;
+pub mod suggest;
+pub mod wording;
 
 pub use diagnostic::{Diagnostic, Label};
 pub use source::{FileId, MAX_SOURCE_BYTES, Sources, Span};

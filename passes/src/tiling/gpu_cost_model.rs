@@ -204,6 +204,9 @@ pub fn choose(
     let mut best: Option<Choice> = None;
     for &warps in WARPS {
         for &bk in KEY_TILES {
+            if t.pinned_tiles.is_some_and(|p| p != (16 * warps, bk)) {
+                continue;
+            }
             let (density, partial) = coverage(16 * warps, bk);
             let request = Request {
                 problem: Problem {

@@ -156,6 +156,9 @@ pub struct GpuTarget {
     pub matrix_flops_16bit: f64,
     /// Plain f32 FMA rate, FLOP/s.
     pub f32_flops: f64,
+    /// (query tile, key tile) fixed from outside the model (`attnc build --tile`), so that
+    /// candidates can be timed on a device; the model still chooses everything else.
+    pub pinned_tiles: Option<(usize, usize)>,
 }
 
 impl GpuTarget {
@@ -199,6 +202,7 @@ impl GpuTarget {
             l2_bytes: 40 << 20,
             matrix_flops_16bit: 312e12,
             f32_flops: 19.5e12,
+            pinned_tiles: None,
         }
     }
 
@@ -219,6 +223,7 @@ impl GpuTarget {
             l2_bytes: 50 << 20,
             matrix_flops_16bit: 790e12,
             f32_flops: 67e12,
+            pinned_tiles: None,
             ..Self::sm_80()
         }
     }

@@ -199,20 +199,38 @@ pub fn compare(
     Ok(rows)
 }
 
+/// A strategy's speed relative to the planner's, spelt out so a slower baseline never reads
+/// as a speedup: "0.013x (75.65x slower)", "1.25x (1.25x faster)", "1.00x".
+fn relative_speed(planner_s: f64, strategy_s: f64) -> String {
+    let speed = planner_s / strategy_s;
+    let shown = if speed < 0.1 {
+        format!("{speed:.3}x")
+    } else {
+        format!("{speed:.2}x")
+    };
+    if format!("{speed:.2}") == "1.00" {
+        shown
+    } else if speed < 1.0 {
+        format!("{shown} ({:.2}x slower)", 1.0 / speed)
+    } else {
+        format!("{shown} ({speed:.2}x faster)")
+    }
+}
+
 /// The comparison as a text table, one line per strategy.
 pub fn render_comparison(rows: &[Comparison]) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail, hence the ignored results below.
     let _ = writeln!(
         out,
-        "{:18} {:15} {:14} {:34} {:>10} {:>22} {:>9} {:>9}",
+        "{:18} {:15} {:14} {:34} {:>10} {:>22} {:>23} {:>9}",
         "profile",
         "model",
         "strategy",
         "placement",
         "per token",
         "peak memory (device)",
-        "speedup",
+        "speed vs planner",
         "mem. red."
     );
     for row in rows {
@@ -237,12 +255,14 @@ pub fn render_comparison(rows: &[Comparison]) -> String {
                     peak_device,
                 } => {
                     let ratio = |num: f64, den: f64| format!("{:.2}x", num / den);
-                    let (speedup, memory) = match reference {
-                        Some((t, m)) => (ratio(*time_per_token_s, t), ratio(*peak_bytes, m)),
+                    let (speed, memory) = match reference {
+                        Some((t, m)) => {
+                            (relative_speed(t, *time_per_token_s), ratio(*peak_bytes, m))
+                        }
                         None => ("-".to_string(), "-".to_string()),
                     };
                     format!(
-                        "{summary:34} {:>10} {:>22} {speedup:>9} {memory:>9}",
+                        "{summary:34} {:>10} {:>22} {speed:>23} {memory:>9}",
                         seconds(*time_per_token_s),
                         format!("{} ({peak_device})", gib(*peak_bytes))
                     )
@@ -254,9 +274,22 @@ pub fn render_comparison(rows: &[Comparison]) -> String {
     }
     let _ = writeln!(
         out,
-        "speedup: the strategy's time per token over the planner's; mem. red.: its largest \
-         per-device memory over the planner's. Time per token: one forward pass of the whole \
-         batch over batch x seq tokens."
+        "speed vs planner: the planner's time per token over the strategy's (below 1: the \
+         strategy is slower); mem. red.: its largest per-device memory over the planner's. \
+         Time per token: one forward pass of the whole batch over batch x seq tokens."
     );
     out
+}
+
+#[cfg(test)]
+mod speed_tests {
+    use super::relative_speed;
+
+    #[test]
+    fn slower_baselines_say_slower() {
+        assert_eq!(relative_speed(1.0, 75.65), "0.013x (75.65x slower)");
+        assert_eq!(relative_speed(1.0, 2.7), "0.37x (2.70x slower)");
+        assert_eq!(relative_speed(1.25, 1.0), "1.25x (1.25x faster)");
+        assert_eq!(relative_speed(1.0, 1.0), "1.00x");
+    }
 }

@@ -150,6 +150,7 @@ pub(crate) fn evaluate(w: &Workload, placement: &Placement) -> Result<Plan, Plan
                 .map(|(k, &c)| KernelLayers {
                     kernel: k.written.clone(),
                     layers: c,
+                    shown: k.shown(),
                 })
                 .collect(),
             primary: profile.devices[p].name.clone(),

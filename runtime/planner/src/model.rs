@@ -64,6 +64,27 @@ pub struct Kernel {
     pub resolved: PathBuf,
 }
 
+impl Kernel {
+    /// The resolved path with `.` and `folder/..` folded away: where the kernel is from
+    /// where the model path was given (`examples/gqa_causal.attn`, not the model file's
+    /// `../../../examples/gqa_causal.attn`), for text a person reads.
+    pub fn shown(&self) -> String {
+        let mut parts: Vec<std::path::Component> = Vec::new();
+        for c in self.resolved.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir
+                    if matches!(parts.last(), Some(std::path::Component::Normal(_))) =>
+                {
+                    parts.pop();
+                }
+                other => parts.push(other),
+            }
+        }
+        parts.iter().collect::<PathBuf>().display().to_string()
+    }
+}
+
 /// A checked model description.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
@@ -301,6 +322,7 @@ mod tests {
         assert_eq!(m.layer_kernel, vec![1, 0, 1, 0, 1, 0]);
         assert_eq!(m.kernels[1].written, "window.attn");
         assert_eq!(m.kernels[1].resolved, Path::new("models/window.attn"));
+        assert_eq!(m.kernels[1].shown(), "models/window.attn");
     }
 
     #[test]
@@ -332,5 +354,28 @@ mod tests {
             e.to_string().starts_with("model file m.toml is not valid:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn shown_paths_fold_parent_folders_but_keep_leading_ones() {
+        let shown = |model: &str, written: &str| {
+            Kernel {
+                written: written.to_string(),
+                resolved: Path::new(model)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(written),
+            }
+            .shown()
+        };
+        assert_eq!(
+            shown(
+                "runtime/planner/models/m.toml",
+                "../../../examples/gqa_causal.attn"
+            ),
+            "examples/gqa_causal.attn"
+        );
+        assert_eq!(shown("m.toml", "../k.attn"), "../k.attn");
+        assert_eq!(shown("a/m.toml", "./k.attn"), "a/k.attn");
     }
 }

@@ -80,8 +80,12 @@ pub struct StagePlan {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KernelLayers {
+    /// The path as written in the model file (relative to it).
     pub kernel: String,
     pub layers: u32,
+    /// The path from where the model was given, for text output (not part of the JSON).
+    #[serde(skip)]
+    pub shown: String,
 }
 
 /// One device's part of a stage. Its head and K/V group ranges are half-open; an idle
@@ -130,7 +134,7 @@ pub enum PlanError {
     #[error(transparent)]
     Work(#[from] WorkError),
     #[error(
-        "model `{model}` does not fit on device profile `{profile}` ({context}): {}",
+        "model `{model}` does not fit on device profile `{profile}` ({context}):\n  {}",
         describe(shortages)
     )]
     DoesNotFit {
@@ -170,5 +174,6 @@ fn describe(shortages: &[Shortage]) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join("; ")
+        // One shortage per line: several pools on one line made a 600-character message.
+        .join("\n  ")
 }

@@ -1,30 +1,37 @@
 //! Planner output, SVG timeline: one row per device, one bar per stage and micro-batch.
 //!
-//! Inside a bar, the solid part is the device's kernel time, the orange part its transfers
-//! to and from the stage's primary, and the pale rest the time it waits for the stage's
-//! slowest device. Those parts interleave layer by layer in reality; the drawing stacks
-//! them to show the proportions. Transfers between stages run on a thin lane under the
-//! sender's row. The output is deterministic: fixed number formats, no timestamps.
+//! Each row's label says what the device runs (stage, heads and K/V groups, layers) and
+//! shows its memory use against its pool's capacity as a gauge. Inside a bar, the solid part
+//! is the device's kernel time, the orange part its transfers to and from the stage's
+//! primary, and the pale rest the time it waits for the stage's slowest device. Those parts
+//! interleave layer by layer in reality; the drawing stacks them to show the proportions.
+//! Transfers between stages run on a lane just under the sender's bars, inside its row.
+//! Every bar, lane and gauge has a `<title>` tooltip with its numbers. The output is
+//! deterministic: fixed number formats, no timestamps.
 
 use std::fmt::Write;
 
-use crate::plan::Plan;
-use crate::render_text::seconds;
+use crate::plan::{DeviceShare, Plan, StagePlan, gib};
+use crate::render_text::{plural, range, seconds};
 use crate::timeline::{Element, schedule};
 
-const WIDTH: f64 = 1200.0;
-const LEFT: f64 = 200.0;
+const WIDTH: f64 = 1280.0;
+const LEFT: f64 = 300.0;
 const RIGHT: f64 = 30.0;
 const TOP: f64 = 64.0;
-const ROW: f64 = 40.0;
-const BAR: f64 = 24.0;
-const LANE: f64 = 7.0;
+const ROW: f64 = 60.0;
+/// Where the bars start below a row's top edge.
+const BAR_TOP: f64 = 6.0;
+const BAR: f64 = 26.0;
+/// The lane of inter-stage transfers: right under the bars, well inside the row.
+const LANE_TOP: f64 = BAR_TOP + BAR + 3.0;
+const LANE: f64 = 8.0;
+const GAUGE: f64 = 110.0;
 const STAGE_COLOURS: [&str; 6] = [
     "#4e79a7", "#59a14f", "#b07aa1", "#76b7b2", "#9c755f", "#8c8c8c",
 ];
 const HELPER_TRANSFER: &str = "#f28e2b";
 const LINK: &str = "#e15759";
-
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -62,6 +69,17 @@ fn tick_label(t: f64) -> String {
     )
 }
 
+/// What a device runs in its stage, for its row label: "heads 0-27, K/V 0-6, layers 0-15".
+fn share_summary(stage: &StagePlan, d: &DeviceShare) -> String {
+    format!(
+        "heads {}, K/V {}, layers {}-{}",
+        range(d.heads),
+        range(d.kv_groups),
+        stage.first_layer,
+        stage.last_layer
+    )
+}
+
 /// The plan's forward pass as an SVG timeline.
 pub fn render_svg(plan: &Plan) -> String {
     let rows = plan.memory.len();
@@ -76,11 +94,14 @@ pub fn render_svg(plan: &Plan) -> String {
             .position(|m| m.device == name)
             .unwrap_or(0)
     };
-    let stage_of = |name: &str| {
-        plan.stages.iter().position(|s| {
-            s.devices
+    // The stage a device works in, and its share there.
+    let work_of = |name: &str| {
+        plan.stages.iter().enumerate().find_map(|(s, stage)| {
+            stage
+                .devices
                 .iter()
-                .any(|d| d.device == name && d.heads[0] < d.heads[1])
+                .find(|d| d.device == name && d.heads[0] < d.heads[1])
+                .map(|d| (s, stage, d))
         })
     };
     let mut out = String::new();
@@ -92,16 +113,19 @@ pub fn render_svg(plan: &Plan) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{} on {}</text>"#,
+        r#"<text x="20" y="22" font-size="15" font-weight="bold">{} on {}</text>"#,
         escape(&plan.model),
         escape(&plan.profile)
     );
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="42">{} stage(s), {} micro-batch(es) of {} sequence(s): {} per batch, {} per token, bottleneck {}</text>"#,
-        plan.stages.len(),
-        plan.micro_batches,
-        plan.sequences_per_micro_batch,
+        r#"<text x="20" y="42">{} layers, {} heads in {} K/V groups; {}, {} of {}: {} per batch, {} per token, bottleneck {}</text>"#,
+        plan.layers,
+        plan.heads,
+        plan.kv_heads,
+        plural(plan.stages.len() as u64, "stage", "stages"),
+        plural(plan.micro_batches, "micro-batch", "micro-batches"),
+        plural(plan.sequences_per_micro_batch, "sequence", "sequences"),
         seconds(plan.total_s),
         seconds(plan.time_per_token_s),
         seconds(plan.bottleneck_s)
@@ -111,23 +135,70 @@ pub fn render_svg(plan: &Plan) -> String {
         let fill = if r % 2 == 0 { "#f4f4f4" } else { "#ffffff" };
         let _ = writeln!(
             out,
-            r#"<rect x="{LEFT}" y="{y:.1}" width="{plot_w:.1}" height="{ROW}" fill="{fill}"/>"#
+            r#"<rect x="10" y="{y:.1}" width="{:.1}" height="{ROW}" fill="{fill}"/>"#,
+            WIDTH - 10.0 - RIGHT
         );
-        let label = match stage_of(&m.device) {
-            Some(s) => format!("{} (stage {s})", m.device),
-            None => format!("{} (unused)", m.device),
-        };
-        let colour = if stage_of(&m.device).is_some() {
-            "black"
-        } else {
-            "#999999"
+        let work = work_of(&m.device);
+        let (title, detail, colour) = match work {
+            Some((s, stage, d)) => (
+                format!("{} (stage {s})", m.device),
+                share_summary(stage, d),
+                "black",
+            ),
+            None => (format!("{} (unused)", m.device), String::new(), "#999999"),
         };
         let _ = writeln!(
             out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{colour}">{}</text>"#,
-            LEFT - 8.0,
-            y + 4.0 + BAR / 2.0 + 4.0,
-            escape(&label)
+            r#"<text x="20" y="{:.1}" fill="{colour}" font-weight="bold">{}</text>"#,
+            y + 17.0,
+            escape(&title)
+        );
+        let _ = writeln!(
+            out,
+            r##"<text x="20" y="{:.1}" fill="#444444" font-size="11">{}</text>"##,
+            y + 33.0,
+            escape(&detail)
+        );
+        // Memory gauge: the device's use against its pool's capacity.
+        let capacity = m.pool_capacity_bytes.max(f64::MIN_POSITIVE);
+        let used = (m.used_bytes / capacity).clamp(0.0, 1.0) * GAUGE;
+        // Devices of one pool share its capacity: the pale part is what the others use.
+        let pool_used: f64 = plan
+            .memory
+            .iter()
+            .filter(|o| o.pool == m.pool)
+            .map(|o| o.used_bytes)
+            .sum();
+        let pool_w = (pool_used / capacity).clamp(0.0, 1.0) * GAUGE;
+        let gauge_y = y + 41.0;
+        let pool = if m.pool == m.device {
+            String::new()
+        } else {
+            format!(
+                " (pool `{}`, shared: {} used by all its devices)",
+                m.pool,
+                gib(pool_used)
+            )
+        };
+        let tooltip = format!(
+            "{}: {} used of {}{pool}, {:.0}%",
+            m.device,
+            gib(m.used_bytes),
+            gib(m.pool_capacity_bytes),
+            m.used_bytes / capacity * 100.0
+        );
+        let _ = writeln!(
+            out,
+            r##"<g><title>{}</title><rect x="20" y="{gauge_y:.1}" width="{GAUGE}" height="9" fill="#ffffff" stroke="#888888" stroke-width="0.6"/><rect x="20" y="{gauge_y:.1}" width="{pool_w:.2}" height="9" fill="#c8c8c8"/><rect x="20" y="{gauge_y:.1}" width="{used:.2}" height="9" fill="#6b6b6b"/></g>"##,
+            escape(&tooltip)
+        );
+        let _ = writeln!(
+            out,
+            r##"<text x="{:.1}" y="{:.1}" fill="#444444" font-size="11">{} / {}</text>"##,
+            20.0 + GAUGE + 6.0,
+            gauge_y + 8.5,
+            gib(m.used_bytes),
+            gib(m.pool_capacity_bytes)
         );
     }
     // Grid lines first, so that bars and their numbers sit on top.
@@ -146,6 +217,7 @@ pub fn render_svg(plan: &Plan) -> String {
     }
     for slot in schedule(plan) {
         let (x0, x1) = (x(slot.start), x(slot.end));
+        let micro_batch = slot.micro_batch + 1;
         match slot.element {
             Element::Stage(s) => {
                 let stage = &plan.stages[s];
@@ -154,41 +226,62 @@ pub fn render_svg(plan: &Plan) -> String {
                     if d.heads[0] == d.heads[1] {
                         continue;
                     }
-                    let y = TOP + row_of(&d.device) as f64 * ROW + 4.0;
+                    let y = TOP + row_of(&d.device) as f64 * ROW + BAR_TOP;
                     let compute_w = d.compute_s / total * plot_w;
                     let transfer_w = d.transfer_s / total * plot_w;
-                    let _ = writeln!(
+                    let tooltip = format!(
+                        "stage {s}, micro-batch {micro_batch} on {}: {}; kernels {}, transfers to the primary {}, stage {} ({} to {})",
+                        d.device,
+                        share_summary(stage, d),
+                        seconds(d.compute_s),
+                        seconds(d.transfer_s),
+                        seconds(stage.time_s),
+                        seconds(slot.start),
+                        seconds(slot.end)
+                    );
+                    let _ = write!(out, "<g><title>{}</title>", escape(&tooltip));
+                    let _ = write!(
                         out,
                         r#"<rect x="{x0:.2}" y="{y:.1}" width="{:.2}" height="{BAR}" fill="{colour}" fill-opacity="0.25" stroke="{colour}" stroke-width="0.5"/>"#,
                         x1 - x0
                     );
-                    let _ = writeln!(
+                    let _ = write!(
                         out,
                         r#"<rect x="{x0:.2}" y="{y:.1}" width="{compute_w:.2}" height="{BAR}" fill="{colour}"/>"#
                     );
                     if transfer_w > 0.0 {
-                        let _ = writeln!(
+                        let _ = write!(
                             out,
                             r#"<rect x="{:.2}" y="{y:.1}" width="{transfer_w:.2}" height="{BAR}" fill="{HELPER_TRANSFER}"/>"#,
                             x0 + compute_w
                         );
                     }
                     if x1 - x0 >= 18.0 {
-                        let _ = writeln!(
+                        let _ = write!(
                             out,
-                            r#"<text x="{:.2}" y="{:.1}" text-anchor="middle" font-size="11">{}</text>"#,
+                            r#"<text x="{:.2}" y="{:.1}" text-anchor="middle" font-size="11">{micro_batch}</text>"#,
                             (x0 + x1) / 2.0,
-                            y + BAR / 2.0 + 4.0,
-                            slot.micro_batch + 1
+                            y + BAR / 2.0 + 4.0
                         );
                     }
+                    let _ = writeln!(out, "</g>");
                 }
             }
             Element::Link(l) => {
-                let y = TOP + row_of(&plan.links[l].from) as f64 * ROW + 4.0 + BAR + 2.0;
+                let link = &plan.links[l];
+                let y = TOP + row_of(&link.from) as f64 * ROW + LANE_TOP;
+                let tooltip = format!(
+                    "hidden state of micro-batch {micro_batch}, stage {l} to {}: {} to {}, {:.2} MiB in {}",
+                    l + 1,
+                    link.from,
+                    link.to,
+                    link.bytes / (1u64 << 20) as f64,
+                    seconds(link.time_s)
+                );
                 let _ = writeln!(
                     out,
-                    r#"<rect x="{x0:.2}" y="{y:.1}" width="{:.2}" height="{LANE}" fill="{LINK}"/>"#,
+                    r#"<g><title>{}</title><rect x="{x0:.2}" y="{y:.1}" width="{:.2}" height="{LANE}" fill="{LINK}"/></g>"#,
+                    escape(&tooltip),
                     (x1 - x0).max(0.5)
                 );
             }
@@ -226,12 +319,18 @@ pub fn render_svg(plan: &Plan) -> String {
             1.0,
             "helper <-> primary transfers in a stage",
         ),
-        (LINK, 1.0, "hidden state to the next stage (sender's row)"),
+        (
+            LINK,
+            1.0,
+            "hidden state to the next stage (on the sender's row)",
+        ),
+        ("#6b6b6b", 1.0, "memory: the device's use of its pool"),
+        ("#c8c8c8", 1.0, "memory: other devices of the pool"),
     ];
     for (i, (colour, opacity, text)) in entries.into_iter().enumerate() {
-        // Two columns, two rows.
-        let lx = LEFT + (i % 2) as f64 * plot_w / 2.0;
-        let ly = legend_y + (i / 2) as f64 * 20.0;
+        // Three columns.
+        let lx = 20.0 + (i % 3) as f64 * (WIDTH - 40.0) / 3.0;
+        let ly = legend_y + (i / 3) as f64 * 20.0;
         let _ = writeln!(
             out,
             r#"<rect x="{lx:.1}" y="{ly:.1}" width="14" height="14" fill="{colour}" fill-opacity="{opacity}" stroke="{colour}" stroke-width="0.5"/>"#

@@ -7,7 +7,8 @@ use crate::plan::{Plan, gib};
 /// Seconds in the unit a person would use.
 pub(crate) fn seconds(t: f64) -> String {
     if t == 0.0 {
-        "0 s".to_string()
+        // Zero in the unit its neighbours use most ("transfer 0 ms" beside "compute 90.83 ms").
+        "0 ms".to_string()
     } else if t < 1e-3 {
         format!("{:.1} us", t * 1e6)
     } else if t < 1.0 {
@@ -17,11 +18,20 @@ pub(crate) fn seconds(t: f64) -> String {
     }
 }
 
+/// "1 stage", "2 stages".
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 fn mib(bytes: f64) -> String {
     format!("{:.2} MiB", bytes / (1u64 << 20) as f64)
 }
 
-fn range(r: [u64; 2]) -> String {
+pub(crate) fn range(r: [u64; 2]) -> String {
     match r[1] - r[0] {
         0 => "none".to_string(),
         1 => format!("{}", r[0]),
@@ -42,10 +52,10 @@ pub fn render_text(plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "  {} micro-batches of {} sequence(s), {} stage(s)",
-        plan.micro_batches,
-        plan.sequences_per_micro_batch,
-        plan.stages.len()
+        "  {} of {}, {}",
+        plural(plan.micro_batches, "micro-batch", "micro-batches"),
+        plural(plan.sequences_per_micro_batch, "sequence", "sequences"),
+        plural(plan.stages.len() as u64, "stage", "stages")
     );
     let _ = writeln!(
         out,
@@ -66,7 +76,7 @@ pub fn render_text(plan: &Plan) -> String {
         let kernels: Vec<String> = stage
             .attention
             .iter()
-            .map(|k| format!("{} x {}", k.layers, k.kernel))
+            .map(|k| format!("{} x {}", k.layers, k.shown))
             .collect();
         let _ = writeln!(
             out,

@@ -143,7 +143,7 @@ impl<'a> WorkCache<'a> {
         }
         let k = &model.kernels[kernel];
         let error = |message: String| WorkError {
-            kernel: k.written.clone(),
+            kernel: k.shown(),
             batch,
             seq: model.seq,
             message,

@@ -45,7 +45,45 @@ fn svg_timeline_of_the_phones() {
         &SearchOptions::default(),
     )
     .unwrap();
-    insta::assert_snapshot!(render_svg(&p));
+    let svg = render_svg(&p);
+    // Every device's memory against its capacity, and what each one runs.
+    for m in &p.memory {
+        let gauge = format!("<title>{}: ", m.device);
+        assert!(svg.contains(&gauge), "no memory gauge for {}", m.device);
+    }
+    assert!(
+        svg.contains("heads 0-27, K/V 0-6, layers 0-"),
+        "no head split in a label"
+    );
+    // Every bar and lane carries a tooltip: no rect of a timeline slot outside a <g><title>.
+    for line in svg
+        .lines()
+        .filter(|l| l.contains("micro-batch") && l.contains("<rect"))
+    {
+        assert!(
+            line.starts_with("<g><title>"),
+            "a slot without a tooltip: {line}"
+        );
+    }
+    // Each transfer lane lies inside the row of the device that sends it.
+    for link in &p.links {
+        let row = p.memory.iter().position(|m| m.device == link.from).unwrap() as f64;
+        let (top, bottom) = (64.0 + row * 60.0, 64.0 + (row + 1.0) * 60.0);
+        let needle = format!(": {} to {},", link.from, link.to);
+        for line in svg.lines().filter(|l| l.contains(&needle)) {
+            let y: f64 = line
+                .split(" y=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|y| y.parse().ok())
+                .unwrap();
+            assert!(
+                top < y && y + 8.0 < bottom,
+                "lane at {y} outside its row {top}..{bottom}"
+            );
+        }
+    }
+    insta::assert_snapshot!(svg);
 }
 
 #[test]

@@ -56,6 +56,7 @@ mod device_choice;
 mod info;
 mod inputs;
 mod problem;
+mod random;
 mod report;
 
 use attnc_bundle::{Bundle, BundleError};
@@ -80,26 +81,30 @@ struct Cli {
     bundle: PathBuf,
     /// The input tensors (.npz or .safetensors; .npy for a kernel with one input), matched to
     /// the kernel's inputs by name. bf16 may also be given as its bits in a uint16 array.
-    #[arg(long, value_name = "FILE", required_unless_present = "info")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["info", "random"], conflicts_with = "random")]
     inputs: Option<PathBuf>,
+    /// Draw the inputs here from this seed instead of reading them (for timing at shapes too
+    /// large to carry); every dim must be given by `--shape`.
+    #[arg(long, value_name = "SEED")]
+    random: Option<u64>,
     /// Values of the kernel's dims, e.g. B=2,S=77; those given must agree with the inputs'
     /// shapes, the others are taken from them.
     #[arg(long, value_name = "DIMS", default_value = "", value_parser = inputs::parse_shape)]
     shape: DimValues,
     /// Write the outputs, in their dtypes, to this .npy (one output), .npz or .safetensors file.
-    #[arg(long, value_name = "FILE", requires = "inputs")]
+    #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Where to run: cuda (device 0) or cuda:N; by default device 0 of the bundle's target.
     #[arg(long, value_name = "DEVICE", value_parser = DeviceChoice::parse)]
     device: Option<DeviceChoice>,
     /// Compare every output with the same-named tensor in this file.
-    #[arg(long, value_name = "REF", requires = "inputs")]
+    #[arg(long, value_name = "REF")]
     check: Option<PathBuf>,
     /// The largest relative L2 error `--check` accepts.
     #[arg(long, value_name = "TOL", default_value_t = 1e-2, value_parser = parse_tolerance)]
     tolerance: f64,
     /// Time ITERS calls on the device (CUDA events) and print the median and minimum.
-    #[arg(long, value_name = "ITERS", value_parser = clap::value_parser!(u32).range(1..), requires = "inputs")]
+    #[arg(long, value_name = "ITERS", value_parser = clap::value_parser!(u32).range(1..))]
     time: Option<u32>,
     /// Untimed calls before `--time`'s.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -164,20 +169,30 @@ fn run(cli: &Cli, report: &mut Report) -> Result<(), Failure> {
             Format::Json => report.info = Some(info::json(&cli.bundle, &bundle)),
         }
     }
-    let Some(inputs_path) = &cli.inputs else {
+    if cli.inputs.is_none() && cli.random.is_none() {
         return Ok(());
-    };
+    }
     let choice = choose_device(cli.device, manifest)?;
     // A bundle whose code does not match its manifest is bad wherever it runs.
     choice
         .check_code(&bundle)
         .map_err(|e| Failure::one(FailureKind::Input, Problem::new(e.to_string())))?;
     check_output_path(cli.output.as_deref(), manifest)?;
-    let inputs = inputs::read_inputs(inputs_path, manifest).map_err(Failure::input)?;
-    let dims = inputs::bind(inputs_path, manifest, &cli.shape, &inputs).map_err(Failure::input)?;
-    inputs::check_values(inputs_path, manifest, &dims, &inputs, cli.allow_nonfinite)
-        .map_err(Failure::input)?;
-    report.inputs = Some(inputs_path.display().to_string());
+    let (dims, inputs) = match (&cli.inputs, cli.random) {
+        (Some(path), _) => {
+            let inputs = inputs::read_inputs(path, manifest).map_err(Failure::input)?;
+            let dims = inputs::bind(path, manifest, &cli.shape, &inputs).map_err(Failure::input)?;
+            inputs::check_values(path, manifest, &dims, &inputs, cli.allow_nonfinite)
+                .map_err(Failure::input)?;
+            report.inputs = Some(path.display().to_string());
+            (dims, inputs)
+        }
+        (None, Some(seed)) => {
+            report.inputs = Some(format!("random, seed {seed}"));
+            random::draw(manifest, &cli.shape, seed).map_err(Failure::input)?
+        }
+        (None, None) => return Ok(()),
+    };
     let reference = match &cli.check {
         Some(path) => Some(compare::read_reference(path, manifest, &dims).map_err(Failure::input)?),
         None => None,

@@ -1,9 +1,12 @@
 //! `attnc bench FILE`: times the compiled CPU kernel (median of `--repeat` runs, compile time
 //! apart) and, on request, the reference interpreter and a textbook unfused loop on the same
-//! inputs with the same threads. Prints a table, or one JSON document with `--json` for
-//! `bench/cpu_vs_pytorch.py`. A timing is a measurement, never a test.
+//! inputs with the same threads. Prints a table, or one JSON document with `--format json`
+//! (`--json` still works) for `bench/cpu_vs_pytorch.py`. A timing is a measurement, never a
+//! test.
 
 use crate::build_command::{compile_graph, load_source, report};
+use crate::output_format::{OutputFormat, dims_json};
+use crate::progress::Progress;
 use crate::shape_arg::parse_shape;
 use attnc_ir::Graph;
 use attnc_reference::{Tensor, interpret, random_inputs, to_f64_tensors};
@@ -24,9 +27,13 @@ pub enum Unfused {
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// The .attn file to time.
     pub file: PathBuf,
+    /// Values of the kernel's dims, e.g. B=1,H=16,S=1024,D=64 (with --inputs, taken from the
+    /// tensors' shapes).
     #[arg(long, default_value = "")]
     pub shape: String,
+    /// Seed of the random inputs (when no --inputs are given).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Run on these tensors instead of random ones (.npz or .safetensors).
@@ -50,7 +57,11 @@ pub struct BenchArgs {
     /// Also time a textbook unfused loop over inputs q, k, v of shape [B, H, S, D].
     #[arg(long, value_enum)]
     pub unfused: Option<Unfused>,
-    #[arg(long)]
+    /// What stdout holds: a table, or one JSON document (docs/output-formats.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    /// The same as --format json (kept for bench/cpu_vs_pytorch.py and older scripts).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
 }
 
@@ -81,21 +92,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let inputs = to_f64_tensors(&host);
     let useful = useful_flops(&graph, &bindings)?;
+    let progress = Progress::spinner("compiling the CPU kernel");
     let start = Instant::now();
     let kernel = crate::cpu_device::compile(&graph, &bindings)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    drop(progress);
     let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
     let mut times = Vec::new();
+    let progress = Progress::bar("timing the kernel", args.repeat.max(1) as u64);
     for _ in 0..args.repeat.max(1) {
         let start = Instant::now();
         outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
         times.push(start.elapsed().as_secs_f64());
+        progress.inc();
     }
+    drop(progress);
     let kernel_s = median(&mut times);
     // Read before anything that materialises S x S values runs in this process.
     let peak_rss_mb = peak_rss_mb();
     let mut rows = vec![("attnc cpu".to_string(), kernel_s)];
     if let Some(kind) = args.unfused {
+        let _progress = Progress::spinner("timing the unfused loop");
         let start = Instant::now();
         let o = unfused(&inputs, kind)?;
         rows.push(("unfused loop".to_string(), start.elapsed().as_secs_f64()));
@@ -109,6 +126,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     if args.reference {
+        let _progress = Progress::spinner("timing the f64 reference interpreter");
         let start = Instant::now();
         interpret(&graph, &bindings, &inputs)
             .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
@@ -127,22 +145,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         attnc_tensors::write_tensors(path, &stored)?;
     }
     let threads = rayon::current_num_threads();
-    if args.json {
-        let timings: Vec<String> = rows
+    if args.json || args.format == OutputFormat::Json {
+        let timings: Vec<serde_json::Value> = rows
             .iter()
             .map(|(name, s)| {
-                format!(
-                    "{{\"name\": \"{name}\", \"ms\": {:.4}, \"gflops\": {:.3}}}",
-                    s * 1e3,
-                    useful / s / 1e9
-                )
+                serde_json::json!({
+                    "name": name,
+                    "ms": s * 1e3,
+                    "gflops": useful / s / 1e9,
+                    "relative_to_kernel": s / kernel_s,
+                })
             })
             .collect();
-        println!(
-            "{{\"kernel\": \"{}\", \"dims\": \"{bindings}\", \"threads\": {threads}, \"useful_flops\": {useful:.0}, \"compile_ms\": {compile_ms:.1}, \"peak_rss_mb\": {peak_rss_mb:.1}, \"timings\": [{}]}}",
-            graph.kernel,
-            timings.join(", ")
-        );
+        let doc = serde_json::json!({
+            "kernel": graph.kernel,
+            "device": "cpu",
+            "dims": dims_json(&bindings),
+            "threads": threads,
+            "repeat": args.repeat.max(1),
+            "useful_flops": useful,
+            "compile_ms": compile_ms,
+            "peak_rss_mb": peak_rss_mb,
+            "timings": timings,
+        });
+        println!("{doc}");
     } else {
         println!(
             "kernel {} with {bindings}, {threads} threads, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",

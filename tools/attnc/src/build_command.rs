@@ -2,9 +2,9 @@
 //! pipeline order; `--print-after-all` prints the graph after every pass, `--time-passes` the time
 //! of every stage.
 
-use crate::Reported;
+use crate::output_format::OutputFormat;
 use crate::shape_arg::parse_shape;
-use attnc_frontend::{Sources, print_ast, render_all};
+use attnc_frontend::{Sources, print_ast};
 use attnc_passes::pass_manager::{PassManager, Timing};
 use attnc_passes::tiling::target::Target;
 use clap::{Args, ValueEnum};
@@ -27,6 +27,19 @@ pub enum Stage {
     Ptx,
 }
 
+/// `--tile 64x128`.
+fn parse_tiles(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{text}` is not QxK (e.g. 64x128)");
+    let (q, k) = text.split_once('x').ok_or_else(bad)?;
+    let (q, k): (usize, usize) = (q.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?);
+    if ![64, 128].contains(&q) || ![16, 32, 64, 128].contains(&k) {
+        return Err(format!(
+            "`{text}`: the query tile is 64 or 128 (4 or 8 warps of 16 rows) and the key tile 16, 32, 64 or 128"
+        ));
+    }
+    Ok((q, k))
+}
+
 /// Parses `--target`: a preset name of [`Target::PRESETS`].
 pub fn parse_target(name: &str) -> Result<Target, String> {
     Target::preset(name).ok_or_else(|| {
@@ -45,44 +58,76 @@ pub fn parse_target(name: &str) -> Result<Target, String> {
 pub struct BuildArgs {
     /// The .attn file to compile.
     pub file: PathBuf,
-    /// Stages to print, comma-separated; they print in pipeline order.
+    /// Stages to print, comma-separated; they print in pipeline order, each after a header line
+    /// `==> STAGE <==` when there are several.
     #[arg(long, value_delimiter = ',', default_value = "graph")]
     pub emit: Vec<Stage>,
+    /// Write each stage to DIR/NAME.STAGE (`.ll` for LLVM IR) instead of stdout, NAME being the
+    /// source file's stem.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
     /// Dims to tile for, e.g. B=2,H=4,S=4096,D=64 (nominal sizes otherwise).
     #[arg(long, default_value = "")]
     pub shape: String,
-    /// What to compile for: host, x86-avx512, x86-avx2, cuda:sm_80, cuda:sm_90a, vulkan,
-    /// vulkan:coopmat.
+    /// What code is generated for: host, x86-avx512, x86-avx2, cuda:sm_80, cuda:sm_90a,
+    /// vulkan, vulkan:coopmat. (A target names an instruction set; `attnc run --device` names
+    /// where a run executes.)
     #[arg(long, default_value = "host", value_parser = parse_target)]
     pub target: Target,
+    /// GPU targets: fix the query and key tiles, e.g. 64x128 (query tiles of 64 or 128 rows, key
+    /// tiles of 16, 32, 64 or 128), to time a candidate the cost model did not choose.
+    #[arg(long, value_name = "QxK", value_parser = parse_tiles)]
+    pub tile: Option<(usize, usize)>,
     /// Print the graph after every pass.
     #[arg(long)]
     pub print_after_all: bool,
+    /// What stdout holds: the stages as text, or one JSON document with each stage's text
+    /// (and the timings of --time-passes) for programs (docs/output-formats.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
     /// Print the time of every stage and pass on stderr.
     #[arg(long)]
     pub time_passes: bool,
-    /// Write the compiled kernel as a bundle (`.attnb`: manifest and code) for a GPU target,
-    /// to run with `attnc-run` or `attnc run --device`.
-    #[arg(short = 'o', long, value_name = "FILE")]
+    /// FILE.attnb: write the compiled kernel as a bundle (manifest and code) for a GPU target,
+    /// to run with `attnc-run`. Any other name: write the one stage of --emit to FILE.
+    #[arg(short = 'o', long, value_name = "FILE", conflicts_with = "out_dir")]
     pub output: Option<PathBuf>,
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.out_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--out-dir {}: no such folder", dir.display());
+    }
+    if args.format == OutputFormat::Json && args.print_after_all {
+        anyhow::bail!("--print-after-all prints text: use it with --format text");
+    }
     let (mut sources, file) = load_source(&args.file)?;
     let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
     let mut stages = args.emit.clone();
     stages.sort();
     stages.dedup();
     let mut last = stages.iter().max().copied().unwrap_or(Stage::Graph);
-    if args.output.is_some() {
+    let bundle_path = args.output.as_ref().filter(|p| is_bundle(p));
+    if bundle_path.is_some() {
         last = Stage::Ptx;
+    } else if args.output.is_some() && stages.len() != 1 {
+        anyhow::bail!(
+            "-o writes one stage (or a .attnb bundle), but --emit names {}; use --out-dir DIR",
+            stages.len()
+        );
     }
     let mut laps = Laps::default();
+    let mut emit = Emitter::new(args, stages.len());
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     laps.lap("parse");
     if stages.contains(&Stage::Ast) {
-        print!("{}", print_ast::print_program(&unit.program, &sources));
+        emit.stage(
+            Stage::Ast,
+            &print_ast::print_program(&unit.program, &sources),
+        )?;
     }
     if last >= Stage::Graph {
         let mut graph = compile_graph(&unit, &sources)?;
@@ -98,14 +143,17 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         })?;
         laps.extend(pass_timings);
         if stages.contains(&Stage::Graph) {
-            print!("{}", attnc_ir::dump::dump_graph(&graph));
+            emit.stage(Stage::Graph, &attnc_ir::dump::dump_graph(&graph))?;
         }
         if last >= Stage::Fused {
             let fused = attnc_passes::fusion::fuse(&graph)
                 .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
             laps.lap("fusion");
             if stages.contains(&Stage::Fused) {
-                print!("{}", attnc_passes::fusion::dump::dump_fused(&graph, &fused));
+                emit.stage(
+                    Stage::Fused,
+                    &attnc_passes::fusion::dump::dump_fused(&graph, &fused),
+                )?;
             }
             if last >= Stage::Tiled {
                 let complete = graph
@@ -126,17 +174,33 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                     dims.extend(fixed.iter().map(|(k, v)| (k.clone(), *v)));
                     Some(attnc_ir::Bindings { dims })
                 };
-                let tiled =
-                    attnc_passes::tiling::tile(&graph, &fused, &args.target, given.as_ref())
-                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+                // A CUDA kernel is tiled so that what the back end writes fits the target.
+                let mut target = args.target.clone();
+                if let Some(tiles) = args.tile {
+                    match &mut target {
+                        Target::Gpu(g) => g.pinned_tiles = Some(tiles),
+                        Target::Cpu(_) => anyhow::bail!("--tile is for GPU targets"),
+                    }
+                }
+                let tiled = match &target {
+                    Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Cuda => {
+                        attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
+                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
+                    }
+                    _ => attnc_passes::tiling::tile(&graph, &fused, &target, given.as_ref())
+                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
+                };
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
-                    print!("{}", attnc_passes::tiling::dump::dump_tiled(&tiled));
+                    emit.stage(
+                        Stage::Tiled,
+                        &attnc_passes::tiling::dump::dump_tiled(&tiled),
+                    )?;
                 }
                 if last >= Stage::Mlir {
                     match &args.target {
                         Target::Cpu(_) => {
-                            if args.output.is_some() || stages.contains(&Stage::Ptx) {
+                            if bundle_path.is_some() || stages.contains(&Stage::Ptx) {
                                 anyhow::bail!(
                                     "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
                                     args.target
@@ -145,12 +209,12 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
                             laps.lap("write mlir");
                             if stages.contains(&Stage::Mlir) {
-                                print!("{mlir}");
+                                emit.stage(Stage::Mlir, &mlir)?;
                             }
                             if last >= Stage::Llvm {
                                 let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
                                 laps.lap("mlir to llvm");
-                                print!("{llvm}");
+                                emit.stage(Stage::Llvm, &llvm)?;
                             }
                         }
                         Target::Gpu(_) => {
@@ -158,15 +222,15 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
                             laps.lap("gpu code");
                             if stages.contains(&Stage::Mlir) {
-                                print!("{}", build.mlir);
+                                emit.stage(Stage::Mlir, &build.mlir)?;
                             }
                             if stages.contains(&Stage::Llvm) {
-                                print!("{}", build.llvm_ir);
+                                emit.stage(Stage::Llvm, &build.llvm_ir)?;
                             }
                             if stages.contains(&Stage::Ptx) {
-                                print!("{}", build.ptx);
+                                emit.stage(Stage::Ptx, &build.ptx)?;
                             }
-                            if let Some(path) = &args.output {
+                            if let Some(path) = bundle_path {
                                 let bundle =
                                     crate::gpu_device::bundle(&build, &graph, &sources, &args.file);
                                 bundle
@@ -186,8 +250,26 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if args.time_passes {
-        let total: f64 = laps.timings.iter().map(|t| t.duration.as_secs_f64()).sum();
+    let total: f64 = laps.timings.iter().map(|t| t.duration.as_secs_f64()).sum();
+    if let Some(stages) = emit.json.take() {
+        let mut doc = serde_json::json!({
+            "file": args.file.display().to_string(),
+            "target": args.target.to_string(),
+            "stages": stages,
+        });
+        if args.time_passes {
+            let mut times: Vec<serde_json::Value> = laps
+                .timings
+                .iter()
+                .map(
+                    |t| serde_json::json!({ "name": t.name, "ms": t.duration.as_secs_f64() * 1e3 }),
+                )
+                .collect();
+            times.push(serde_json::json!({ "name": "total", "ms": total * 1e3 }));
+            doc["timings"] = serde_json::Value::Array(times);
+        }
+        println!("{doc}");
+    } else if args.time_passes {
         for t in &laps.timings {
             eprintln!(
                 "time {:<14} {:>9.3} ms",
@@ -198,6 +280,83 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         eprintln!("time {:<14} {:>9.3} ms", "total", total * 1e3);
     }
     Ok(())
+}
+
+/// Where the printed stages go: stdout (with a header line between stages when several are
+/// printed, so `--emit mlir,llvm` can be split), or one file per stage under `--out-dir`.
+struct Emitter {
+    out_dir: Option<PathBuf>,
+    /// `-o FILE` for a single stage.
+    file: Option<PathBuf>,
+    stem: String,
+    headers: bool,
+    /// With `--format json` (and no file destination): each stage's text by its name.
+    json: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Whether `-o` names a bundle rather than a stage's text.
+fn is_bundle(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "attnb")
+}
+
+impl Emitter {
+    fn new(args: &BuildArgs, stages: usize) -> Emitter {
+        let stem = args.file.file_stem().map_or_else(
+            || "kernel".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        Emitter {
+            out_dir: args.out_dir.clone(),
+            file: args.output.clone().filter(|p| !is_bundle(p)),
+            stem,
+            headers: stages > 1,
+            json: (args.format == OutputFormat::Json).then(serde_json::Map::new),
+        }
+    }
+
+    fn stage(&mut self, stage: Stage, text: &str) -> anyhow::Result<()> {
+        let name = stage.name();
+        let path = match (&self.out_dir, &self.file) {
+            (Some(dir), _) => {
+                let extension = if stage == Stage::Llvm { "ll" } else { name };
+                dir.join(format!("{}.{extension}", self.stem))
+            }
+            (None, Some(file)) => file.clone(),
+            (None, None) if self.json.is_some() => {
+                if let Some(map) = &mut self.json {
+                    map.insert(name.to_string(), serde_json::Value::from(text));
+                }
+                return Ok(());
+            }
+            (None, None) => {
+                if self.headers {
+                    print!("==> {name} <==\n{text}");
+                } else {
+                    print!("{text}");
+                }
+                return Ok(());
+            }
+        };
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        Ok(())
+    }
+}
+
+impl Stage {
+    /// The word `--emit` takes for this stage.
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Ast => "ast",
+            Stage::Graph => "graph",
+            Stage::Fused => "fused",
+            Stage::Tiled => "tiled",
+            Stage::Mlir => "mlir",
+            Stage::Llvm => "llvm",
+            Stage::Ptx => "ptx",
+        }
+    }
 }
 
 /// The time of each stage, measured from the end of the previous one.
@@ -257,7 +416,7 @@ pub fn compile_graph(
     Ok(graph)
 }
 
+/// Prints diagnostics in the format and colour chosen on the command line.
 pub fn report(diags: &[attnc_frontend::Diagnostic], sources: &Sources) -> anyhow::Error {
-    eprint!("{}", render_all(diags, sources));
-    anyhow::Error::new(Reported)
+    crate::report::report(diags, sources)
 }

@@ -50,3 +50,77 @@ pub fn bundle(
         )],
     }
 }
+
+/// The preset a CUDA device of compute capability `(major, minor)` compiles for.
+pub fn preset_for(capability: (u32, u32)) -> anyhow::Result<&'static str> {
+    match capability {
+        (9, 0) => Ok("cuda:sm_90a"),
+        (8, _) | (9, _) | (10, _) | (12, _) => Ok("cuda:sm_80"),
+        (major, minor) => anyhow::bail!(
+            "the CUDA device has compute capability {major}.{minor}; attnc's CUDA kernels need 8.0 or newer (tensor cores with bf16)"
+        ),
+    }
+}
+
+/// Opens `cuda:0`, or says why there is none (no driver, no GPU).
+pub fn open_cuda() -> anyhow::Result<attnc_cuda::CudaDevice> {
+    attnc_cuda::CudaDevice::open(0).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))
+}
+
+/// What one `attnc run --device cuda` measured.
+pub struct CudaRun {
+    pub outputs: std::collections::BTreeMap<String, attnc_reference::Tensor>,
+    pub compile_seconds: f64,
+    pub run_seconds: f64,
+}
+
+/// Compiles the kernel for `device` (a bundle in memory, the same one `attnc build -o` writes)
+/// and runs it on `inputs`. The run time is one call's, measured by the host around the launch
+/// and copies; `attnc-run --time` gives CUDA-event timings.
+pub fn run_cuda(
+    device: &attnc_cuda::CudaDevice,
+    graph: &Graph,
+    bindings: &attnc_ir::Bindings,
+    inputs: &std::collections::BTreeMap<String, attnc_tensors::HostTensor>,
+    sources: &Sources,
+    file: &Path,
+) -> anyhow::Result<CudaRun> {
+    use attnc_device::Device as _;
+    let start = std::time::Instant::now();
+    let preset = preset_for(device.capability())?;
+    let target = attnc_passes::tiling::target::Target::preset(preset)
+        .ok_or_else(|| anyhow::anyhow!("internal error: no target preset {preset}"))?;
+    let mut graph = graph.clone();
+    attnc_passes::pass_manager::PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
+    let fused = attnc_passes::fusion::fuse(&graph)
+        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+    let tiled = attnc_nvptx::fit(&graph, &fused, &target, Some(bindings))
+        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+    let build = compile_gpu(&graph, &fused, &tiled, sources)?;
+    let bundle = bundle(&build, &graph, sources, file);
+    let compile_seconds = start.elapsed().as_secs_f64();
+    let kernel = device
+        .load(&bundle)
+        .map_err(|e| anyhow::anyhow!("cannot load the kernel on {}: {e}", device.name()))?;
+    let dims: attnc_kernel_abi::DimValues = bindings.dims.clone();
+    let start = std::time::Instant::now();
+    let out = kernel
+        .run(&dims, inputs)
+        .map_err(|e| anyhow::anyhow!("the kernel failed on {}: {e}", device.name()))?;
+    let run_seconds = start.elapsed().as_secs_f64();
+    let outputs = out
+        .into_iter()
+        .map(|(name, t)| {
+            let tensor = attnc_reference::Tensor {
+                shape: t.shape().to_vec(),
+                data: t.to_f64_vec(),
+            };
+            (name, tensor)
+        })
+        .collect();
+    Ok(CudaRun {
+        outputs,
+        compile_seconds,
+        run_seconds,
+    })
+}

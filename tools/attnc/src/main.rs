@@ -4,9 +4,13 @@
 mod bench_command;
 mod build_command;
 mod cpu_device;
+mod device_choice;
 mod gpu_device;
+mod output_format;
 mod plan_command;
 mod plan_work;
+mod progress;
+mod report;
 mod run_command;
 mod shape_arg;
 mod tensor_inputs;
@@ -23,6 +27,24 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Colour in diagnostics and errors.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "auto",
+        help_heading = "Global options"
+    )]
+    color: report::ColorChoice,
+    /// How diagnostics and errors are written on stderr (docs/output-formats.md).
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "human",
+        help_heading = "Global options"
+    )]
+    error_format: report::ErrorFormat,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +73,7 @@ impl std::error::Error for Reported {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    report::configure(cli.color, cli.error_format);
     let result = match &cli.command {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),
@@ -61,7 +84,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report::report_error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

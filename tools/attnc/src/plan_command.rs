@@ -8,18 +8,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use crate::output_format::OutputFormat;
 use anyhow::Context;
 use attnc_planner::{AttentionWorkSource, Model, Profile, SearchOptions};
-use clap::{Args, ValueEnum};
-
-/// How the plan is printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PlanFormat {
-    /// For people.
-    Text,
-    /// For programs (the runtime reads it).
-    Json,
-}
+use clap::Args;
 
 #[derive(Args)]
 pub struct PlanArgs {
@@ -28,9 +20,9 @@ pub struct PlanArgs {
     /// The device profile (TOML).
     #[arg(long)]
     pub devices: PathBuf,
-    /// Output format on stdout.
+    /// What stdout holds: text, or the plan as one JSON document (the runtime reads it).
     #[arg(long, value_enum, default_value = "text")]
-    pub format: PlanFormat,
+    pub format: OutputFormat,
     /// Also write the SVG timeline to this file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
@@ -41,7 +33,7 @@ pub struct PlanArgs {
 
 pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()> {
     // stdout must stay one JSON document for the programs that read it.
-    if args.compare && args.format == PlanFormat::Json {
+    if args.compare && args.format == OutputFormat::Json {
         anyhow::bail!("--compare prints a table: use it with --format text");
     }
     let model = Model::load(&args.model)?;
@@ -51,15 +43,19 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
     };
     let plan = attnc_planner::plan(&model, &profile, work, &options)?;
     match args.format {
-        PlanFormat::Text => print!("{}", attnc_planner::render_text(&plan)),
-        PlanFormat::Json => println!("{}", plan.to_json()?),
+        OutputFormat::Text => print!("{}", attnc_planner::render_text(&plan)),
+        OutputFormat::Json => println!("{}", plan.to_json()?),
     }
     if let Some(path) = &args.svg {
         std::fs::write(path, attnc_planner::render_svg(&plan))
             .with_context(|| format!("cannot write the SVG timeline to {}", path.display()))?;
     }
     if args.compare {
+        let progress = crate::progress::Progress::spinner(
+            "planning the even-split and single-device baselines",
+        );
         let rows = attnc_planner::compare(&[model], &[profile], work)?;
+        drop(progress);
         print!("\n{}", attnc_planner::render_comparison(&rows));
     }
     Ok(())

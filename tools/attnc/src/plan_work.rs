@@ -53,6 +53,21 @@ fn model_dims(graph: &Graph, shape: &AttentionShape) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// A grouped-query model (fewer K/V heads than heads) needs a kernel whose k and v have their
+/// own head count `Hkv`; priced with a kernel without one, every query head would get its own
+/// K/V head, and the K/V cache would be counted `heads / kv_heads` times too large.
+fn check_kv_heads(graph: &Graph, shape: &AttentionShape) -> Result<(), String> {
+    if shape.kv_heads == shape.heads || graph.dims.iter().any(|d| d.name == "Hkv") {
+        return Ok(());
+    }
+    Err(format!(
+        "the model has kv_heads = {} for heads = {}, but kernel `{}` declares no `Hkv` dim, \
+         so its k and v would have one head per query head; use a grouped-query kernel \
+         (dim Hkv, as in examples/gqa_causal.attn) or set kv_heads = heads in the model",
+        shape.kv_heads, shape.heads, graph.kernel
+    ))
+}
+
 impl AttentionWorkSource for GraphWorkSource {
     fn attention_work(
         &self,
@@ -60,6 +75,7 @@ impl AttentionWorkSource for GraphWorkSource {
         shape: &AttentionShape,
     ) -> Result<AttentionWork, String> {
         let graph = self.graph(kernel)?;
+        check_kv_heads(&graph, shape)?;
         let bindings =
             bind_dims(&graph, &model_dims(&graph, shape), &BTreeMap::new()).map_err(|d| {
                 d.iter()

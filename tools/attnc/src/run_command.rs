@@ -8,25 +8,19 @@
 //! after it, each atomically, so a failed run writes nothing.
 
 use crate::build_command::{compile_graph, load_source, report};
+use crate::device_choice::{Device, Resolved};
+use crate::output_format::{OutputFormat, dims_json};
+use crate::progress::Progress;
 use crate::shape_arg::parse_shape;
 use crate::tensor_inputs::{self, Inputs};
 use attnc_frontend::{Diagnostic, Sources};
 use attnc_ir::{Bindings, Graph};
 use attnc_reference::{interpret, random_inputs, to_f64_tensors};
 use attnc_tensors::{HostTensor, TensorFormat, write_tensors};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Where a kernel runs. Compiled backends join this list as they are built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Device {
-    /// The f64 reference interpreter (the oracle).
-    Reference,
-    /// This machine's cores, through the compiled CPU kernel.
-    Cpu,
-}
 
 /// The largest relative difference from the reference that `--check` accepts. Kernels compute
 /// in f32 (a relative rounding error near 6e-8 per operation); sums over a few thousand keys in
@@ -59,15 +53,21 @@ pub struct RunArgs {
     /// Accept NaN and infinities in --inputs (rejected by default).
     #[arg(long, requires = "inputs")]
     pub allow_nonfinite: bool,
-    /// Where to run.
-    #[arg(long, value_enum, default_value = "reference")]
+    /// Where to run: auto (the best device present; today the compiled CPU kernel), cpu,
+    /// reference (the f64 interpreter), cuda or vulkan. The device used is printed.
+    /// (`build --target` names what code is generated for; `--device` where it runs.)
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Also run the reference interpreter and fail if the outputs differ beyond the tolerance.
     #[arg(long)]
     pub check: bool,
+    /// What stdout holds: text, or one JSON document (docs/output-formats.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let device = crate::device_choice::resolve(args.device)?;
     let (mut sources, file) = load_source(&args.file)?;
     let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
     let unit =
@@ -91,20 +91,33 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let values = to_f64_tensors(&inputs);
     let mut compile_seconds = None;
-    let (outputs, seconds) = match args.device {
-        Device::Reference => {
+    let (outputs, seconds) = match device {
+        Resolved::Reference => {
+            let _progress = Progress::spinner("running the f64 reference interpreter");
             let start = Instant::now();
             let out = interpret(&graph, &bindings, &values)
                 .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
             (out, start.elapsed().as_secs_f64())
         }
-        Device::Cpu => {
+        Resolved::Cpu => {
+            let progress = Progress::spinner("compiling the CPU kernel");
             let start = Instant::now();
             let kernel = crate::cpu_device::compile(&graph, &bindings)?;
             compile_seconds = Some(start.elapsed().as_secs_f64());
+            drop(progress);
+            let _progress = Progress::spinner("running the CPU kernel");
             let start = Instant::now();
             let out = crate::cpu_device::run(&kernel, &bindings, &values)?;
             (out, start.elapsed().as_secs_f64())
+        }
+        Resolved::Cuda => {
+            let gpu = crate::gpu_device::open_cuda()?;
+            let _progress = Progress::spinner("compiling and running the CUDA kernel");
+            let run = crate::gpu_device::run_cuda(
+                &gpu, &graph, &bindings, &inputs, &sources, &args.file,
+            )?;
+            compile_seconds = Some(run.compile_seconds);
+            (run.outputs, run.run_seconds)
         }
     };
     let mut stored = Vec::new();
@@ -116,61 +129,109 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?;
         stored.push((name.to_string(), t));
     }
-    println!(
-        "kernel {} on {:?} with {bindings}, {origin}",
-        graph.kernel, args.device
-    );
-    for (name, tensor) in &stored {
-        println!("  {}", checksum_line(name, tensor));
-    }
+    let text = args.format == OutputFormat::Text;
     let flops = attnc_ir::work::estimate(&graph, &bindings)
         .map(|w| w.flops)
         .unwrap_or(0.0);
-    if let Some(c) = compile_seconds {
-        println!("  compile {:.1} ms", c * 1e3);
+    let gflops = flops / seconds.max(1e-12) / 1e9;
+    if text {
+        println!(
+            "kernel {} on {} ({}) with {bindings}, {origin}",
+            graph.kernel,
+            device.name(),
+            device.describe()
+        );
+        for (name, tensor) in &stored {
+            println!("  {}", checksum_line(name, tensor));
+        }
+        if let Some(c) = compile_seconds {
+            println!("  compile {:.1} ms", c * 1e3);
+        }
+        println!("  time {:.3} ms, {gflops:.2} GFLOP/s", seconds * 1e3);
     }
-    println!(
-        "  time {:.3} ms, {:.2} GFLOP/s",
-        seconds * 1e3,
-        flops / seconds.max(1e-12) / 1e9
-    );
-    if args.check && args.device != Device::Reference {
+    let mut checks = Vec::new();
+    let mut failed = None;
+    if args.check && device != Resolved::Reference {
+        let progress = Progress::spinner("checking against the f64 reference interpreter");
         let reference = interpret(&graph, &bindings, &values)
             .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+        drop(progress);
         for (name, want) in &reference {
             let got = outputs.get(name).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "the {:?} kernel did not produce output `{name}`",
-                    args.device
+                    "the {} kernel did not produce output `{name}`",
+                    device.name()
                 )
             })?;
             let (err, mismatch) = crate::cpu_device::compare(got, want);
             let ok = !mismatch && err <= CHECK_TOLERANCE;
-            println!(
-                "  check {name}: max relative difference from the reference {err:.3e} (tolerance {CHECK_TOLERANCE:.0e}){}",
-                if ok { ": ok" } else { "" }
-            );
+            if text {
+                println!(
+                    "  check {name}: max relative difference from the reference {err:.3e} (tolerance {CHECK_TOLERANCE:.0e}){}",
+                    if ok { ": ok" } else { "" }
+                );
+            }
+            checks.push(serde_json::json!({
+                "output": name,
+                "max_relative_difference": err,
+                "finiteness_differs": mismatch,
+                "tolerance": CHECK_TOLERANCE,
+                "ok": ok,
+            }));
             if !ok {
-                anyhow::bail!(
+                failed = Some(format!(
                     "output `{name}` differs from the reference interpreter{}",
                     if mismatch {
                         " (finite and non-finite values disagree)"
                     } else {
                         ""
                     }
-                );
+                ));
+                break;
             }
         }
     }
-    if let Some(path) = &args.save_inputs {
-        write_tensors(path, &in_declared_order(&graph, inputs))?;
-        println!("  inputs saved to {}", path.display());
+    if failed.is_none() {
+        if let Some(path) = &args.save_inputs {
+            write_tensors(path, &in_declared_order(&graph, inputs))?;
+            if text {
+                println!("  inputs saved to {}", path.display());
+            }
+        }
+        if let Some(path) = &args.output {
+            write_tensors(path, &stored)?;
+            if text {
+                println!("  outputs written to {}", path.display());
+            }
+        }
     }
-    if let Some(path) = &args.output {
-        write_tensors(path, &stored)?;
-        println!("  outputs written to {}", path.display());
+    if !text {
+        let outputs: Vec<serde_json::Value> = stored
+            .iter()
+            .map(|(name, t)| checksum_json(name, t))
+            .collect();
+        let doc = serde_json::json!({
+            "kernel": graph.kernel,
+            "device": device.name(),
+            "dims": dims_json(&bindings),
+            "inputs": match &args.inputs {
+                Some(path) => serde_json::json!({ "file": path.display().to_string() }),
+                None => serde_json::json!({ "seed": args.seed }),
+            },
+            "outputs": outputs,
+            "compile_ms": compile_seconds.map(|c| c * 1e3),
+            "time_ms": seconds * 1e3,
+            "gflops": gflops,
+            "checks": checks,
+            "inputs_saved_to": args.save_inputs.as_ref().filter(|_| failed.is_none()).map(|p| p.display().to_string()),
+            "outputs_written_to": args.output.as_ref().filter(|_| failed.is_none()).map(|p| p.display().to_string()),
+        });
+        println!("{doc}");
     }
-    Ok(())
+    match failed {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => Ok(()),
+    }
 }
 
 /// Reads `--inputs`, binds the dims from the tensors' shapes (and `--shape`), and checks the
@@ -261,20 +322,60 @@ fn in_declared_order(graph: &Graph, mut inputs: Inputs) -> Vec<(String, HostTens
         .collect()
 }
 
+/// The figures of [`checksum_line`] for one output, as JSON.
+fn checksum_json(name: &str, t: &HostTensor) -> serde_json::Value {
+    let c = Checksum::of(t);
+    serde_json::json!({
+        "name": name,
+        "dtype": t.dtype().to_string(),
+        "shape": t.shape(),
+        "sum": c.sum,
+        "mean_abs": c.mean_abs,
+        "nonfinite": c.nonfinite,
+        "hash": format!("{:016x}", c.hash),
+    })
+}
+
+/// Sum and mean |x| of the finite values, the count of others, and an FNV-1a hash of the
+/// stored bytes (equal hashes: bit-identical outputs).
+struct Checksum {
+    sum: f64,
+    mean_abs: f64,
+    nonfinite: usize,
+    hash: u64,
+}
+
+impl Checksum {
+    fn of(t: &HostTensor) -> Checksum {
+        let values = t.to_f64_vec();
+        let nonfinite = values.iter().filter(|v| !v.is_finite()).count();
+        let sum: f64 = values.iter().filter(|v| v.is_finite()).sum();
+        let mean_abs = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|v| v.abs())
+            .sum::<f64>()
+            / values.len().max(1) as f64;
+        let hash = t.data().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        Checksum {
+            sum,
+            mean_abs,
+            nonfinite,
+            hash,
+        }
+    }
+}
+
 /// One line per output: enough to compare two runs at a glance and bit for bit by the hash.
 fn checksum_line(name: &str, t: &HostTensor) -> String {
-    let values = t.to_f64_vec();
-    let nonfinite = values.iter().filter(|v| !v.is_finite()).count();
-    let sum: f64 = values.iter().filter(|v| v.is_finite()).sum();
-    let mean_abs = values
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|v| v.abs())
-        .sum::<f64>()
-        / values.len().max(1) as f64;
-    let hash = t.data().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-    });
+    let Checksum {
+        sum,
+        mean_abs,
+        nonfinite,
+        hash,
+    } = Checksum::of(t);
     format!(
         "{name}: {}{:?} sum={sum:.6e} mean|x|={mean_abs:.6e} nonfinite={nonfinite} hash={hash:016x}",
         t.dtype(),

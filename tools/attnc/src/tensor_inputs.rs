@@ -21,8 +21,13 @@ pub type Inputs = BTreeMap<String, HostTensor>;
 /// Reads `path` and matches its tensors to the kernel's inputs by name, dtype and rank.
 pub fn read_inputs(path: &Path, graph: &Graph) -> Result<Inputs, Vec<Diagnostic>> {
     let file = path.display();
-    let mut tensors = read_tensors(path)
-        .map_err(|e| vec![Diagnostic::global(format!("cannot read the inputs: {e}"))])?;
+    let mut tensors = read_tensors(path).map_err(|e| {
+        let d = Diagnostic::global(format!("cannot read the inputs: {e}"));
+        vec![match bf16_bits_hint(&e, graph) {
+            Some(hint) => d.with_note(hint),
+            None => d,
+        }]
+    })?;
     let declared = graph.inputs();
     let names: Vec<&str> = declared.iter().map(|(_, name, _)| *name).collect();
     if matches!(TensorFormat::from_path(path), Ok(TensorFormat::Npy)) {
@@ -316,6 +321,26 @@ fn count_of(count: usize, total: usize, what: &str) -> String {
     } else {
         String::new()
     }
+}
+
+/// PyTorch's route to bf16 bits is `t.view(torch.int16).numpy().view(np.uint16)`; without
+/// the second view the array is int16, which attnc does not read. Says so when a bf16 input
+/// arrives as int16.
+fn bf16_bits_hint(e: &attnc_tensors::TensorFileError, graph: &Graph) -> Option<String> {
+    let attnc_tensors::TensorFileError::UnsupportedDtype { tensor, dtype, .. } = e else {
+        return None;
+    };
+    let bf16 = graph
+        .inputs()
+        .iter()
+        .any(|(_, name, ty)| *name == tensor && ty.dtype == ElementType::Bf16);
+    (bf16 && dtype.contains("int16")).then(|| {
+        format!(
+            "`{tensor}` is bf16: give its bits as uint16, e.g. from PyTorch \
+             `t.view(torch.int16).numpy().view(np.uint16)` (the second view makes them uint16), \
+             or save the tensor with safetensors.torch.save_file"
+        )
+    })
 }
 
 #[cfg(test)]

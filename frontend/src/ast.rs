@@ -127,6 +127,42 @@ pub enum Stmt {
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
+    /// Levels of the tree rooted here (1 for a leaf). The parser refuses trees deeper than
+    /// [`MAX_EXPR_DEPTH`], so every later recursive walk has a bounded stack.
+    pub depth: u32,
+}
+
+/// The deepest expression tree the parser accepts. Written programs stay far below it (the
+/// examples reach 12); a chain of 18,000 `+` terms would otherwise overflow the stack of every
+/// stage that walks the tree.
+pub const MAX_EXPR_DEPTH: u32 = 256;
+
+impl Expr {
+    /// A literal or a name.
+    pub fn leaf(kind: ExprKind, span: Span) -> Expr {
+        Expr {
+            kind,
+            span,
+            depth: 1,
+        }
+    }
+
+    /// An operator or call over already-built children; its depth follows from theirs.
+    pub fn node(kind: ExprKind, span: Span) -> Expr {
+        let below = match &kind {
+            ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Name(_) => 0,
+            ExprKind::Unary(_, a) => a.depth,
+            ExprKind::Binary(_, a, b) => a.depth.max(b.depth),
+            ExprKind::Call { args: es, .. } | ExprKind::Index { indices: es, .. } => {
+                es.iter().map(|e| e.depth).max().unwrap_or(0)
+            }
+        };
+        Expr {
+            kind,
+            span,
+            depth: below.saturating_add(1),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

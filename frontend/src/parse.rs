@@ -1,7 +1,7 @@
 //! Parsing one source file into an AST, turning every lalrpop error into a [`Diagnostic`].
 //! The grammar recovers at `;`, so one run reports several syntax errors.
 
-use crate::ast::Program;
+use crate::ast::{Expr, ExprKind, MAX_EXPR_DEPTH, Program};
 use attnc_source::{Diagnostic, FileId, MAX_SOURCE_BYTES, Sources, Span};
 use lalrpop_util::{ErrorRecovery, ParseError, lexer::Token};
 
@@ -15,6 +15,33 @@ lalrpop_util::lalrpop_mod!(
 pub enum SyntaxError {
     IntTooLarge { start: usize, end: usize },
     FloatOutOfRange { start: usize, end: usize },
+    TooDeep { start: usize, end: usize },
+}
+
+/// Builds an inner node of an expression, refusing it once the tree is deeper than
+/// [`MAX_EXPR_DEPTH`]. Checked here, while the tree is built bottom-up, so no partial tree the
+/// parser holds is ever deep enough to overflow the stack when it is walked or dropped.
+pub(crate) fn nest<T>(
+    kind: ExprKind,
+    span: Span,
+) -> Result<Expr, ParseError<usize, T, SyntaxError>> {
+    let e = Expr::node(kind, span);
+    if e.depth > MAX_EXPR_DEPTH {
+        return Err(ParseError::User {
+            error: SyntaxError::TooDeep {
+                start: span.start as usize,
+                end: span.end as usize,
+            },
+        });
+    }
+    Ok(e)
+}
+
+/// The parser, built once: building it compiles the lexer's regular expressions, which cost
+/// more than parsing a kernel.
+fn parser() -> &'static grammar::ProgramParser {
+    static PARSER: std::sync::OnceLock<grammar::ProgramParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(grammar::ProgramParser::new)
 }
 
 /// Parses `file`; on failure returns every syntax error found (at least one).
@@ -29,7 +56,7 @@ pub fn parse_file(sources: &Sources, file: FileId) -> Result<Program, Vec<Diagno
         ))]);
     }
     let mut recovered = Vec::new();
-    let result = grammar::ProgramParser::new().parse(file, &mut recovered, text);
+    let result = parser().parse(file, &mut recovered, text);
     let mut diagnostics: Vec<Diagnostic> = recovered
         .into_iter()
         .map(|ErrorRecovery { error, .. }| to_diagnostic(file, text, error))
@@ -102,6 +129,14 @@ fn to_diagnostic(
             Span::new(file, start, end),
             "not a finite 64-bit float",
         ),
+        ParseError::User {
+            error: SyntaxError::TooDeep { start, end },
+        } => Diagnostic::error(
+            format!("expression nested more than {MAX_EXPR_DEPTH} levels deep"),
+            Span::new(file, start, end),
+            "too deep",
+        )
+        .with_note("split it with `let`, e.g. sum a long chain of terms in parts"),
     }
 }
 

@@ -30,7 +30,10 @@ impl Pass for DeadValues {
             .node_indices()
             .filter(|n| !live.contains(n) && !matches!(graph.node(*n).op, Op::Input { .. }))
             .collect();
-        for n in &dead {
+        // Newest first: petgraph keeps each node's edges in a list with the newest at the head,
+        // so removing the latest readers first unlinks each edge in constant time (oldest
+        // first is quadratic when 80,000 unused lets read one value).
+        for n in dead.iter().rev() {
             graph.remove_node(*n);
         }
         Ok(!dead.is_empty())

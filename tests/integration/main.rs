@@ -8,6 +8,7 @@ mod cpu_kernels;
 mod oracle;
 mod parser_fuzz;
 mod plan;
+mod robustness;
 mod run_files;
 mod snapshots;
 mod ui;

@@ -86,3 +86,23 @@ fn a_recurrence_keeps_its_state_not_a_kv_cache() {
         w.flops
     );
 }
+
+#[test]
+fn a_mask_reading_a_let_of_indices_is_measured_through_it() {
+    // issue 17: `let p = i; mask j <= p;` was counted as a mask reading input data.
+    let source = std::fs::read_to_string(common::example("softmax_causal"))
+        .expect("read")
+        .replace("mask j <= i;", "let p = i;\n  mask j <= p;");
+    assert!(source.contains("mask j <= p;"), "the example changed");
+    let graph = common::compile_source("let_mask.attn", &source);
+    let fixed: BTreeMap<String, i64> = SHAPE.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let bindings = attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new()).expect("dims bind");
+    let w = estimate(&graph, &bindings).expect("work is estimated");
+    assert!(w.density_exact);
+    let expected = (256.0 + 1.0) / (2.0 * 256.0);
+    assert!(
+        (w.mask_density - expected).abs() < 1e-12,
+        "{}",
+        w.mask_density
+    );
+}

@@ -205,8 +205,7 @@ impl Builder<'_> {
     ) -> Res<ExprId> {
         let mut ctx = Ctx {
             arena: std::mem::take(arena),
-            operands: Vec::new(),
-            state_time: None,
+            ..Ctx::map()
         };
         let lowered = self.lower(e, scope, &mut ctx);
         *arena = ctx.arena;

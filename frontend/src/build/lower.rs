@@ -2,9 +2,12 @@
 //! aggregation contractions and reductions over j become nodes of their own, referenced as
 //! operands. Types are inferred and checked on the way.
 
-use super::{Binding, Builder, Ctx, Frame, Lowered, Res, Scope};
+use super::{
+    ArgKey, Binding, Builder, CallKey, Ctx, Frame, Lowered, MAX_LOWERED_NODES, MAX_LOWERING_DEPTH,
+    Res, Scope,
+};
 use crate::ast::{self, BinaryOp, ExprKind, UnaryOp};
-use attnc_ir::expr::{Builtin, ExprNode, ExprType, StateTime};
+use attnc_ir::expr::{Builtin, ExprId, ExprNode, ExprType, StateTime};
 use attnc_ir::graph::{LoadIndex, Node, Op, PortType, ReduceKind, ValueRef};
 use attnc_ir::types::{Feature, FrameIndex, IndexSet, ScalarKind, ValueType};
 use attnc_source::wording::count;
@@ -33,7 +36,45 @@ fn describe_feature(f: &Feature) -> String {
 }
 
 impl Builder<'_> {
+    /// Lowers one expression, within the size and depth limits (see [`MAX_LOWERED_NODES`]).
     pub(crate) fn lower(&mut self, e: &ast::Expr, scope: &Scope, ctx: &mut Ctx) -> Res<Lowered> {
+        if self.over_limit {
+            return Err(super::Reported);
+        }
+        self.lowered += 1;
+        if self.lowered > MAX_LOWERED_NODES || self.depth >= MAX_LOWERING_DEPTH {
+            self.over_limit = true;
+            let (message, label) = if self.depth >= MAX_LOWERING_DEPTH {
+                (
+                    format!(
+                        "expressions nest more than {MAX_LOWERING_DEPTH} levels deep once functions and constants are substituted"
+                    ),
+                    "too deep here",
+                )
+            } else {
+                (
+                    format!(
+                        "the kernel grows past {MAX_LOWERED_NODES} expression nodes once its functions are inlined and its constants substituted"
+                    ),
+                    "the limit was reached here",
+                )
+            };
+            let mut d = Diagnostic::error(message, e.span, label);
+            if !self.call_stack.is_empty() {
+                d = d.with_note(format!(
+                    "while inlining {}",
+                    describe_calls(&self.call_stack)
+                ));
+            }
+            return Err(self.error(d));
+        }
+        self.depth += 1;
+        let result = self.lower_unlimited(e, scope, ctx);
+        self.depth -= 1;
+        result
+    }
+
+    fn lower_unlimited(&mut self, e: &ast::Expr, scope: &Scope, ctx: &mut Ctx) -> Res<Lowered> {
         // Inside a recurrence, whatever does not read a state is computed outside it, once per
         // step, as ordinary ops: only the state arithmetic stays in the recurrence.
         if ctx.state_time.is_some()
@@ -1014,8 +1055,15 @@ impl Builder<'_> {
             ));
         }
         let mut inner = Scope::default();
+        let mut key: CallKey = (f.name.name.clone(), Vec::with_capacity(args.len()));
         for (param, arg) in f.params.iter().zip(args) {
             let binding = self.bind_expr(arg, scope, ctx)?;
+            key.1.push(match &binding {
+                Binding::Inline(id, _) => ArgKey::Inline(*id),
+                Binding::Value(v) => ArgKey::Value(*v),
+                // bind_expr makes only the two above.
+                Binding::State(_) | Binding::Constant(_) => ArgKey::Inline(ExprId::placeholder()),
+            });
             if inner
                 .vars
                 .insert(param.name.clone(), (binding, param.span))
@@ -1028,29 +1076,65 @@ impl Builder<'_> {
                 )));
             }
         }
+        // A recurrence's arena switches between previous and current states, and an argument
+        // bound inline lives in one arena: such calls are never shared.
+        let memo =
+            ctx.state_time.is_none() && !key.1.iter().any(|a| matches!(a, ArgKey::Inline(_)));
+        if memo {
+            if let Some(v) = self.call_values.get(&key) {
+                return Ok(self.operand(ctx, *v, span));
+            }
+            if ctx.calls.contains(&key) {
+                // The same call a second time in one expression: it becomes a value of its own,
+                // which every later such call reads. The arena stays a tree.
+                let mut own = Ctx::map();
+                self.call_stack.push(f.name.name.clone());
+                let result = self.function_body(f, &key, &mut inner, &mut own);
+                self.call_stack.pop();
+                let v = self.materialize(own, result?, span, Some(&f.name.name))?;
+                self.call_values.insert(key, v);
+                return Ok(self.operand(ctx, v, span));
+            }
+        }
         self.call_stack.push(f.name.name.clone());
-        let result = self.function_body(f, &mut inner, ctx);
+        let result = self.function_body(f, &key, &mut inner, ctx);
         self.call_stack.pop();
+        if result.is_ok() && memo {
+            ctx.calls.insert(key);
+        }
         result
     }
 
     fn function_body(
         &mut self,
         f: &ast::Function,
+        key: &CallKey,
         inner: &mut Scope,
         ctx: &mut Ctx,
     ) -> Res<Lowered> {
+        if let Some(lets) = self.function_lets.get(key) {
+            inner.vars.extend(lets.iter().cloned());
+            return self.lower(&f.result, inner, ctx);
+        }
+        let mut shareable = true;
+        let mut lets = Vec::with_capacity(f.lets.len());
         for l in &f.lets {
             self.check_new_name(&l.name, inner)?;
             let binding = if ctx.state_time.is_some() && self.mentions_state(&l.value, inner) {
+                // Lives in this arena only, so the lets cannot be shared with other calls.
+                shareable = false;
                 let low = self.lower(&l.value, inner, ctx)?;
                 Binding::Inline(low.id, low.indices)
             } else {
                 self.let_binding(l, inner)?
             };
+            lets.push((l.name.name.clone(), (binding.clone(), l.name.span)));
             inner
                 .vars
                 .insert(l.name.name.clone(), (binding, l.name.span));
+        }
+        if shareable && !key.1.iter().any(|a| matches!(a, ArgKey::Inline(_))) {
+            self.function_lets.insert(key.clone(), lets);
         }
         self.lower(&f.result, inner, ctx)
     }
@@ -1064,6 +1148,19 @@ impl Builder<'_> {
             Ok(Binding::Value(self.value(e, scope, None)?))
         }
     }
+}
+
+/// `f`, or `f → g → h` for nested calls, shortened in the middle when long.
+fn describe_calls(stack: &[String]) -> String {
+    let shown: Vec<&str> = if stack.len() > 6 {
+        let mut v: Vec<&str> = stack[..3].iter().map(String::as_str).collect();
+        v.push("…");
+        v.extend(stack[stack.len() - 2..].iter().map(String::as_str));
+        v
+    } else {
+        stack.iter().map(String::as_str).collect()
+    };
+    format!("`{}`", shown.join(" → "))
 }
 
 fn push(ctx: &mut Ctx, node: ExprNode, ty: ExprType, indices: IndexSet, span: Span) -> Lowered {

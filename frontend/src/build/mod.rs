@@ -4,6 +4,7 @@
 
 mod declarations;
 mod lower;
+mod map_key;
 mod recurrence;
 
 use crate::ParsedUnit;
@@ -13,7 +14,7 @@ use attnc_ir::graph::{Graph, Node, Op, PortType, ValueRef};
 use attnc_ir::types::{Dim, Feature, FrameIndex, IndexSet, ScalarKind, TensorType, ValueType};
 use attnc_source::{Diagnostic, Span};
 use petgraph::stable_graph::NodeIndex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Builds the graph of the one kernel in `unit`, or reports every error found.
 pub fn build_graph(unit: &ParsedUnit) -> Result<Graph, Vec<Diagnostic>> {
@@ -103,6 +104,10 @@ pub(crate) struct Ctx {
     pub(crate) operands: Vec<ValueRef>,
     /// `Some` inside a recurrence: which value of a state its name reads.
     pub(crate) state_time: Option<StateTime>,
+    /// The calls already inlined into this arena, by function and arguments. A pure function
+    /// called again with the same arguments is lowered once more into a value of its own and
+    /// then shared (see `Builder::call_values`), so `f(x) + f(x)` nested n deep costs n, not 2^n.
+    pub(crate) calls: HashSet<CallKey>,
 }
 
 impl Ctx {
@@ -111,9 +116,33 @@ impl Ctx {
             arena: ExprArena::default(),
             operands: Vec::new(),
             state_time: None,
+            calls: HashSet::new(),
         }
     }
 }
+
+/// A `let` inside a function: its name, what it is bound to, and where.
+pub(crate) type LetBinding = (String, (Binding, Span));
+
+/// A function call by what decides its result: the function and its bound arguments.
+pub(crate) type CallKey = (String, Vec<ArgKey>);
+
+/// What an argument is bound to, comparable and hashable.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ArgKey {
+    Value(ValueRef),
+    Inline(ExprId),
+}
+
+/// How many expression nodes the builder lowers, counting every inlined function body again,
+/// before it gives up: the bound that keeps inlining from running away where sharing does not
+/// help (arguments that are themselves new expressions at every level).
+pub(crate) const MAX_LOWERED_NODES: usize = 4_000_000;
+
+/// How deep lowering may recurse: the parser bounds one expression, but inlining a function
+/// continues the caller's recursion into the body, and constants are substituted at each use.
+/// 512 keeps a build inside the 2 MiB stack of a spawned thread (2048 did not, in test builds).
+pub(crate) const MAX_LOWERING_DEPTH: u32 = 512;
 
 /// A lowered expression: its handle and the indices it varies with.
 #[derive(Clone, Copy, Debug)]
@@ -162,7 +191,7 @@ pub(crate) struct Builder<'a> {
     /// Where the first `mask` statement is, once the mask op exists.
     pub(crate) mask_span: Option<Span>,
     /// Names whose definition failed (already reported): uses of them stay silent.
-    pub(crate) failed: std::collections::HashSet<String>,
+    pub(crate) failed: HashSet<String>,
     /// The declared feature shape of each state of the recurrence being built.
     pub(crate) state_features: Vec<Feature>,
     /// Every kernel-level `let` by name, so a use before it can point at the definition.
@@ -171,6 +200,19 @@ pub(crate) struct Builder<'a> {
     pub(crate) unknown_dims: std::collections::HashSet<String>,
     /// Whether an output declaration failed (already reported): "no output" would repeat it.
     pub(crate) output_failed: bool,
+    /// The lets of each function already inlined, by function and arguments: their values
+    /// are graph nodes, shared by every later call with the same arguments.
+    pub(crate) function_lets: HashMap<CallKey, Vec<LetBinding>>,
+    /// Calls made values of their own because they were repeated (see [`Ctx::calls`]).
+    pub(crate) call_values: HashMap<CallKey, ValueRef>,
+    /// Anonymous maps already made, by content (see [`map_key`]).
+    pub(crate) maps: HashMap<map_key::MapKey, ValueRef>,
+    /// Expression nodes lowered so far, against [`MAX_LOWERED_NODES`].
+    pub(crate) lowered: usize,
+    /// The current lowering recursion, against [`MAX_LOWERING_DEPTH`].
+    pub(crate) depth: u32,
+    /// Set once a size or depth limit was reported, so the rest of the build stays quiet.
+    pub(crate) over_limit: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -196,6 +238,12 @@ impl<'a> Builder<'a> {
             lets_ahead: HashMap::new(),
             unknown_dims: std::collections::HashSet::new(),
             output_failed: false,
+            function_lets: HashMap::new(),
+            call_values: HashMap::new(),
+            maps: HashMap::new(),
+            lowered: 0,
+            depth: 0,
+            over_limit: false,
         }
     }
 
@@ -413,6 +461,13 @@ impl<'a> Builder<'a> {
             indices: root.indices,
             feature,
         };
+        // Named values keep their own nodes (and names in dumps); anonymous ones are shared.
+        let key = name
+            .is_none()
+            .then(|| map_key::MapKey::new(&ctx.arena, root.id, &ctx.operands));
+        if let Some(v) = key.as_ref().and_then(|k| self.maps.get(k)) {
+            return Ok(*v);
+        }
         let node = self.graph.add_node(Node {
             op: Op::Map {
                 expr: ctx.arena,
@@ -425,7 +480,11 @@ impl<'a> Builder<'a> {
         for (k, operand) in ctx.operands.iter().enumerate() {
             self.graph.connect(*operand, node, k as u32);
         }
-        Ok(ValueRef { node, result: 0 })
+        let v = ValueRef { node, result: 0 };
+        if let Some(key) = key {
+            self.maps.insert(key, v);
+        }
+        Ok(v)
     }
 
     /// Labels nodes made inside an inlined function with the function's name (`softmax.m`).

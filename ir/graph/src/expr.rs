@@ -291,8 +291,25 @@ impl ExprArena {
         dims: &BTreeMap<String, i64>,
         point: Option<&[i64; 5]>,
     ) -> Result<f64, String> {
-        let value = |id: ExprId| self.eval_scalar(id, dims, point);
+        self.eval_scalar_with(root, dims, point, &|k| {
+            Err(format!(
+                "operand {k} in an expression evaluated without operands"
+            ))
+        })
+    }
+
+    /// [`Self::eval_scalar`] where `operand` gives the value of each operand at the point (a
+    /// mask reading a `let` of indices, evaluated through the let).
+    pub fn eval_scalar_with(
+        &self,
+        root: ExprId,
+        dims: &BTreeMap<String, i64>,
+        point: Option<&[i64; 5]>,
+        operand: &dyn Fn(u32) -> Result<f64, String>,
+    ) -> Result<f64, String> {
+        let value = |id: ExprId| self.eval_scalar_with(id, dims, point, operand);
         Ok(match self.node(root) {
+            ExprNode::Operand(k) => operand(*k)?,
             ExprNode::Index(fi) => match point {
                 Some(p) => p[*fi as usize] as f64,
                 None => return Err(format!("index `{}` in a constant expression", fi.name())),

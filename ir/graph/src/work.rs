@@ -27,6 +27,10 @@ pub struct Work {
 /// Rows of (i, j) examined when measuring a mask's density; more rows are sampled evenly.
 const DENSITY_ROWS: usize = 512;
 
+/// Columns examined per row; longer rows are sampled evenly too, so a sequence of 1,048,576
+/// costs a million evaluations rather than half a billion.
+const DENSITY_COLS: usize = 2048;
+
 pub fn estimate(graph: &Graph, bindings: &Bindings) -> Result<Work, String> {
     let (mask_density, density_exact) = mask_density(graph, bindings)?;
     let extent = |fi| bindings.extent(graph, fi) as f64;
@@ -172,6 +176,47 @@ fn arena_flops(
 
 /// The fraction of (i, j) pairs the mask keeps, measured on the bound shapes when the mask reads
 /// only indices and dims; rows are sampled evenly beyond [`DENSITY_ROWS`].
+/// Maps a mask may read through and still be measured: each is evaluated again at every
+/// point, so a long chain would make the measurement slow.
+const MASK_LETS: usize = 8;
+
+/// Whether node `n` is a map computed from indices and dims only, through other such maps.
+fn index_only(graph: &Graph, n: petgraph::stable_graph::NodeIndex) -> bool {
+    let mut work = vec![n];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(n) = work.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        if seen.len() > MASK_LETS || !matches!(graph.node(n).op, Op::Map { .. }) {
+            return false;
+        }
+        work.extend(graph.operands(n).iter().map(|(v, _)| v.node));
+    }
+    true
+}
+
+/// A mask's (or an index-only map's) scalar value at `point`, its operands evaluated through.
+fn eval_at(
+    graph: &Graph,
+    node: petgraph::stable_graph::NodeIndex,
+    root: crate::expr::ExprId,
+    expr: &ExprArena,
+    dims: &std::collections::BTreeMap<String, i64>,
+    point: &[i64; 5],
+) -> Result<f64, String> {
+    let operands = graph.operands(node);
+    expr.eval_scalar_with(root, dims, Some(point), &|k| {
+        let (v, _) = operands
+            .get(k as usize)
+            .ok_or_else(|| format!("operand {k} missing"))?;
+        match &graph.node(v.node).op {
+            Op::Map { expr, root } => eval_at(graph, v.node, *root, expr, dims, point),
+            _ => Err("a mask operand that reads data".to_string()),
+        }
+    })
+}
+
 fn mask_density(graph: &Graph, bindings: &Bindings) -> Result<(f64, bool), String> {
     let mask = graph
         .node_indices()
@@ -182,7 +227,13 @@ fn mask_density(graph: &Graph, bindings: &Bindings) -> Result<(f64, bool), Strin
     let Op::Mask { expr, root } = &graph.node(mask).op else {
         return Ok((1.0, true));
     };
-    if !graph.operands(mask).is_empty() {
+    // Operands that are maps of indices and dims alone (`let p = i; mask j <= p;`) are
+    // evaluated through; any other operand reads input data, unknown before a call.
+    if !graph
+        .operands(mask)
+        .iter()
+        .all(|(v, _)| index_only(graph, v.node))
+    {
         return Ok((1.0, false));
     }
     let rows = bindings.extent(graph, FrameIndex::I);
@@ -191,14 +242,15 @@ fn mask_density(graph: &Graph, bindings: &Bindings) -> Result<(f64, bool), Strin
         return Ok((1.0, true));
     }
     let step = rows.div_ceil(DENSITY_ROWS).max(1);
+    let col_step = cols.div_ceil(DENSITY_COLS).max(1);
     let (mut kept, mut seen) = (0u64, 0u64);
     let mut point = [0i64; 5];
     for i in (0..rows).step_by(step) {
         point[FrameIndex::I as usize] = i as i64;
-        for j in 0..cols {
+        for j in (0..cols).step_by(col_step) {
             point[FrameIndex::J as usize] = j as i64;
             seen += 1;
-            if expr.eval_scalar(*root, &bindings.dims, Some(&point))? != 0.0 {
+            if eval_at(graph, mask, *root, expr, &bindings.dims, &point)? != 0.0 {
                 kept += 1;
             }
         }

@@ -107,7 +107,11 @@ fn parallel(
                 }
                 _ => String::new(),
             };
-            let data = if graph.operands(m).is_empty() {
+            // Through the mask's lets (as the tile rule sees it): `let p = i; mask j <= p;`
+            // reads indices only.
+            let mut leaves = Vec::new();
+            crate::fusion::tile_rule::mask_tree(graph, m).leaves(&mut leaves);
+            let data = if leaves.is_empty() {
                 "decided per tile from the indices alone"
             } else {
                 "reads input data, so only known per element"

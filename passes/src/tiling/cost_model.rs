@@ -137,10 +137,12 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     }
     let query_tiles = p.queries.div_ceil(bq_eff);
     let key_tiles = p.keys.div_ceil(bk_eff);
-    let items = p.slices * query_tiles;
+    // Counts of tiles and items can pass 2^64 for absurd shapes (S = 1e12): saturate, and
+    // price in f64.
+    let items = p.slices.saturating_mul(query_tiles);
     // Work is spread over cores in whole items: the last wave may leave cores idle.
     let waves = items.div_ceil(t.cores);
-    let balance = items as f64 / (waves * t.cores) as f64;
+    let balance = items as f64 / (waves as f64 * t.cores as f64);
     // Padding computed in partial tiles is wasted.
     let padded = (query_tiles * bq_eff) as f64 * (key_tiles * bk_eff) as f64;
     let score_block = register_block(t, bq_eff, bk_eff);
@@ -172,13 +174,13 @@ pub fn predict(t: &CpuTarget, p: &Problem, bq: usize, bk: usize) -> Option<Choic
     // comes from memory; the others from L2 when one slice's rows fit there, else from memory.
     let slice_bytes = p.keys as f64 * (p.d_qk + p.d_v) as f64 * f32 as f64 * p.density;
     let first = p.slices as f64 * slice_bytes;
-    let again = (p.slices * (query_tiles * p.sweeps - 1)) as f64 * slice_bytes;
+    let again = p.slices as f64 * (query_tiles as f64 * p.sweeps as f64 - 1.0) * slice_bytes;
     let memory = if slice_bytes <= (t.l2_bytes / 2) as f64 {
         first / t.dram_bytes_per_s + again / (t.l2_bytes_per_s * t.cores as f64)
     } else {
         (first + again) / t.dram_bytes_per_s
     };
-    let visited = (items * key_tiles * p.sweeps) as f64 * p.density;
+    let visited = items as f64 * key_tiles as f64 * p.sweeps as f64 * p.density;
     let rescale = visited * bq_eff as f64 * rescale_flops(p.d_v) / (t.core_flops * t.cores as f64);
     // Partially masked tiles evaluate the mask for every pair.
     let masking = visited * p.partial * (bq_eff * bk_eff) as f64 * MASK_FLOPS

@@ -7,7 +7,7 @@ pub mod gpu_cost_model;
 pub mod target;
 
 use crate::fusion::recurrent::RecurrentKernel;
-use crate::fusion::tile_rule::{Coverage, key_tile_coverage};
+use crate::fusion::tile_rule::{Coverage, Span1, TileBox, key_tile_coverage, tree_coverage};
 use crate::fusion::{FusedProgram, ParallelKernel, Template};
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op, PortType};
@@ -532,15 +532,25 @@ fn gpu_tiling(
     })
 }
 
-/// Applies the tile rule to every (query tile, key tile) of slice (b = 0, h = 0).
+/// Key tiles of one query tile evaluated exactly; past this, key tiles are sampled too.
+const EXACT_KEY_TILES: usize = 1 << 10;
+
+/// (query tile, key tile) pairs the tile rule is applied to at most, whatever the shape.
+const SAMPLED_PAIRS: usize = 1 << 14;
+
+/// Applies the tile rule to every (query tile, key tile) of slice (b = 0, h = 0), or to an
+/// even sample of them scaled back up, so that the work stays bounded for any sequence length
+/// (S = 1e9 would otherwise take 1.5e7 evaluations per query tile). Counts saturate rather than
+/// overflow.
 fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: usize) -> TileCount {
     let (rows, cols) = (
         b.extent(graph, FrameIndex::I),
         b.extent(graph, FrameIndex::J),
     );
     let (qt, kt) = (rows.div_ceil(bq), cols.div_ceil(bk));
+    let total = qt.saturating_mul(kt);
     let mut count = TileCount {
-        total: qt * kt,
+        total,
         skipped: 0,
         full: 0,
     };
@@ -549,22 +559,56 @@ fn count_tiles(graph: &Graph, p: &ParallelKernel, b: &Bindings, bq: usize, bk: u
         return count;
     };
     let tree = crate::fusion::tile_rule::mask_tree(graph, mask);
-    // Long sequences: every `stride`-th query tile, scaled back up, keeps this quick.
-    let stride = (qt * kt).div_ceil(1 << 14).max(1);
-    let mut sampled = 0;
-    for q in (0..qt).step_by(stride) {
-        sampled += 1;
-        let rows_of_tile = q * bq..((q + 1) * bq).min(rows);
-        for c in key_tile_coverage(graph, &tree, &b.dims, (0, 0), rows_of_tile, bk, cols) {
-            match c {
-                Coverage::Empty => count.skipped += 1,
-                Coverage::Full => count.full += 1,
-                Coverage::Partial => {}
+    let mut tally = |c: Coverage| match c {
+        Coverage::Empty => count.skipped += 1,
+        Coverage::Full => count.full += 1,
+        Coverage::Partial => {}
+    };
+    let sampled = if kt <= EXACT_KEY_TILES {
+        // Every key tile of every `stride`-th query tile.
+        let stride = total.div_ceil(SAMPLED_PAIRS).max(1);
+        let mut sampled = 0usize;
+        for q in (0..qt).step_by(stride) {
+            let rows_of_tile = q * bq..((q + 1) * bq).min(rows);
+            for c in key_tile_coverage(graph, &tree, &b.dims, (0, 0), rows_of_tile, bk, cols) {
+                sampled += 1;
+                tally(c);
             }
         }
-    }
-    if sampled < qt {
-        let scale = |x: usize| x * qt / sampled.max(1);
+        sampled
+    } else {
+        // Long sequences: an even grid of (query tile, key tile) pairs.
+        let q_stride = qt.div_ceil(SAMPLED_PAIRS / EXACT_KEY_TILES).max(1);
+        let k_stride = kt.div_ceil(EXACT_KEY_TILES).max(1);
+        let span = |lo: usize, hi: usize| Span1 {
+            lo: lo as f64,
+            hi: hi as f64,
+        };
+        let mut tile = TileBox {
+            ranges: BTreeMap::new(),
+        };
+        tile.ranges.insert(FrameIndex::B, span(0, 0));
+        tile.ranges.insert(FrameIndex::H, span(0, 0));
+        let mut sampled = 0usize;
+        for q in (0..qt).step_by(q_stride) {
+            let i0 = q * bq;
+            tile.ranges
+                .insert(FrameIndex::I, span(i0, (i0 + bq).min(rows) - 1));
+            for k in (0..kt).step_by(k_stride) {
+                let j0 = k * bk;
+                tile.ranges
+                    .insert(FrameIndex::J, span(j0, (j0 + bk).min(cols) - 1));
+                sampled += 1;
+                tally(tree_coverage(graph, &tree, &b.dims, &tile));
+            }
+        }
+        sampled
+    };
+    if sampled < total {
+        // In u128: the product of a count and S² tiles does not fit in 64 bits.
+        let scale = |x: usize| {
+            (x as u128 * total as u128 / sampled.max(1) as u128).min(total as u128) as usize
+        };
         count.skipped = scale(count.skipped);
         count.full = scale(count.full);
     }

@@ -46,6 +46,24 @@ pub(crate) fn decode(mut bytes: Vec<u8>) -> Result<HostTensor, ArrayProblem> {
     Ok(HostTensor::new(dtype, shape, bytes)?)
 }
 
+/// The length of the whole `.npy` image whose start is `prefix`, from its header; `None` when
+/// `prefix` ends inside the header. Lets an archive reader check a member's declared size
+/// before inflating its data.
+pub(crate) fn image_len(prefix: &[u8]) -> Result<Option<u64>, ArrayProblem> {
+    let (header, header_len) = match read_header(prefix) {
+        Ok(parsed) => parsed,
+        Err(ArrayProblem::Corrupt(detail)) if detail.contains("cut short") => return Ok(None),
+        Err(problem) => return Err(problem),
+    };
+    let (dtype, _) = element_type(&header.dtype())?;
+    let mut bytes = dtype.size_bytes() as u128;
+    for &dim in header.shape() {
+        bytes = bytes.saturating_mul(u128::from(dim));
+    }
+    let total = bytes.saturating_add(header_len as u128);
+    Ok(Some(u64::try_from(total).unwrap_or(u64::MAX)))
+}
+
 /// Writes `tensor` as a complete `.npy` image (C order, little-endian).
 pub(crate) fn encode(tensor: &HostTensor, out: &mut impl Write) -> io::Result<()> {
     let type_str: TypeStr = type_str(tensor.dtype()).parse().map_err(io::Error::other)?;

@@ -11,6 +11,15 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 use crate::error::io_error;
 use crate::{HostTensor, TensorFileError, npy};
 
+/// How much of a member is inflated before its header is checked: a NumPy header (version 1)
+/// is at most 64 KiB.
+const HEADER_PEEK: u64 = (64 << 10) + 16;
+
+/// The largest inflate ratio accepted for a member over [`MAX_RATIO_FREE_BYTES`]. Deflate
+/// reaches about 1000:1 on constant bytes, while floats compress by a few times at most.
+const MAX_RATIO: u64 = 100;
+const MAX_RATIO_FREE_BYTES: u64 = 16 << 20;
+
 /// Decodes every member of the archive image `bytes`, in archive order.
 pub(crate) fn read(
     path: &Path,
@@ -49,10 +58,50 @@ pub(crate) fn read(
         let name = name.to_owned();
         // Grows with the data actually inflated, never with the size the archive claims, so a
         // damaged size field cannot trigger a huge allocation. The zip crate checks the CRC.
+        // First only the header: the size the member declares must be the size its array
+        // has, so a member that would inflate to far more (a zip bomb) is refused before its
+        // data is inflated; and no member inflates past what it declares.
+        let declared = member.size();
+        let compressed = member.compressed_size();
+        if declared > MAX_RATIO_FREE_BYTES && declared / compressed.max(1) > MAX_RATIO {
+            return Err(corrupt(
+                Some(&name),
+                format!(
+                    "the zip member declares {declared} bytes from {compressed} compressed: over {MAX_RATIO} times, as a zip bomb is (tensor data compresses far less); refused before inflating it. Save real data of this kind with np.savez (uncompressed)"
+                ),
+            ));
+        }
+        let read_error = |error: std::io::Error| corrupt(Some(&name), error.to_string());
         let mut npy_image = Vec::new();
-        member
+        (&mut member)
+            .take(HEADER_PEEK.min(declared.saturating_add(1)))
             .read_to_end(&mut npy_image)
-            .map_err(|error| corrupt(Some(&name), error.to_string()))?;
+            .map_err(read_error)?;
+        let described = npy::image_len(&npy_image).map_err(|p| p.in_tensor(path, &name))?;
+        if let Some(described) = described
+            && described != declared
+        {
+            return Err(corrupt(
+                Some(&name),
+                format!(
+                    "the zip member declares {declared} bytes, but its .npy header describes {described}"
+                ),
+            ));
+        }
+        (&mut member)
+            .take(
+                declared
+                    .saturating_add(1)
+                    .saturating_sub(npy_image.len() as u64),
+            )
+            .read_to_end(&mut npy_image)
+            .map_err(read_error)?;
+        if npy_image.len() as u64 > declared {
+            return Err(corrupt(
+                Some(&name),
+                format!("the zip member inflates past the {declared} bytes it declares"),
+            ));
+        }
         let tensor = npy::decode(npy_image).map_err(|problem| problem.in_tensor(path, &name))?;
         tensors.push((name, tensor));
     }

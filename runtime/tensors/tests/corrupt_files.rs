@@ -169,3 +169,59 @@ fn a_header_claiming_an_unaddressable_shape_is_corrupt() -> Result<(), Box<dyn E
     }
     Ok(())
 }
+
+/// A deflated `.npz` member whose header and declared size agree but which inflates 1000:1
+/// (a zip bomb: 64 MiB of zeros from about 64 kB) is refused before it is inflated.
+#[test]
+fn a_zip_bomb_member_is_refused_before_inflating() -> Result<(), Box<dyn Error>> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bomb.npz");
+    let count = 16usize << 20; // f32 elements: 64 MiB
+    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({count},), }}");
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = (10 + header.len() + 1).div_ceil(64) * 64 - 10;
+    npy.extend((padded as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    npy.resize(10 + padded - 1, b' ');
+    npy.push(b'\n');
+    let mut zip = zip::ZipWriter::new(fs::File::create(&path)?);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("q.npy", options)?;
+    zip.write_all(&npy)?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        zip.write_all(&zeros)?;
+    }
+    zip.finish()?;
+    assert!(fs::metadata(&path)?.len() < 1 << 20, "the archive is small");
+    let error = read_tensors(&path)
+        .expect_err("a bomb is refused")
+        .to_string();
+    assert!(error.contains("refused before inflating"), "{error}");
+    Ok(())
+}
+
+/// A member whose declared size disagrees with its header is refused from the header alone.
+#[test]
+fn a_member_declaring_another_size_than_its_header_is_refused() -> Result<(), Box<dyn Error>> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("short.npz");
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000,), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = (10 + header.len() + 1).div_ceil(64) * 64 - 10;
+    npy.extend((padded as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    npy.resize(10 + padded - 1, b' ');
+    npy.push(b'\n');
+    npy.extend([1u8; 40]);
+    let mut zip = zip::ZipWriter::new(fs::File::create(&path)?);
+    zip.start_file("q.npy", zip::write::SimpleFileOptions::default())?;
+    zip.write_all(&npy)?;
+    zip.finish()?;
+    let error = read_tensors(&path).expect_err("refused").to_string();
+    assert!(error.contains("its .npy header describes"), "{error}");
+    Ok(())
+}

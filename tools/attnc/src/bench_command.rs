@@ -8,6 +8,7 @@ use crate::build_command::{compile_graph, load_source, report};
 use crate::output_format::{OutputFormat, dims_json};
 use crate::progress::Progress;
 use crate::shape_arg::parse_shape;
+use crate::stdout::outln;
 use attnc_ir::Graph;
 use attnc_reference::{Tensor, interpret, random_inputs, to_f64_tensors};
 use clap::{Args, ValueEnum};
@@ -72,7 +73,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .build_global()?;
     }
     let (mut sources, file) = load_source(&args.file)?;
-    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
+    let fixed =
+        parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     let graph = compile_graph(&unit, &sources)?;
@@ -80,21 +82,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         // The same reading and checks as `attnc run --inputs` (shapes, dtypes, finiteness,
         // declared ranges).
         Some(path) => {
-            crate::run_command::load_inputs(args.allow_nonfinite, path, &graph, &fixed, &sources)?
+            let loaded = crate::run_command::load_inputs(
+                args.allow_nonfinite,
+                path,
+                &graph,
+                &fixed,
+                &sources,
+            )?;
+            crate::run_memory::check(&graph, &loaded.0, false)?;
+            loaded
         }
         None => {
             let b = attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new())
                 .map_err(|d| report(&d, &sources))?;
+            crate::run_memory::check(&graph, &b, true)?;
             let inputs =
                 random_inputs(&graph, &b, args.seed).map_err(|e| anyhow::anyhow!("{e}"))?;
             (b, inputs)
         }
     };
     let inputs = to_f64_tensors(&host);
-    let useful = useful_flops(&graph, &bindings)?;
+    let useful = useful_flops(&graph, &bindings, &inputs)?;
     let progress = Progress::spinner("compiling the CPU kernel");
     let start = Instant::now();
-    let kernel = crate::cpu_device::compile(&graph, &bindings)?;
+    let kernel = crate::cpu_device::compile(&graph, &bindings, &sources)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     drop(progress);
     let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
@@ -129,7 +140,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let _progress = Progress::spinner("timing the f64 reference interpreter");
         let start = Instant::now();
         interpret(&graph, &bindings, &inputs)
-            .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+            .map_err(|e| crate::ice::interpret_failed(e, &graph, &sources))?;
         rows.push(("reference".to_string(), start.elapsed().as_secs_f64()));
     }
     if let Some(path) = &args.output {
@@ -168,14 +179,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "peak_rss_mb": peak_rss_mb,
             "timings": timings,
         });
-        println!("{doc}");
+        outln!("{doc}");
     } else {
-        println!(
+        outln!(
             "kernel {} with {bindings}, {threads} threads, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",
             graph.kernel
         );
         for (name, s) in &rows {
-            println!(
+            outln!(
                 "  {name:<14} {:>10.3} ms {:>9.2} GFLOP/s  {:>7.2}x",
                 s * 1e3,
                 useful / s / 1e9,
@@ -188,8 +199,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// The FLOPs of the two contractions on the pairs the mask keeps: 2·Sq·Sk·(Dqk + Dv) per
 /// (b, h), the convention of the peers' reports (4·B·H·S²·D, halved for a causal mask).
-fn useful_flops(graph: &Graph, bindings: &attnc_ir::Bindings) -> anyhow::Result<f64> {
+fn useful_flops(
+    graph: &Graph,
+    bindings: &attnc_ir::Bindings,
+    inputs: &BTreeMap<String, Tensor>,
+) -> anyhow::Result<f64> {
     let w = attnc_ir::work::estimate(graph, bindings).map_err(|e| anyhow::anyhow!(e))?;
+    // A mask that reads input data is measured on this run's inputs.
+    let density = if w.density_exact {
+        w.mask_density
+    } else {
+        crate::mask_pairs::kept_fraction(graph, bindings, inputs).unwrap_or(w.mask_density)
+    };
     let mut total = 0.0;
     for n in graph.node_indices() {
         let node = graph.node(n);
@@ -221,7 +242,12 @@ fn useful_flops(graph: &Graph, bindings: &attnc_ir::Bindings) -> anyhow::Result<
             attnc_ir::types::Feature::Vector(d) => bindings.eval(d).unwrap_or(1) as f64,
             _ => 1.0,
         };
-        total += 2.0 * points * len * w.mask_density;
+        total += 2.0 * points * len * density;
+    }
+    if total == 0.0 {
+        // A recurrence has no scoring or aggregation contraction: count its steps' work
+        // rather than print 0 GFLOP/s.
+        total = w.flops;
     }
     Ok(total)
 }

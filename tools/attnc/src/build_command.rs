@@ -4,6 +4,7 @@
 
 use crate::output_format::OutputFormat;
 use crate::shape_arg::parse_shape;
+use crate::stdout::{out, outln};
 use attnc_frontend::{Sources, print_ast};
 use attnc_passes::pass_manager::{PassManager, Timing};
 use attnc_passes::tiling::target::Target;
@@ -104,7 +105,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         anyhow::bail!("--print-after-all prints text: use it with --format text");
     }
     let (mut sources, file) = load_source(&args.file)?;
-    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
+    let fixed =
+        parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
     let mut stages = args.emit.clone();
     stages.sort();
     stages.dedup();
@@ -131,23 +133,26 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     }
     if last >= Stage::Graph {
         let mut graph = compile_graph(&unit, &sources)?;
+        let graph_before_passes = graph.clone();
         laps.lap("build graph");
         if args.print_after_all {
-            println!("// after build\n{}", attnc_ir::dump::dump_graph(&graph));
+            outln!("// after build\n{}", attnc_ir::dump::dump_graph(&graph));
         }
-        let pass_timings = PassManager::standard().run(&mut graph, &mut |name, changed, g| {
-            if args.print_after_all {
-                let note = if changed { "" } else { " (no change)" };
-                println!("// after {name}{note}\n{}", attnc_ir::dump::dump_graph(g));
-            }
-        })?;
+        let pass_timings = PassManager::standard()
+            .run(&mut graph, &mut |name, changed, g| {
+                if args.print_after_all {
+                    let note = if changed { "" } else { " (no change)" };
+                    outln!("// after {name}{note}\n{}", attnc_ir::dump::dump_graph(g));
+                }
+            })
+            .map_err(|e| crate::ice::pass_failed(e, &graph_before_passes, &sources))?;
         laps.extend(pass_timings);
         if stages.contains(&Stage::Graph) {
             emit.stage(Stage::Graph, &attnc_ir::dump::dump_graph(&graph))?;
         }
         if last >= Stage::Fused {
             let fused = attnc_passes::fusion::fuse(&graph)
-                .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+                .map_err(|e| crate::ice::internal_at("fusion", e, &graph, &sources))?;
             laps.lap("fusion");
             if stages.contains(&Stage::Fused) {
                 emit.stage(
@@ -268,7 +273,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             times.push(serde_json::json!({ "name": "total", "ms": total * 1e3 }));
             doc["timings"] = serde_json::Value::Array(times);
         }
-        println!("{doc}");
+        outln!("{doc}");
     } else if args.time_passes {
         for t in &laps.timings {
             eprintln!(
@@ -330,9 +335,9 @@ impl Emitter {
             }
             (None, None) => {
                 if self.headers {
-                    print!("==> {name} <==\n{text}");
+                    out!("==> {name} <==\n{text}");
                 } else {
-                    print!("{text}");
+                    out!("{text}");
                 }
                 return Ok(());
             }
@@ -393,7 +398,7 @@ impl Laps {
 /// Reads a source file into a fresh source map.
 pub fn load_source(path: &Path) -> anyhow::Result<(Sources, attnc_frontend::FileId)> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
     let mut sources = Sources::new();
     let file = sources.add(path.display().to_string(), text);
     Ok((sources, file))
@@ -407,11 +412,16 @@ pub fn compile_graph(
     let graph = attnc_frontend::build_graph(unit).map_err(|d| report(&d, sources))?;
     if let Err(errors) = attnc_ir::verify(&graph) {
         let listed: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        anyhow::bail!(
-            "internal compiler error: the graph of `{}` does not verify (please report this):\n  {}",
-            graph.kernel,
-            listed.join("\n  ")
-        );
+        return Err(crate::ice::internal_at(
+            "the graph builder",
+            format!(
+                "the graph of `{}` does not verify:\n  {}",
+                graph.kernel,
+                listed.join("\n  ")
+            ),
+            &graph,
+            sources,
+        ));
     }
     Ok(graph)
 }

@@ -1,18 +1,22 @@
-//! `attnc`: the command-line compiler. Dumps go to stdout, diagnostics to stderr, and any error
-//! exits non-zero.
+//! `attnc`: the command-line compiler. Dumps go to stdout, diagnostics to stderr, and every
+//! failure exits with the code of its kind (see [`exit_code`]).
 
 mod bench_command;
 mod build_command;
 mod cpu_device;
 mod device_choice;
 mod gpu_device;
+mod ice;
+mod mask_pairs;
 mod output_format;
 mod plan_command;
 mod plan_work;
 mod progress;
 mod report;
 mod run_command;
+mod run_memory;
 mod shape_arg;
+mod stdout;
 mod tensor_inputs;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +26,8 @@ use std::process::ExitCode;
 #[command(
     name = "attnc",
     version,
-    about = "A compiler for attention mechanisms written in .attn"
+    about = "A compiler for attention mechanisms written in .attn",
+    after_help = "Exit status:\n  0    success (also when stdout is closed early, as by `| head`)\n  1    the program or its inputs are wrong (a diagnostic says where)\n  2    the command line is wrong\n  3    --check found a difference from the reference interpreter\n  4    a device or runtime error (no driver, a file, memory)\n  101  internal compiler error: a bug in attnc, please report it"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,6 +61,11 @@ enum Command {
     /// Place a model's pipeline stages and attention heads on described devices.
     Plan(plan_command::PlanArgs),
     /// Time the compiled CPU kernel, and optionally the reference and an unfused loop.
+    ///
+    /// GFLOP/s counts useful work: the scoring and aggregation contractions on the (i, j) pairs
+    /// the mask keeps (measured from the indices, or for a mask that reads input data such as
+    /// document ids, on this run's inputs, sampled evenly), or for a recurrence the work
+    /// estimate of its steps.
     Bench(bench_command::BenchArgs),
 }
 
@@ -71,9 +81,94 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The exit status of each kind of failure, so scripts can tell a wrong program from a wrong
+/// command line, a failed run and a bug in attnc (listed in `attnc --help`).
+pub mod exit_code {
+    /// The program or its inputs are wrong; a diagnostic says where.
+    pub const USER_ERROR: u8 = 1;
+    /// The command line is wrong (clap uses the same code for its own errors).
+    pub const USAGE: u8 = 2;
+    /// `--check` found a difference from the reference interpreter.
+    pub const CHECK_FAILED: u8 = 3;
+    /// A run failed for want of something outside the program: a device or driver, a file,
+    /// memory.
+    pub const RUN_FAILURE: u8 = 4;
+    /// A bug in attnc: an internal compiler error or a panic.
+    pub const INTERNAL: u8 = 101;
+}
+
+/// An error tagged with the exit status of its kind; untagged errors are run failures.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Tags a command-line mistake (exit status 2).
+pub fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    Failure {
+        code: exit_code::USAGE,
+        error: error.into(),
+    }
+    .into()
+}
+
+/// Tags a compiler bug (exit status 101).
+pub fn internal(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    Failure {
+        code: exit_code::INTERNAL,
+        error: error.into(),
+    }
+    .into()
+}
+
+/// The stack of the thread that compiles: the parser and the builder bound expression depth,
+/// and this leaves room for the passes' recursive walks over the deepest trees they allow, in
+/// debug builds too. Only what is touched is ever committed.
+const STACK_BYTES: usize = 256 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     report::configure(cli.color, cli.error_format);
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let place = info
+            .location()
+            .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!(
+            "internal compiler error: attnc panicked{place}: {message}\n\
+             note: this is a bug in attnc; please report it with the command and the .attn file"
+        );
+    }));
+    let worker = std::thread::Builder::new()
+        .name("attnc".to_string())
+        .stack_size(STACK_BYTES)
+        .spawn(move || run_command_line(&cli));
+    match worker.map(|w| w.join()) {
+        Ok(Ok(code)) => code,
+        // The hook has already explained the panic.
+        Ok(Err(_)) => ExitCode::from(exit_code::INTERNAL),
+        Err(e) => {
+            eprintln!("error: cannot start the compiler thread: {e}");
+            ExitCode::from(exit_code::RUN_FAILURE)
+        }
+    }
+}
+
+fn run_command_line(cli: &Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),
@@ -82,10 +177,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Reported>() => ExitCode::FAILURE,
-        Err(e) => {
-            report::report_error(&format!("{e:#}"));
-            ExitCode::FAILURE
-        }
+        Err(e) if e.is::<Reported>() => ExitCode::from(exit_code::USER_ERROR),
+        Err(e) => match e.downcast::<Failure>() {
+            Ok(f) => {
+                report::report_error(&f.to_string());
+                ExitCode::from(f.code)
+            }
+            Err(e) => {
+                report::report_error(&format!("{e:#}"));
+                ExitCode::from(exit_code::RUN_FAILURE)
+            }
+        },
     }
 }

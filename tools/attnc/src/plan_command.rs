@@ -5,6 +5,7 @@
 //! Attention cost comes from the caller's work source (the compiler's graph IR), so this
 //! file only reads arguments and prints what `attnc_planner` returns.
 
+use crate::stdout::{out, outln};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -43,8 +44,8 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
     };
     let plan = attnc_planner::plan(&model, &profile, work, &options)?;
     match args.format {
-        OutputFormat::Text => print!("{}", attnc_planner::render_text(&plan)),
-        OutputFormat::Json => println!("{}", plan.to_json()?),
+        OutputFormat::Text => out!("{}", attnc_planner::render_text(&plan)),
+        OutputFormat::Json => outln!("{}", plan.to_json()?),
     }
     if let Some(path) = &args.svg {
         std::fs::write(path, attnc_planner::render_svg(&plan))
@@ -56,7 +57,7 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
         );
         let rows = attnc_planner::compare(&[model], &[profile], work)?;
         drop(progress);
-        print!("\n{}", attnc_planner::render_comparison(&rows));
+        out!("\n{}", attnc_planner::render_comparison(&rows));
     }
     Ok(())
 }

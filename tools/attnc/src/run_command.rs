@@ -12,6 +12,7 @@ use crate::device_choice::{Device, Resolved};
 use crate::output_format::{OutputFormat, dims_json};
 use crate::progress::Progress;
 use crate::shape_arg::parse_shape;
+use crate::stdout::outln;
 use crate::tensor_inputs::{self, Inputs};
 use attnc_frontend::{Diagnostic, Sources};
 use attnc_ir::{Bindings, Graph};
@@ -69,7 +70,8 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let device = crate::device_choice::resolve(args.device)?;
     let (mut sources, file) = load_source(&args.file)?;
-    let fixed = parse_shape(&args.shape).map_err(|e| anyhow::anyhow!("--shape: {e}"))?;
+    let fixed =
+        parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
     let unit =
         attnc_frontend::parse_with_prelude(&mut sources, file).map_err(|d| report(&d, &sources))?;
     let graph = compile_graph(&unit, &sources)?;
@@ -78,12 +80,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (bindings, inputs) =
                 load_inputs(args.allow_nonfinite, path, &graph, &fixed, &sources)?;
+            crate::run_memory::check(&graph, &bindings, false)?;
             (bindings, inputs, format!("inputs from {}", path.display()))
         }
         None => {
             let no_tensors = BTreeMap::new();
             let bindings = attnc_ir::bind_dims(&graph, &fixed, &no_tensors)
                 .map_err(|d| report(&d, &sources))?;
+            crate::run_memory::check(&graph, &bindings, true)?;
             let inputs = random_inputs(&graph, &bindings, args.seed)
                 .map_err(|e| anyhow::anyhow!("cannot draw inputs: {e}"))?;
             (bindings, inputs, format!("seed {}", args.seed))
@@ -96,13 +100,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             let _progress = Progress::spinner("running the f64 reference interpreter");
             let start = Instant::now();
             let out = interpret(&graph, &bindings, &values)
-                .map_err(|e| report(&[e.to_diagnostic()], &sources))?;
+                .map_err(|e| crate::ice::interpret_failed(e, &graph, &sources))?;
             (out, start.elapsed().as_secs_f64())
         }
         Resolved::Cpu => {
             let progress = Progress::spinner("compiling the CPU kernel");
             let start = Instant::now();
-            let kernel = crate::cpu_device::compile(&graph, &bindings)?;
+            let kernel = crate::cpu_device::compile(&graph, &bindings, &sources)?;
             compile_seconds = Some(start.elapsed().as_secs_f64());
             drop(progress);
             let _progress = Progress::spinner("running the CPU kernel");
@@ -123,7 +127,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut stored = Vec::new();
     for (_, name, ty) in graph.outputs() {
         let Some(tensor) = outputs.get(name) else {
-            anyhow::bail!("internal error: the kernel did not produce output `{name}`");
+            return Err(crate::internal(anyhow::anyhow!(
+                "internal compiler error: the kernel did not produce output `{name}` (at {})",
+                crate::ice::kernel_location(&graph, &sources)
+            )));
         };
         let t = HostTensor::from_f64(ty.dtype, tensor.shape.clone(), &tensor.data)
             .map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?;
@@ -135,19 +142,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .unwrap_or(0.0);
     let gflops = flops / seconds.max(1e-12) / 1e9;
     if text {
-        println!(
+        outln!(
             "kernel {} on {} ({}) with {bindings}, {origin}",
             graph.kernel,
             device.name(),
             device.describe()
         );
         for (name, tensor) in &stored {
-            println!("  {}", checksum_line(name, tensor));
+            outln!("  {}", checksum_line(name, tensor));
         }
         if let Some(c) = compile_seconds {
-            println!("  compile {:.1} ms", c * 1e3);
+            outln!("  compile {:.1} ms", c * 1e3);
         }
-        println!("  time {:.3} ms, {gflops:.2} GFLOP/s", seconds * 1e3);
+        outln!("  time {:.3} ms, {gflops:.2} GFLOP/s", seconds * 1e3);
     }
     let mut checks = Vec::new();
     let mut failed = None;
@@ -166,7 +173,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             let (err, mismatch) = crate::cpu_device::compare(got, want);
             let ok = !mismatch && err <= CHECK_TOLERANCE;
             if text {
-                println!(
+                outln!(
                     "  check {name}: max relative difference from the reference {err:.3e} (tolerance {CHECK_TOLERANCE:.0e}){}",
                     if ok { ": ok" } else { "" }
                 );
@@ -195,13 +202,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         if let Some(path) = &args.save_inputs {
             write_tensors(path, &in_declared_order(&graph, inputs))?;
             if text {
-                println!("  inputs saved to {}", path.display());
+                outln!("  inputs saved to {}", path.display());
             }
         }
         if let Some(path) = &args.output {
             write_tensors(path, &stored)?;
             if text {
-                println!("  outputs written to {}", path.display());
+                outln!("  outputs written to {}", path.display());
             }
         }
     }
@@ -226,10 +233,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             "inputs_saved_to": args.save_inputs.as_ref().filter(|_| failed.is_none()).map(|p| p.display().to_string()),
             "outputs_written_to": args.output.as_ref().filter(|_| failed.is_none()).map(|p| p.display().to_string()),
         });
-        println!("{doc}");
+        outln!("{doc}");
     }
     match failed {
-        Some(message) => Err(anyhow::anyhow!(message)),
+        Some(message) => Err(crate::Failure {
+            code: crate::exit_code::CHECK_FAILED,
+            error: anyhow::anyhow!(message),
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -299,18 +310,74 @@ fn check_destinations(args: &RunArgs, graph: &Graph) -> Result<(), Vec<Diagnosti
         }
     }
     if let (Some(a), Some(b)) = (&args.output, &args.save_inputs)
-        && a == b
+        && same_file(a, b)
     {
         errors.push(Diagnostic::global(format!(
             "--output and --save-inputs both name {}; give two files",
             a.display()
         )));
     }
+    if let (Some(out), Some(inputs)) = (&args.output, &args.inputs)
+        && same_file(out, inputs)
+    {
+        errors.push(Diagnostic::global(format!(
+            "--output {} is the --inputs file: the run would overwrite its own inputs; give another file",
+            out.display()
+        )));
+    }
+    for (flag, path) in [
+        ("--output", &args.output),
+        ("--save-inputs", &args.save_inputs),
+    ] {
+        if let Some(path) = path
+            && let Err(why) = probe_writable(path)
+        {
+            errors.push(Diagnostic::global(format!(
+                "{flag} {}: cannot be written: {why}",
+                path.display()
+            )));
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
     }
+}
+
+/// Whether two paths name one file: the same text, or (for files that exist) the same file
+/// reached another way (`./in.npz`, a link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+/// Checks, before the kernel runs, that `path` can be written the way the tensors are written
+/// (a temporary file in its folder, renamed over it): the folder takes a new file, and the
+/// path is not a folder or a read-only file.
+fn probe_writable(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("it is a folder".to_string());
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().readonly()
+    {
+        return Err("the file is read-only".to_string());
+    }
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        // Reported on its own as a missing folder.
+        return Ok(());
+    }
+    tempfile::NamedTempFile::new_in(folder)
+        .map(drop)
+        .map_err(|e| format!("folder {} takes no new file: {e}", folder.display()))
 }
 
 /// The inputs as named tensors in the kernel's declaration order (the order of an .npz file).

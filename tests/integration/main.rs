@@ -1,6 +1,7 @@
 //! attnc's integration tests: one test binary (each binary that links the compiler is large),
 //! with one module per concern.
 
+mod bounds;
 mod cli;
 mod common;
 mod cpu_kernels;

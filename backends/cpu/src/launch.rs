@@ -1,11 +1,12 @@
 //! Compiling a fused, tiled kernel for the host and running it: MLIR text through MLIR's CPU
 //! pipeline and the JIT once, then one call per (b, h, query tile) work item on all cores.
 
+use crate::parallel::index_guard::STATUS_LEN;
 use crate::parallel::{self, KERNEL};
 use crate::recurrent::SCAN_KERNEL;
 use crate::{CodegenError, Layout};
 use attnc_ir::bind::Bindings;
-use attnc_ir::graph::Graph;
+use attnc_ir::graph::{Graph, Op};
 use attnc_ir::types::FrameIndex;
 use attnc_mlir::{Arg, CPU_LOWERING_PIPELINE, HostJit, JitOptions, KernelSignature, MlirSession};
 use attnc_passes::fusion::tile_rule::{Coverage, key_tile_coverage, mask_tree};
@@ -32,6 +33,9 @@ pub enum RunError {
     Dims(String),
     #[error("kernel call failed: {0}")]
     Call(#[from] attnc_mlir::MlirError),
+    /// A computed index outside its axis, in the reference interpreter's words.
+    #[error("{0}")]
+    Index(String),
 }
 
 /// A kernel compiled for this machine.
@@ -251,7 +255,7 @@ impl CpuKernel {
         // The JIT engine is not shared with the workers: only the reentrant kernel is.
         let layout = &self.layout;
         let mask = layout.mask.map(|m| mask_tree(g, m));
-        let tiles: Vec<Vec<Vec<f32>>> = items
+        let tiles: Vec<(Vec<Vec<f32>>, Vec<i32>)> = items
             .par_iter()
             .map(|&(b, h, qt)| {
                 let cov = if scan {
@@ -280,9 +284,11 @@ impl CpuKernel {
                         args.push(Arg::input(&floats[k]));
                     }
                 }
+                let mut status = vec![0i32; STATUS_LEN];
                 for o in outs.iter_mut() {
                     args.push(Arg::output(o.as_mut_slice()));
                 }
+                args.push(Arg::output(status.as_mut_slice()));
                 if !scan {
                     args.push(Arg::input(&cov));
                 }
@@ -294,9 +300,13 @@ impl CpuKernel {
                 args.extend(work.iter().map(|x| Arg::Int(*x as i64)));
                 kernel.call(&args)?;
                 drop(args);
-                Ok(outs)
+                Ok((outs, status))
             })
             .collect::<Result<_, RunError>>()?;
+        // The first work item, in (b, h, tile) order, that read outside a tensor fails the run.
+        if let Some((_, status)) = tiles.iter().find(|(_, s)| s[0] != 0) {
+            return Err(RunError::Index(index_message(g, bindings, status)));
+        }
         let mut outputs = BTreeMap::new();
         for (k, o) in self.layout.outputs.iter().enumerate() {
             let s = &out_shapes[k];
@@ -323,7 +333,7 @@ impl CpuKernel {
                         })
                         .sum();
                     for e in 0..f {
-                        data[offset + e] = item[k][ii * f + e] as f64;
+                        data[offset + e] = item.0[k][ii * f + e] as f64;
                     }
                 }
             }
@@ -331,6 +341,36 @@ impl CpuKernel {
         }
         Ok(outputs)
     }
+}
+
+/// The reference interpreter's message for the read a status buffer records.
+fn index_message(graph: &Graph, bindings: &Bindings, status: &[i32]) -> String {
+    let load = petgraph::stable_graph::NodeIndex::new(status[1].max(0) as usize);
+    let axis = status[2].max(0) as usize;
+    let input = graph
+        .operands(load)
+        .first()
+        .map(|(v, _)| &graph.node(v.node).op);
+    let (name, dim) = match input {
+        Some(Op::Input { name, ty, .. }) => (name.clone(), ty.dims.get(axis).cloned()),
+        _ => ("?".to_string(), None),
+    };
+    let size = dim
+        .as_ref()
+        .and_then(|d| bindings.eval(d).ok())
+        .map_or("?".to_string(), |v| v.to_string());
+    let dim = dim.map_or("?".to_string(), |d| d.to_string());
+    let point: Vec<String> = FrameIndex::ALL
+        .iter()
+        .zip(&status[4..])
+        .map(|(fi, v)| format!("{}={}", fi.name(), (*v).max(0)))
+        .collect();
+    let coord = status[3];
+    let negative = if coord < 0 { " (negative)" } else { "" };
+    format!(
+        "index out of range: axis {axis} of `{name}` ({dim}) has size {size}, the index is {coord}{negative} at ({})",
+        point.join(", ")
+    )
 }
 
 /// Per key tile of one work item: 0 to skip it, 1 to mask per element, 2 when fully kept.

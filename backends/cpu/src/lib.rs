@@ -3,11 +3,13 @@
 //! tile) work items on all cores. Each work item writes its own output tile, which the host
 //! copies into place, so no two threads ever share a writable buffer.
 
+mod host;
 mod launch;
 mod mlir_text;
 mod parallel;
 mod recurrent;
 
+pub use host::{CompileError, compile_for_host};
 pub use launch::{Array, CpuKernel, RunError, generate_mlir, lower_to_llvm};
 
 use attnc_ir::types::{Dim, FrameIndex};

@@ -87,6 +87,8 @@ pub(crate) struct Gen<'a> {
     staging: HashMap<NodeIndex, String>,
     /// One row of a key tile, for a row reduction's argument that is not already a pair value.
     row_scratch: String,
+    /// The work item's status buffer (see `index_guard`), once bound.
+    status: Option<String>,
 }
 
 /// The register blocks the tiling chose for the score and the aggregation, if any.
@@ -151,6 +153,16 @@ pub fn generate(
     Ok((text, signature, layout))
 }
 
+/// The status buffer every kernel writes (see `index_guard`).
+pub(crate) fn status_param() -> Param {
+    Param::Buffer {
+        name: "status".to_string(),
+        element: ElementType::I32,
+        access: Access::Write,
+        extent: vec![attnc_mlir::Extent::Fixed(index_guard::STATUS_LEN as u64)],
+    }
+}
+
 impl<'a> Gen<'a> {
     pub(crate) fn new(graph: &'a Graph, bq: usize, bk: usize) -> Self {
         Gen {
@@ -177,6 +189,7 @@ impl<'a> Gen<'a> {
             feature_major: BTreeSet::new(),
             staging: HashMap::new(),
             row_scratch: String::new(),
+            status: None,
         }
     }
 
@@ -221,6 +234,7 @@ impl<'a> Gen<'a> {
                 dims: ty.dims.clone(),
             });
         }
+        buffers.push(status_param());
         buffers.push(Param::Buffer {
             name: "cov".to_string(),
             element: ElementType::I32,
@@ -286,6 +300,10 @@ impl<'a> Gen<'a> {
             let Param::Buffer { name, .. } = p else {
                 continue;
             };
+            if name == "status" {
+                self.bind_status();
+                continue;
+            }
             let Some(input) = name.strip_prefix("in_") else {
                 continue;
             };
@@ -362,7 +380,14 @@ impl<'a> Gen<'a> {
         let Some(t) = self.value_type(n) else {
             return Ok(());
         };
-        let class = class_of(t.indices);
+        let mut class = class_of(t.indices);
+        // A reduction over j is accumulated row by row of the query tile even when its value
+        // does not vary with i (`sum_j(2.0)`, `max_j(k[b, h, j, 0])`): it needs a slot per row.
+        if class == Class::PerHead
+            && matches!(self.graph.node(n).op, Op::RowReduce { .. } | Op::Aggregate)
+        {
+            class = Class::Query;
+        }
         let f = self.feature_len(&t.feature)?;
         let rows = match class {
             Class::PerHead => self.body.index(1),
@@ -399,7 +424,15 @@ impl<'a> Gen<'a> {
         Ok(match class {
             Class::PerHead => fe,
             Class::Query => {
-                let ii = need(&at.ii, "query")?;
+                // A reduction that does not vary with i holds the same value in every row;
+                // a reader with no query position (a per-head value) takes row 0.
+                let per_head = self
+                    .value_type(n)
+                    .is_some_and(|t| !t.indices.contains(FrameIndex::I));
+                let ii = match &at.ii {
+                    None if per_head => self.c0.clone(),
+                    _ => need(&at.ii, "query")?,
+                };
                 self.body.row_offset(&ii, &f, &fe)
             }
             Class::Key if self.feature_major.contains(&n) => {
@@ -415,7 +448,14 @@ impl<'a> Gen<'a> {
                 let ii = need(&at.ii, "query")?;
                 let jj = need(&at.jj, "key")?;
                 let bk = self.body.index(self.bk as i64);
-                self.body.row_offset(&ii, &bk, &jj)
+                let pair = self.body.row_offset(&ii, &bk, &jj);
+                // A vector per pair (`s + v[b, h, j]`, `q[b, h, i] - k[b, h, j]`) keeps its
+                // features apart: each pair owns `f` consecutive slots, as allocated.
+                if scalar {
+                    pair
+                } else {
+                    self.body.row_offset(&pair, &f, &fe)
+                }
             }
         })
     }
@@ -599,7 +639,9 @@ impl<'a> Gen<'a> {
                 LoadIndex::Frame(fi) => self.frame_index(*fi, at)?,
                 LoadIndex::Operand(k) => {
                     let v = self.load_value(ops[*k as usize], at)?;
-                    self.body.f32_to_index(&v)
+                    let axis = coords.len();
+                    let size = self.dim(&dims[axis]);
+                    self.guarded_index(n, axis, &v, &size, at)?
                 }
             });
         }
@@ -919,5 +961,6 @@ impl<'a> Gen<'a> {
 }
 
 mod blocked;
+pub(crate) mod index_guard;
 mod rows;
 mod sweeps;

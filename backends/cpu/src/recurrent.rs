@@ -85,6 +85,7 @@ pub fn generate(
         });
         emitted.push((name.clone(), source.result as usize));
     }
+    params.push(crate::parallel::status_param());
     ints.push(Param::Int {
         name: "n_steps".into(),
     });

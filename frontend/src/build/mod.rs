@@ -497,7 +497,7 @@ impl<'a> Builder<'a> {
     }
 
     fn finish(&mut self, k: &Kernel) {
-        self.connect_masks();
+        let mask_indices = self.connect_masks();
         if self.graph.topo_order().is_none() {
             let span = self.mask_span.unwrap_or(k.name.span);
             self.diags.push(Diagnostic::error(
@@ -505,6 +505,8 @@ impl<'a> Builder<'a> {
                 span,
                 "this mask reads a value computed with sum_j, max_j or min_j",
             ));
+        } else if let Some(indices) = mask_indices {
+            self.widen_for_mask(indices);
         }
         // An assignment that failed to check leaves its output unassigned: say nothing more then.
         let already_failed = !self.diags.is_empty();
@@ -594,11 +596,10 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Makes the mask op from all `mask` statements and hands it to each reduction over j.
-    fn connect_masks(&mut self) {
-        let Some((ctx, root, span)) = self.mask.take() else {
-            return;
-        };
+    /// Makes the mask op from all `mask` statements and hands it to each reduction over j;
+    /// returns the indices the mask varies with.
+    fn connect_masks(&mut self) -> Option<IndexSet> {
+        let (ctx, root, span) = self.mask.take()?;
         let ty = ValueType {
             kind: ScalarKind::Bool,
             indices: root.indices,
@@ -629,6 +630,69 @@ impl<'a> Builder<'a> {
                 position,
             );
         }
+        Some(root.indices)
+    }
+
+    /// A sum over the unmasked keys varies with whatever the mask varies with, less j:
+    /// `sum_j(k[b, h, j, 0])` under `mask j <= i` differs per query. The masks are only known
+    /// once the kernel is read, so the reductions' types, and those of every value computed
+    /// from them, are widened here; an output that then varies with an index it is not indexed
+    /// by is an error.
+    fn widen_for_mask(&mut self, mask: IndexSet) {
+        let extra = mask.without(FrameIndex::J);
+        let Some(order) = self.graph.topo_order() else {
+            return;
+        };
+        let mut added: BTreeMap<NodeIndex, IndexSet> = BTreeMap::new();
+        for n in order {
+            let mut add = IndexSet::EMPTY;
+            for (v, _) in self.graph.operands(n) {
+                if let Some(a) = added.get(&v.node) {
+                    add = add.union(*a);
+                }
+            }
+            let op = &self.graph.node(n).op;
+            if matches!(op, Op::Mask { .. } | Op::Input { .. }) {
+                continue;
+            }
+            if matches!(op, Op::RowReduce { .. } | Op::Aggregate) {
+                add = add.union(extra).without(FrameIndex::J);
+            }
+            if let Op::Output { name, axes, .. } = op {
+                let Some(source) = self.graph.operands(n).first().map(|(v, _)| *v) else {
+                    continue;
+                };
+                let varies = self
+                    .graph
+                    .value_type(source)
+                    .map_or(IndexSet::EMPTY, |t| t.indices)
+                    .union(add);
+                if let Some(fi) = varies.iter().find(|fi| !axes.contains(fi)) {
+                    let span = self.graph.node(n).span;
+                    self.diags.push(Diagnostic::error(
+                        format!(
+                            "output `{name}` varies with `{}` through the mask, which makes its sums over j differ per `{}`, but it is not indexed by `{}`",
+                            fi.name(),
+                            fi.name(),
+                            fi.name()
+                        ),
+                        span,
+                        "this assignment",
+                    ));
+                }
+                continue;
+            }
+            if add.is_empty() {
+                continue;
+            }
+            for r in &mut self.graph.node_mut(n).results {
+                if let PortType::Value(t) = r {
+                    t.indices = t.indices.union(add);
+                }
+            }
+            added.insert(n, add);
+        }
+        self.graph.refresh_edge_types();
     }
 
     fn check_index_ranges(&mut self, k: &Kernel) {

@@ -196,6 +196,7 @@ pub fn bind_dims(
         return Err(errors);
     }
     check_tensor_shapes(graph, &values, tensors, &mut errors);
+    check_axes_positive(graph, &values, &mut errors);
     let bindings = Bindings {
         dims: values.iter().map(|(k, (v, _))| (k.clone(), *v)).collect(),
     };
@@ -297,6 +298,53 @@ fn conflict_diagnostic(sym: &str, value: i64, origin: &Origin, list: &[Conflict]
 
 /// Axes given by expressions (`2 * S - 1`) are checked once all symbols have values; the
 /// message says where each symbol of the expression got its value.
+/// Every axis of every tensor must have at least one element: an axis written as an
+/// expression (`S - 100`, `0`) can come out empty or negative for the bound dims, and a kernel
+/// would then index a tensor that holds nothing.
+fn check_axes_positive(
+    graph: &Graph,
+    values: &BTreeMap<String, (i64, Origin)>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let plain: BTreeMap<String, i64> = values.iter().map(|(k, (v, _))| (k.clone(), *v)).collect();
+    let tensors = graph
+        .inputs()
+        .into_iter()
+        .map(|(n, name, ty)| (n, "input", name, ty))
+        .chain(
+            graph
+                .outputs()
+                .into_iter()
+                .map(|(n, name, ty)| (n, "output", name, ty)),
+        );
+    for (node, what, name, ty) in tensors {
+        for (axis, dim) in ty.dims.iter().enumerate() {
+            let Ok(v) = dim.eval(&plain) else { continue };
+            if v >= 1 {
+                continue;
+            }
+            let value = if dim.to_string() == v.to_string() {
+                format!("{v}")
+            } else {
+                format!("{dim} = {v}")
+            };
+            let mut d = Diagnostic::error(
+                format!(
+                    "axis {axis} of {what} `{name}` is {value}; every axis must have at least 1 element"
+                ),
+                graph.node(node).span,
+                format!("declared as {ty}"),
+            );
+            for (sym, (value, origin)) in values {
+                if mentions(dim, sym) {
+                    d = d.with_note(format!("`{sym}` = {value} comes from {origin}"));
+                }
+            }
+            errors.push(d);
+        }
+    }
+}
+
 fn check_tensor_shapes(
     graph: &Graph,
     values: &BTreeMap<String, (i64, Origin)>,

@@ -211,6 +211,20 @@ impl Graph {
         )
     }
 
+    /// Re-reads every edge's type from its producer, after result types were widened in place.
+    pub fn refresh_edge_types(&mut self) {
+        let edges: Vec<_> = self.inner.edge_indices().collect();
+        for e in edges {
+            let Some((producer, _)) = self.inner.edge_endpoints(e) else {
+                continue;
+            };
+            let result = self.inner[e].result as usize;
+            if let Some(ty) = self.inner[producer].results.get(result).cloned() {
+                self.inner[e].ty = ty;
+            }
+        }
+    }
+
     /// Removes a node and its edges (passes use it for values nothing reads).
     pub fn remove_node(&mut self, n: NodeIndex) -> Option<Node> {
         self.inner.remove_node(n)

@@ -168,21 +168,27 @@ impl Checker<'_> {
             },
             Op::RowReduce { .. } => {
                 self.mask_operand(&ops, 1);
+                let masked = mask_indices(&ops, 1);
                 match (ops.first(), self.result(0)) {
                     (Some(Some(x)), Some(r))
-                        if r.indices == x.indices.without(FrameIndex::J)
+                        if r.indices == x.indices.union(masked).without(FrameIndex::J)
                             && r.feature == x.feature => {}
                     _ => self.fail("a row reduction removes j and keeps the feature shape"),
                 }
             }
             Op::Aggregate => {
                 self.mask_operand(&ops, 2);
+                let masked = mask_indices(&ops, 2);
                 match (ops.first(), ops.get(1), self.result(0)) {
                     (Some(Some(w)), Some(Some(v)), Some(r)) => {
                         let ok = w.feature == Feature::Scalar
                             && matches!(v.feature, Feature::Vector(_))
                             && r.feature == v.feature
-                            && r.indices == w.indices.union(v.indices).without(FrameIndex::J);
+                            && r.indices
+                                == w.indices
+                                    .union(v.indices)
+                                    .union(masked)
+                                    .without(FrameIndex::J);
                         if !ok {
                             self.fail("aggregate sums scalar weight times row over j");
                         }
@@ -292,4 +298,12 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// The indices of a reduction's mask operand at `position`, if it has one: a sum over the
+/// unmasked keys varies with them too (less j).
+fn mask_indices(ops: &[Option<ValueType>], position: usize) -> IndexSet {
+    ops.get(position)
+        .and_then(|t| t.as_ref())
+        .map_or(IndexSet::EMPTY, |t| t.indices)
 }

@@ -105,9 +105,13 @@ pub fn interpret(
         inputs,
         order: &order,
     };
+    // Every slice runs; the first failure in (b, h) order is reported, so the message is the
+    // same from run to run (a parallel collect would return whichever failed first in time).
     let writes: Vec<Vec<OutputWrite>> = slices
         .par_iter()
         .map(|(b, h)| run.slice(*b, *h))
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect::<Result<_, _>>()?;
     let mut outputs: BTreeMap<String, Tensor> = BTreeMap::new();
     for (_, name, ty) in graph.outputs() {
@@ -364,9 +368,10 @@ impl SliceRun<'_> {
                 if coord < 0 || coord as usize >= shape[axis] {
                     failure = Some(InterpretError::AtSource {
                         message: format!(
-                            "index out of range: axis {axis} of `{input}` ({}) has size {}, the index is {coord} at {}",
+                            "index out of range: axis {axis} of `{input}` ({}) has size {}, the index is {coord}{} at {}",
                             tensor_ty.dims[axis],
                             shape[axis],
+                            if coord < 0 { " (negative)" } else { "" },
                             describe_point(p)
                         ),
                         span: node.span,

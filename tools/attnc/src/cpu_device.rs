@@ -1,40 +1,29 @@
 //! `attnc run --device cpu`: the graph through the passes, fusion and tiling for this machine,
 //! compiled by the CPU backend, and run on the same inputs the reference would see.
 
-use attnc_cpu::{CodegenError, CpuKernel};
+use attnc_cpu::{CodegenError, CompileError, CpuKernel};
 use attnc_frontend::Sources;
 use attnc_ir::{Bindings, Graph};
-use attnc_passes::pass_manager::PassManager;
-use attnc_passes::tiling::target::{CpuTarget, Target};
 use attnc_reference::Tensor;
 use std::collections::BTreeMap;
 
 /// Compiles `graph` for this machine, with tiles chosen for the bound dims.
+/// The path is `attnc_cpu::compile_for_host` (the generator's harness compiles the same way);
+/// here its errors become located diagnostics.
 pub fn compile(graph: &Graph, bindings: &Bindings, sources: &Sources) -> anyhow::Result<CpuKernel> {
-    let original = graph;
-    let mut graph = graph.clone();
-    PassManager::standard()
-        .run(&mut graph, &mut |_, _, _| {})
-        .map_err(|e| crate::ice::pass_failed(e, original, sources))?;
-    let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| crate::ice::internal_at("fusion", e, &graph, sources))?;
-    let tiled = attnc_passes::tiling::tile(
-        &graph,
-        &fused,
-        &Target::Cpu(CpuTarget::host()),
-        Some(bindings),
-    )
-    .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
-    CpuKernel::compile(&graph, &fused, &tiled).map_err(|e| match e {
-        CodegenError::Internal(message) => {
-            crate::ice::internal_at("the CPU backend", message, &graph, sources)
+    attnc_cpu::compile_for_host(graph, bindings).map_err(|e| match e {
+        CompileError::Passes(e) => crate::ice::pass_failed(e, graph, sources),
+        CompileError::Fusion(message) => crate::ice::internal_at("fusion", message, graph, sources),
+        CompileError::Tiling(message) => anyhow::anyhow!("tiling failed: {message}"),
+        CompileError::Codegen(CodegenError::Internal(message)) => {
+            crate::ice::internal_at("the CPU backend", message, graph, sources)
         }
         // A limit of this backend, not a bug: the reference still runs the kernel.
-        CodegenError::Unsupported(message) => anyhow::anyhow!(
+        CompileError::Codegen(CodegenError::Unsupported(message)) => anyhow::anyhow!(
             "{}: not supported by the CPU backend yet: {message} (`--device reference` runs it)",
-            crate::ice::kernel_location(&graph, sources)
+            crate::ice::kernel_location(graph, sources)
         ),
-        other => anyhow::Error::new(other),
+        CompileError::Codegen(other) => anyhow::Error::new(other),
     })
 }
 

@@ -31,9 +31,12 @@ impl Gen<'_> {
         layout: &Layout,
     ) -> Result<(), CodegenError> {
         // Every buffer is allocated up front, outside the loops.
+        let stored = self.stored_absorbed(plan);
         for &n in order {
             let op = &self.graph.node(n).op;
-            if matches!(op, Op::Input { .. } | Op::Output { .. }) || plan.absorbed.contains(&n) {
+            if matches!(op, Op::Input { .. } | Op::Output { .. })
+                || (plan.absorbed.contains(&n) && !stored.contains(&n))
+            {
                 continue;
             }
             self.allocate(n)?;
@@ -146,6 +149,11 @@ impl Gen<'_> {
             for &n in &plan.pair {
                 self.compute(n, &rows, &cols)?;
             }
+            for &n in order.iter().filter(|n| stored.contains(n)) {
+                if s > 0 && self.ready_after(n, s - 1) {
+                    self.compute(n, &rows, &cols)?;
+                }
+            }
             // Tiles the rule found fully kept (code 2) need no per-element mask.
             let two = self.body.op("arith.constant 2 : i32");
             let full = self.body.op(&format!("arith.cmpi eq, {code}, {two} : i32"));
@@ -196,6 +204,32 @@ impl Gen<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The absorbed pair values (those reading statistics) that are stored per key tile rather
+    /// than only inlined into a reduction's argument: a value that is not a map (a score
+    /// `dot(a, v[b, h, j])` of a finished aggregate `a`), or one read by something that does
+    /// not inline it. Each is computed in the first sweep after its statistics are final; one
+    /// reading a running statistic never is (an online form inlines it).
+    fn stored_absorbed(&self, plan: &ParallelKernel) -> BTreeSet<NodeIndex> {
+        // Absorbed maps and a reduction's argument (operand 0) see through a map.
+        let inlines = |n: NodeIndex, u: NodeIndex| match self.graph.node(u).op {
+            Op::Map { .. } => plan.absorbed.contains(&u),
+            Op::RowReduce { .. } | Op::Aggregate => self
+                .graph
+                .operands(u)
+                .iter()
+                .all(|(v, e)| v.node != n || e.operand == 0),
+            _ => false,
+        };
+        plan.absorbed
+            .iter()
+            .copied()
+            .filter(|&n| {
+                !matches!(self.graph.node(n).op, Op::Map { .. })
+                    || self.graph.users(n).into_iter().any(|u| !inlines(n, u))
+            })
+            .collect()
     }
 
     /// Whether every statistic a node reads is final after sweep `s`.

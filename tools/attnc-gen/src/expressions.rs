@@ -354,10 +354,7 @@ impl Generator {
                             // `abs` is a float function: an integer distance is a max.
                             1 => Expr::bin(
                                 "%",
-                                Expr::call(
-                                    "max",
-                                    vec![dist(), Expr::bin("-", n("j"), n("i"))],
-                                ),
+                                Expr::call("max", vec![dist(), Expr::bin("-", n("j"), n("i"))]),
                                 n("NB"),
                             ),
                             2 => Expr::bin(

@@ -156,6 +156,18 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
     assert_eq!(code(&missing), 2, "{}", stderr(&missing));
     let flag = common::attnc(&["build", "--no-such-flag"]);
     assert_eq!(code(&flag), 2, "{}", stderr(&flag));
+    // A check that finds a difference: scores of inputs near 1e30 overflow f32 in the compiled
+    // kernel and not f64 in the reference, a real difference that --check must report.
+    let dir = scratch("check");
+    let kernel = dir.join("huge.attn");
+    std::fs::write(
+        &kernel,
+        "kernel huge {\n  dim B, H, S, D;\n  input q, k, v: f32[B, H, S, D] in [1e20, 1e30];\n  output o: f32[B, H, S, D];\n  o[b, h, i] = sum_j(softmax(dot(q[b, h, i], k[b, h, j])) * v[b, h, j]);\n}\n",
+    )
+    .expect("write");
+    let path = kernel.to_str().expect("utf-8");
+    let check = common::attnc(&["run", path, "--shape", "B=1,H=1,S=8,D=4", "--check"]);
+    assert_eq!(code(&check), 3, "{}", stderr(&check));
     if !attnc_cuda::driver_present() {
         let args = ["run", "examples/softmax_causal.attn", "--device", "cuda"];
         let device = common::attnc(&args);

@@ -27,15 +27,21 @@ fn build(path: &std::path::Path, target: &str) -> Result<attnc_nvptx::GpuBuild, 
     attnc_nvptx::compile(&graph, &fused, &tiled).map_err(|e| e.to_string())
 }
 
-#[test]
-fn every_parallel_example_compiles_to_ptx() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+/// The `.attn` files of a folder (relative to this crate), sorted.
+fn attn_files(folder: &str) -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "attn"))
         .collect();
     paths.sort();
+    paths
+}
+
+#[test]
+fn every_parallel_example_compiles_to_ptx() {
+    let paths = attn_files("../../examples");
     let mut failures = BTreeMap::new();
     for p in &paths {
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
@@ -99,13 +105,7 @@ fn ptx_assembles_and_uses_tensor_cores() {
         println!("SKIPPED: {why}");
         return;
     };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "attn"))
-        .collect();
-    paths.sort();
+    let paths = attn_files("../../examples");
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -251,12 +251,7 @@ fn ptx_of_every_example() {
 #[test]
 fn math_builtins_compile_and_assemble() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/math");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "attn"))
-        .collect();
-    paths.sort();
+    let paths = attn_files("../../tests/math");
     assert!(!paths.is_empty(), "no kernels in {}", dir.display());
     let tools = cuda_tools();
     let tmp = tempfile::tempdir().unwrap();

@@ -199,12 +199,23 @@ pub(crate) fn a_fragments(
     out
 }
 
-/// The B fragments (`[b0, b1]` per 8-column block) of `blocks` blocks of 8 rows of a
-/// row-major `[n][k]` buffer (the key tile: B = K^T), at k step `kk`.
+/// How a B operand lies in shared memory: `[n][k]` rows (the key tile, B = K^T) or `[k][n]`
+/// rows (the value tile: keys by features).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BLayout {
+    NK,
+    KN,
+}
+
+/// The B fragments (`[b0, b1]` per 8-column block) of `blocks` 8-column blocks of B at k step
+/// `kk` (16 keys, or 8 for tf32), from a row-major buffer laid out as `layout` says. The two
+/// layouts differ only in which of (n, k) is the memory row: ldmatrix's lanes address memory
+/// rows, and a `[k][n]` buffer is read transposed.
 #[allow(clippy::too_many_arguments)] // a fragment's address: buffer, stage, row, step
-pub(crate) fn b_fragments_nk(
+pub(crate) fn b_fragments(
     e: &mut Emitter,
     kind: Kind,
+    layout: BLayout,
     view: &Val,
     base: &Val,
     stride: usize,
@@ -212,17 +223,21 @@ pub(crate) fn b_fragments_nk(
     blocks: usize,
     kk: usize,
 ) -> Vec<Vec<Val>> {
+    let address = |e: &mut Emitter, n: &Val, k: &Val| match layout {
+        BLayout::NK => at(e, base, n, stride, k),
+        BLayout::KN => at(e, base, k, stride, n),
+    };
     let mut out = Vec::new();
     if kind.operand == ElementType::F32 {
         let k0 = idx(e, kk * 8);
-        let c_lo = e.add(&k0, &lane.t);
+        let k_lo = e.add(&k0, &lane.t);
         let four = idx(e, 4);
-        let c_hi = e.add(&c_lo, &four);
+        let k_hi = e.add(&k_lo, &four);
         for nb in 0..blocks {
             let n0 = idx(e, nb * 8);
-            let r = e.add(&n0, &lane.g);
-            let p0 = at(e, base, &r, stride, &c_lo);
-            let p1 = at(e, base, &r, stride, &c_hi);
+            let n = e.add(&n0, &lane.g);
+            let p0 = address(e, &n, &k_lo);
+            let p1 = address(e, &n, &k_hi);
             let x0 = e.load(view, &p0);
             let x1 = e.load(view, &p1);
             out.push(vec![tf32_reg(e, &x0), tf32_reg(e, &x1)]);
@@ -232,95 +247,48 @@ pub(crate) fn b_fragments_nk(
     let eight = idx(e, 8);
     let sixteen = idx(e, 16);
     let two = idx(e, 2);
+    // Lane l addresses row l % 8 of 8x8 matrix l / 8: the matrices' k halves alternate, their
+    // n blocks change every two.
     let r8 = e.arith(attnc_lower::Arith::Rem, &lane.lane, &eight);
     let which = e.div(&lane.lane, &eight);
     let kh = e.arith(attnc_lower::Arith::Rem, &which, &two);
     let koff = e.mul(&kh, &eight);
     let k0 = idx(e, kk * 16);
-    let col = e.add(&k0, &koff);
+    let k = match layout {
+        BLayout::NK => e.add(&k0, &koff),
+        BLayout::KN => {
+            let rk = e.add(&k0, &r8);
+            e.add(&rk, &koff)
+        }
+    };
     let upper = e.div(&lane.lane, &sixteen);
     let noff = e.mul(&upper, &eight);
     let mut nb = 0;
     while nb < blocks {
         let n0 = idx(e, nb * 8);
         if nb + 1 < blocks {
-            // Tiles: (block nb, k lo), (nb, k hi), (nb + 1, k lo), (nb + 1, k hi).
-            let rr = e.add(&n0, &r8);
-            let row = e.add(&rr, &noff);
-            let p = at(e, base, &row, stride, &col);
-            let regs = ldmatrix(e, kind, view, &p, 4, false);
+            // Matrices: (block nb, k lo), (nb, k hi), (nb + 1, k lo), (nb + 1, k hi).
+            let n = match layout {
+                BLayout::NK => {
+                    let rn = e.add(&n0, &r8);
+                    e.add(&rn, &noff)
+                }
+                BLayout::KN => e.add(&n0, &noff),
+            };
+            let p = address(e, &n, &k);
+            let regs = ldmatrix(e, kind, view, &p, 4, layout == BLayout::KN);
             out.push(vec![regs[0].clone(), regs[1].clone()]);
             out.push(vec![regs[2].clone(), regs[3].clone()]);
             nb += 2;
         } else {
-            let row = e.add(&n0, &r8);
-            let p = at(e, base, &row, stride, &col);
-            let regs = ldmatrix(e, kind, view, &p, 2, false);
+            let n = match layout {
+                BLayout::NK => e.add(&n0, &r8),
+                BLayout::KN => n0,
+            };
+            let p = address(e, &n, &k);
+            let regs = ldmatrix(e, kind, view, &p, 2, layout == BLayout::KN);
             out.push(regs);
             nb += 1;
-        }
-    }
-    out
-}
-
-/// The B fragments of `blocks` 8-column blocks of a row-major `[k][n]` buffer (the value tile:
-/// keys by features) for the 16 (or 8, tf32) keys of step `kk`.
-#[allow(clippy::too_many_arguments)] // a fragment's address: buffer, stage, row, step
-pub(crate) fn b_fragments_kn(
-    e: &mut Emitter,
-    kind: Kind,
-    view: &Val,
-    base: &Val,
-    stride: usize,
-    lane: &Lane,
-    blocks: usize,
-    kk: usize,
-) -> Vec<Vec<Val>> {
-    let mut out = Vec::new();
-    if kind.operand == ElementType::F32 {
-        let k0 = idx(e, kk * 8);
-        let r_lo = e.add(&k0, &lane.t);
-        let four = idx(e, 4);
-        let r_hi = e.add(&r_lo, &four);
-        for nd in 0..blocks {
-            let n0 = idx(e, nd * 8);
-            let c = e.add(&n0, &lane.g);
-            let p0 = at(e, base, &r_lo, stride, &c);
-            let p1 = at(e, base, &r_hi, stride, &c);
-            let x0 = e.load(view, &p0);
-            let x1 = e.load(view, &p1);
-            out.push(vec![tf32_reg(e, &x0), tf32_reg(e, &x1)]);
-        }
-        return out;
-    }
-    let eight = idx(e, 8);
-    let sixteen = idx(e, 16);
-    let two = idx(e, 2);
-    let r8 = e.arith(attnc_lower::Arith::Rem, &lane.lane, &eight);
-    let which = e.div(&lane.lane, &eight);
-    let kh = e.arith(attnc_lower::Arith::Rem, &which, &two);
-    let koff = e.mul(&kh, &eight);
-    let k0 = idx(e, kk * 16);
-    let rk = e.add(&k0, &r8);
-    let row = e.add(&rk, &koff);
-    let upper = e.div(&lane.lane, &sixteen);
-    let noff = e.mul(&upper, &eight);
-    let mut nd = 0;
-    while nd < blocks {
-        let n0 = idx(e, nd * 8);
-        if nd + 1 < blocks {
-            // Tiles: (keys lo, block nd), (keys hi, nd), (keys lo, nd + 1), (keys hi, nd + 1).
-            let col = e.add(&n0, &noff);
-            let p = at(e, base, &row, stride, &col);
-            let regs = ldmatrix(e, kind, view, &p, 4, true);
-            out.push(vec![regs[0].clone(), regs[1].clone()]);
-            out.push(vec![regs[2].clone(), regs[3].clone()]);
-            nd += 2;
-        } else {
-            let p = at(e, base, &row, stride, &n0);
-            let regs = ldmatrix(e, kind, view, &p, 2, true);
-            out.push(regs);
-            nd += 1;
         }
     }
     out

@@ -594,9 +594,10 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             let zero = e.f32(0.0);
             let mut acc: Vec<Vec<Val>> = (0..blocks).map(|_| vec![zero.clone(); 4]).collect();
             for (kk, a) in q_frags.iter().enumerate().take(steps) {
-                let b = mma::b_fragments_nk(
+                let b = mma::b_fragments(
                     e,
                     kind,
+                    mma::BLayout::NK,
                     &ctx.views[kbuf],
                     &base,
                     ks.stride,
@@ -872,9 +873,10 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             })
             .collect();
         for kk in 0..steps {
-            let b = mma::b_fragments_kn(
+            let b = mma::b_fragments(
                 e,
                 kind,
+                mma::BLayout::KN,
                 &ctx.views[vbuf],
                 &base,
                 vs.stride,

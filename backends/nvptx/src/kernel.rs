@@ -334,14 +334,12 @@ pub(crate) struct Body<'a, 'c> {
     pub n_i: Val,
 }
 
-/// Writes the main kernel's function.
-pub(crate) fn write_main(
+/// What every kernel function starts with: the graph's node order, an emitter with the GPU
+/// fast-math policy (contraction, approximate division, no reassociation), and its parameters.
+pub(crate) fn start_kernel(
     graph: &Graph,
-    plan: &ParallelKernel,
-    layout: Layout,
-    shape: Shape,
-    name: &str,
-) -> Result<(String, Vec<crate::leaves::GuardSite>), NvptxError> {
+    layout: &Layout,
+) -> Result<(Vec<NodeIndex>, Emitter, BoundParams), NvptxError> {
     let order = graph.topo_order().ok_or_else(|| NvptxError::Internal {
         message: "the graph has a cycle".into(),
         span: None,
@@ -354,9 +352,20 @@ pub(crate) fn write_main(
             approx_div: true,
         },
     );
-    let ws_len = workspace_len(graph, &layout);
-    let (dims, inputs, _outputs, ws, status) =
-        bind_params(&mut e, graph, &layout.specialised, ws_len.as_ref());
+    let ws_len = workspace_len(graph, layout);
+    let params = bind_params(&mut e, graph, &layout.specialised, ws_len.as_ref());
+    Ok((order, e, params))
+}
+
+/// Writes the main kernel's function.
+pub(crate) fn write_main(
+    graph: &Graph,
+    plan: &ParallelKernel,
+    layout: Layout,
+    shape: Shape,
+    name: &str,
+) -> Result<(String, Vec<crate::leaves::GuardSite>), NvptxError> {
+    let (order, mut e, (dims, inputs, _outputs, ws, status)) = start_kernel(graph, &layout)?;
     let bz = e.op(Ty::Index, "gpu.block_id z");
     let by = e.op(Ty::Index, "gpu.block_id y");
     let bx = e.op(Ty::Index, "gpu.block_id x");

@@ -4,14 +4,12 @@
 
 use crate::NvptxError;
 use crate::classify::{Home, Layout};
-use crate::kernel::{
-    bind_params, extent, head_values, params, slot_bases, value_at, workspace_len,
-};
+use crate::kernel::{extent, head_values, params, slot_bases, start_kernel, value_at};
 use crate::leaves::{At, Ctx};
 use attnc_ir::expr::Builtin;
 use attnc_ir::graph::{Graph, ValueRef};
 use attnc_ir::types::FrameIndex;
-use attnc_lower::{Cmp, Emitter, ExprLowering, FastMath, PtxMath, Ty};
+use attnc_lower::{Cmp, ExprLowering, PtxMath, Ty};
 use attnc_passes::fusion::ParallelKernel;
 use attnc_passes::fusion::tree::Tree;
 use std::cell::RefCell;
@@ -33,21 +31,7 @@ pub(crate) fn write(
     if layout.slots.is_empty() {
         return Ok(None);
     }
-    let order = graph.topo_order().ok_or_else(|| NvptxError::Internal {
-        message: "the graph has a cycle".into(),
-        span: None,
-    })?;
-    let mut e = Emitter::new(
-        2,
-        FastMath {
-            contract: true,
-            reassoc: false,
-            approx_div: true,
-        },
-    );
-    let ws_len = workspace_len(graph, layout);
-    let (dims, inputs, _outputs, ws, status) =
-        bind_params(&mut e, graph, &layout.specialised, ws_len.as_ref());
+    let (order, mut e, (dims, inputs, _outputs, ws, status)) = start_kernel(graph, layout)?;
     let bx = e.op(Ty::Index, "gpu.block_id x");
     let tid = e.op(Ty::Index, "gpu.thread_id x");
     let per = e.index(THREADS as i64);

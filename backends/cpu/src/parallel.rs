@@ -111,24 +111,8 @@ pub fn generate(
     let order = graph
         .topo_order()
         .ok_or_else(|| CodegenError::Internal("cyclic graph".into()))?;
-    let mut stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>> = BTreeMap::new();
-    for &n in &order {
-        let mut s = BTreeSet::new();
-        if matches!(graph.node(n).op, Op::RowReduce { .. } | Op::Aggregate) {
-            s.insert(n);
-        } else {
-            for (v, _) in graph.operands(n) {
-                s.extend(stats.get(&v.node).into_iter().flatten().copied());
-            }
-        }
-        stats.insert(n, s);
-    }
-    let mut sweep_of = BTreeMap::new();
-    for (k, s) in plan.sweeps.iter().enumerate() {
-        for r in &s.reductions {
-            sweep_of.insert(r.node, k);
-        }
-    }
+    let stats = attnc_passes::fusion::reductions_read(graph, &order);
+    let sweep_of = plan.sweep_of();
     let mut g = Gen::new(graph, bq, bk);
     g.constants = constants.clone();
     g.stats = stats;

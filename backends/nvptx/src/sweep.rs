@@ -96,24 +96,8 @@ struct Element {
 impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
     pub fn new(body: &'b Body<'a, 'c>, e: &mut Emitter) -> Result<Self, NvptxError> {
         let graph = body.ctx.graph;
-        let mut stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>> = BTreeMap::new();
-        for &n in &body.order {
-            let mut s = BTreeSet::new();
-            if matches!(graph.node(n).op, Op::RowReduce { .. } | Op::Aggregate) {
-                s.insert(n);
-            } else {
-                for (v, _) in graph.operands(n) {
-                    s.extend(stats.get(&v.node).into_iter().flatten().copied());
-                }
-            }
-            stats.insert(n, s);
-        }
-        let mut sweep_of = BTreeMap::new();
-        for (k, s) in body.plan.sweeps.iter().enumerate() {
-            for r in &s.reductions {
-                sweep_of.insert(r.node, k);
-            }
-        }
+        let stats = attnc_passes::fusion::reductions_read(graph, &body.order);
+        let sweep_of = body.plan.sweep_of();
         let ctx = body.ctx;
         let n_j = crate::kernel::extent(e, graph, &ctx.dims, FrameIndex::J);
         let one = e.index(1);

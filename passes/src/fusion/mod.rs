@@ -120,6 +120,41 @@ fn indices_of(graph: &Graph, n: NodeIndex) -> Option<IndexSet> {
     }
 }
 
+/// The reductions each node's value depends on (a reduction depends on itself), for nodes in
+/// topological `order`: which statistics a value reads, so fusion and the back ends agree on
+/// which values must wait for which sweep.
+pub fn reductions_read(
+    graph: &Graph,
+    order: &[NodeIndex],
+) -> BTreeMap<NodeIndex, BTreeSet<NodeIndex>> {
+    let mut stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>> = BTreeMap::new();
+    for &n in order {
+        let mut s: BTreeSet<NodeIndex> = BTreeSet::new();
+        if is_reduction(&graph.node(n).op) {
+            s.insert(n);
+        } else {
+            for (v, _) in graph.operands(n) {
+                s.extend(stats.get(&v.node).into_iter().flatten().copied());
+            }
+        }
+        stats.insert(n, s);
+    }
+    stats
+}
+
+impl ParallelKernel {
+    /// The sweep each reduction is accumulated in.
+    pub fn sweep_of(&self) -> BTreeMap<NodeIndex, usize> {
+        let mut sweep_of = BTreeMap::new();
+        for (k, s) in self.sweeps.iter().enumerate() {
+            for r in &s.reductions {
+                sweep_of.insert(r.node, k);
+            }
+        }
+        sweep_of
+    }
+}
+
 fn is_reduction(op: &Op) -> bool {
     matches!(op, Op::RowReduce { .. } | Op::Aggregate)
 }
@@ -155,19 +190,7 @@ impl Classify for SweepClassify<'_> {
 
 fn parallel(graph: &Graph) -> Result<ParallelKernel, String> {
     let order = graph.topo_order().ok_or("the graph has a cycle")?;
-    // The reductions each node's value depends on (a reduction depends on itself).
-    let mut stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>> = BTreeMap::new();
-    for &n in &order {
-        let mut s: BTreeSet<NodeIndex> = BTreeSet::new();
-        if is_reduction(&graph.node(n).op) {
-            s.insert(n);
-        } else {
-            for (v, _) in graph.operands(n) {
-                s.extend(stats.get(&v.node).into_iter().flatten().copied());
-            }
-        }
-        stats.insert(n, s);
-    }
+    let stats = reductions_read(graph, &order);
     let reads_stats = |v: ValueRef| stats.get(&v.node).is_some_and(|s| !s.is_empty());
     let pair_level =
         |v: ValueRef| indices_of(graph, v.node).is_some_and(|s| s.contains(FrameIndex::J));

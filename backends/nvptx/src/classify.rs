@@ -307,11 +307,7 @@ pub(crate) fn layout(
     // Query side.
     for &n in &plan.query_side {
         let l = len(n)?;
-        let name = graph
-            .node(n)
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("%{}", n.index()));
+        let name = label(graph, n);
         let buf = match storage_of_load(graph, n) {
             Some(t) if is_row_load(graph, n) => {
                 let ty = Ty::of_element(t);
@@ -364,11 +360,7 @@ pub(crate) fn layout(
     // Key side.
     for &n in &plan.key_side {
         let l = len(n)?;
-        let name = graph
-            .node(n)
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("%{}", n.index()));
+        let name = label(graph, n);
         let storage = storage_of_load(graph, n);
         let aligned = |t: ElementType| (l * t.size_bytes()).is_multiple_of(16);
         let buf = match storage {
@@ -443,16 +435,8 @@ pub(crate) fn layout(
     for r in plan.sweeps.iter().flat_map(|s| &s.reductions) {
         let n = r.node;
         let l = len(n)?;
-        let name = graph
-            .node(n)
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("%{}", n.index()));
-        let region = if l == 1 {
-            Region::Persistent
-        } else {
-            Region::Epilogue
-        };
+        let name = label(graph, n);
+        let region = row_region(l);
         let b = add(
             &mut shared,
             format!("row {name}"),
@@ -471,16 +455,8 @@ pub(crate) fn layout(
             continue;
         }
         let l = len(n)?;
-        let name = graph
-            .node(n)
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("%{}", n.index()));
-        let region = if l == 1 {
-            Region::Persistent
-        } else {
-            Region::Epilogue
-        };
+        let name = label(graph, n);
+        let region = row_region(l);
         let ty = computed_ty(graph, n);
         let b = add(&mut shared, format!("row {name}"), ty, bq, l, l, 1, region);
         homes.insert(n, Home::Row(b));
@@ -494,6 +470,24 @@ pub(crate) fn layout(
         shared_bytes: 0,
         specialised,
     })
+}
+
+/// A node's `.attn` name, or its number, for buffer names in the generated code.
+fn label(graph: &Graph, n: NodeIndex) -> String {
+    graph
+        .node(n)
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("%{}", n.index()))
+}
+
+/// Per-row scalars persist through the sweeps; per-row vectors live only in the epilogue.
+fn row_region(len: usize) -> Region {
+    if len == 1 {
+        Region::Persistent
+    } else {
+        Region::Epilogue
+    }
 }
 
 impl Layout {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The full test suite: formatting, lints, the Python interop check, then every Rust test.
+# The full test suite: formatting, lints, the layering check, then every Rust test (the Python
+# interop check among them).
 # Run scripts/setup.sh once first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,8 +8,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 ./scripts/check-layers.sh
-cargo build -p attnc
-if [ -f examples/python/check_with_numpy.py ]; then
-    ATTNC=target/debug/attnc .venv/bin/python examples/python/check_with_numpy.py
-fi
+# One build for everything: `cargo test` builds the attnc binary too, and its integration tests run
+# the Python interop check (examples/python/check_with_numpy.py) against it. A separate
+# `cargo build -p attnc` would resolve a different feature set and build every dependency twice.
 cargo test --workspace

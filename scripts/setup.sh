@@ -29,7 +29,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -c 'import numpy' 2>/dev/null || .venv/bin/pip install -q numpy
-# NVIDIA's ptxas and cuobjdump from PyPI (no driver, no GPU needed): the tests assemble every
-# example's PTX and read its machine code, so the NVPTX backend is checked on machines without a GPU.
-ls .venv/lib/python3*/site-packages/nvidia/cu13/bin/ptxas >/dev/null 2>&1 ||
-    .venv/bin/pip install -q nvidia-cuda-nvcc nvidia-cuda-cuobjdump
+# NVIDIA's ptxas, cuobjdump and nvdisasm (which cuobjdump runs to print SASS) from PyPI (no
+# driver, no GPU needed): the tests assemble every example's PTX and read its machine code, so the
+# NVPTX backend is checked on machines without a GPU.
+ls .venv/lib/python3*/site-packages/nvidia/cu13/bin/nvdisasm >/dev/null 2>&1 ||
+    .venv/bin/pip install -q nvidia-cuda-nvcc nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm

@@ -2,7 +2,7 @@
 //! under the cause (colour only when asked, so snapshots and logs stay plain), and for programs
 //! as one JSON object per diagnostic in the shape of rustc's `--error-format=json`.
 
-use attnc_source::{Diagnostic, Sources};
+use attnc_source::{Diagnostic, Level, Sources};
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term;
@@ -27,10 +27,13 @@ pub fn render_styled(d: &Diagnostic, sources: &Sources, colour: bool) -> String 
             cs::Label::new(style, l.span.file.index(), l.span.range()).with_message(&l.message)
         })
         .collect();
-    let diagnostic = cs::Diagnostic::error()
-        .with_message(&d.message)
-        .with_labels(labels)
-        .with_notes(d.notes.clone());
+    let diagnostic = match d.level {
+        Level::Error => cs::Diagnostic::error(),
+        Level::Warning => cs::Diagnostic::warning(),
+    }
+    .with_message(&d.message)
+    .with_labels(labels)
+    .with_notes(d.notes.clone());
     let mut files = SimpleFiles::new();
     for (_, name, text) in sources.files() {
         files.add(name, text);
@@ -46,7 +49,7 @@ pub fn render_styled(d: &Diagnostic, sources: &Sources, colour: bool) -> String 
     };
     // Only an error if a span lies outside its file, which is a compiler bug; still say what
     // went wrong rather than hide the user's error.
-    rendered.unwrap_or_else(|_| format!("error: {}\n", d.message))
+    rendered.unwrap_or_else(|_| format!("{}: {}\n", d.level.name(), d.message))
 }
 
 /// Renders a list of diagnostics, one after the other.
@@ -86,7 +89,7 @@ pub fn to_json(d: &Diagnostic, sources: &Sources) -> serde_json::Value {
         "$message_type": "diagnostic",
         "message": d.message,
         "code": null,
-        "level": "error",
+        "level": d.level.name(),
         "spans": spans,
         "children": children,
         "rendered": render(d, sources),

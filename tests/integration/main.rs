@@ -7,6 +7,7 @@ mod common;
 mod cpu_kernels;
 mod math_builtins;
 mod oracle;
+mod overflow;
 mod parser_fuzz;
 mod plan;
 mod robustness;

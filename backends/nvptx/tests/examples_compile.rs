@@ -90,8 +90,11 @@ fn cuda_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join("ptxas")));
     }
     let ptxas = candidates.into_iter().find(|p| p.is_file())?;
+    // cuobjdump runs nvdisasm to print SASS: without it, it prints nothing, so all three must be
+    // there together.
     let cuobjdump = ptxas.with_file_name("cuobjdump");
-    cuobjdump.is_file().then_some((ptxas, cuobjdump))
+    let nvdisasm = ptxas.with_file_name("nvdisasm");
+    (cuobjdump.is_file() && nvdisasm.is_file()).then_some((ptxas, cuobjdump))
 }
 
 /// Every parallel example's PTX assembles for sm_80 and sm_90a, and the machine code uses the
@@ -100,7 +103,7 @@ fn cuda_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 #[test]
 fn ptx_assembles_and_uses_tensor_cores() {
     let Some((ptxas, cuobjdump)) = cuda_tools() else {
-        let why = "no ptxas/cuobjdump (set ATTNC_PTXAS, or run scripts/setup.sh, which installs NVIDIA's PyPI wheels into .venv)";
+        let why = "no ptxas/cuobjdump/nvdisasm side by side (set ATTNC_PTXAS, or run scripts/setup.sh, which installs NVIDIA's PyPI wheels into .venv)";
         assert!(std::env::var("ATTNC_REQUIRE_PTXAS").is_err(), "{why}");
         println!("SKIPPED: {why}");
         return;
@@ -136,11 +139,27 @@ fn ptx_assembles_and_uses_tensor_cores() {
                 failures.push(format!("{name} {arch}: ptxas failed:\n{report}"));
                 continue;
             }
+            let tools_dir = cuobjdump
+                .parent()
+                .map(|d| d.to_path_buf())
+                .unwrap_or_default();
+            let path = std::env::join_paths(std::iter::once(tools_dir).chain(
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+            ))
+            .unwrap();
             let sass = std::process::Command::new(&cuobjdump)
                 .arg("-sass")
                 .arg(&cubin)
+                .env("PATH", path)
                 .output()
                 .unwrap();
+            if !sass.status.success() || sass.stdout.is_empty() {
+                failures.push(format!(
+                    "{name} {arch}: cuobjdump printed no SASS: {}",
+                    String::from_utf8_lossy(&sass.stderr)
+                ));
+                continue;
+            }
             let sass = String::from_utf8_lossy(&sass.stdout);
             let hmma = sass.matches("HMMA").count();
             let registers = report

@@ -12,6 +12,7 @@ pub mod dump;
 pub mod expr;
 pub mod graph;
 pub mod ops;
+pub mod ranges;
 pub mod special;
 pub mod types;
 pub mod verify;

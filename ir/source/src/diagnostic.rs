@@ -11,8 +11,27 @@ pub struct Label {
     pub primary: bool,
 }
 
+/// Whether a diagnostic stops the command (an error) or only informs (a warning: the command
+/// goes on, e.g. a run whose f32 arithmetic may overflow on these inputs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Level {
+    #[default]
+    Error,
+    Warning,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
+    pub level: Level,
     pub message: String,
     pub labels: Vec<Label>,
     pub notes: Vec<String>,
@@ -22,6 +41,7 @@ impl Diagnostic {
     /// An error at `span`; `label` is written under the caret.
     pub fn error(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
         Diagnostic {
+            level: Level::Error,
             message: message.into(),
             labels: vec![Label {
                 span,
@@ -35,9 +55,18 @@ impl Diagnostic {
     /// An error not tied to a place in the source (e.g. a missing `--shape` value).
     pub fn global(message: impl Into<String>) -> Self {
         Diagnostic {
+            level: Level::Error,
             message: message.into(),
             labels: Vec::new(),
             notes: Vec::new(),
+        }
+    }
+
+    /// A warning at `span`: said, and the command goes on.
+    pub fn warning(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+        Diagnostic {
+            level: Level::Warning,
+            ..Diagnostic::error(message, span, label)
         }
     }
 

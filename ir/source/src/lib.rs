@@ -8,5 +8,5 @@ mod source;
 pub mod suggest;
 pub mod wording;
 
-pub use diagnostic::{Diagnostic, Label};
+pub use diagnostic::{Diagnostic, Label, Level};
 pub use source::{FileId, MAX_SOURCE_BYTES, Sources, Span};

@@ -9,6 +9,7 @@ mod gpu_device;
 mod ice;
 mod mask_pairs;
 mod output_format;
+mod overflow_check;
 mod plan_command;
 mod plan_work;
 mod progress;

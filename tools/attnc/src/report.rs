@@ -58,6 +58,12 @@ fn settings() -> &'static Settings {
 
 /// Prints diagnostics on stderr and returns the marker error that says they were printed.
 pub fn report(diags: &[Diagnostic], sources: &Sources) -> anyhow::Error {
+    warn(diags, sources);
+    anyhow::Error::new(crate::Reported)
+}
+
+/// Prints diagnostics on stderr (warnings, after which the command goes on).
+pub fn warn(diags: &[Diagnostic], sources: &Sources) {
     let s = settings();
     let mut out = String::new();
     for d in diags {
@@ -72,7 +78,6 @@ pub fn report(diags: &[Diagnostic], sources: &Sources) -> anyhow::Error {
         }
     }
     eprint!("{out}");
-    anyhow::Error::new(crate::Reported)
 }
 
 /// Prints an error that has no place in a source file (a file that cannot be read, a bad

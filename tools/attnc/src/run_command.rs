@@ -94,6 +94,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
     };
     let values = to_f64_tensors(&inputs);
+    if device != Resolved::Reference {
+        crate::overflow_check::warn(&graph, &bindings, &values, &sources);
+    }
     let mut compile_seconds = None;
     let (outputs, seconds) = match device {
         Resolved::Reference => {

@@ -62,7 +62,7 @@ pub(crate) struct Gen<'g> {
     stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>>,
     sweep_of: BTreeMap<NodeIndex, usize>,
     shape: Shape,
-    push_block: Option<Word>,
+    globals: Globals,
 }
 
 fn vref(node: NodeIndex) -> ValueRef {
@@ -83,11 +83,11 @@ pub(crate) fn write(
         .ok_or_else(|| SpirvError::internal("the graph has a cycle"))?;
     let stats = attnc_passes::fusion::reductions_read(graph, &order);
     let mut s = Shader::new();
-    let (ctx, push_block) = bind(&mut s, graph, specialised)?;
+    let (ctx, globals) = bind(&mut s, graph, specialised)?;
     let mut g = Gen {
         s,
         ctx,
-        push_block,
+        globals,
         low: Lower::new(graph),
         graph,
         plan,
@@ -113,7 +113,7 @@ fn bind<'g>(
     s: &mut Shader,
     graph: &'g Graph,
     specialised: &BTreeMap<String, i64>,
-) -> Result<(Ctx<'g>, Option<Word>)> {
+) -> Result<(Ctx<'g>, Globals)> {
     let mut tensors = HashMap::new();
     for (binding, (n, name, ty)) in graph
         .inputs()
@@ -134,6 +134,8 @@ fn bind<'g>(
     }
     let status = s.buffer(Ty::I32, tensors.len() as u32);
     let block = s.push_constants(graph.dims.len());
+    let workgroup = s.builtin_uvec3(BuiltIn::WorkgroupId);
+    let local = s.builtin_uvec3(BuiltIn::LocalInvocationId);
     let ctx = Ctx {
         graph,
         homes: HashMap::new(),
@@ -145,13 +147,27 @@ fn bind<'g>(
         frame: BTreeMap::new(),
         guards: Vec::new(),
     };
-    Ok((ctx, block))
+    Ok((
+        ctx,
+        Globals {
+            push_block: block,
+            workgroup,
+            local,
+        },
+    ))
+}
+
+/// Module-scope variables the entry function reads.
+struct Globals {
+    push_block: Option<Word>,
+    workgroup: Word,
+    local: Word,
 }
 
 impl<'g> Gen<'g> {
     /// The dims and the frame indices of this invocation.
     fn prologue(&mut self) -> Result<()> {
-        let block = self.push_block;
+        let block = self.globals.push_block;
         for (k, d) in self.graph.dims.iter().enumerate() {
             let v = match (self.ctx.specialised.get(&d.name), block) {
                 (Some(c), _) => self.s.i32(*c),
@@ -162,8 +178,7 @@ impl<'g> Gen<'g> {
             };
             self.ctx.dims.insert(d.name.clone(), v);
         }
-        let wg = self.s.builtin_uvec3(BuiltIn::WorkgroupId);
-        let local = self.s.builtin_uvec3(BuiltIn::LocalInvocationId);
+        let (wg, local) = (self.globals.workgroup, self.globals.local);
         let tile = self.s.builtin_component(wg, 0)?;
         let h = self.s.builtin_component(wg, 1)?;
         let b = self.s.builtin_component(wg, 2)?;

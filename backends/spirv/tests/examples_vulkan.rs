@@ -191,7 +191,7 @@ const CASES: &[(&str, &[&str])] = &[
 
 /// The examples the back end refuses today, with a word of the reason it must give.
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
-    ("forgetting_attention", "B=1,H=2,S=77,D=16", "cumsum"),
+    ("forgetting_attention", "B=1,H=2,S=77,D=16", "run-time dim `S`"),
     ("retention", "B=1,H=2,S=77,D=16", "recurrence"),
     ("linear_attention", "B=1,H=2,S=77,D=16", "recurrence"),
     ("gated_linear_attention", "B=1,H=2,S=77,D=16", "recurrence"),

@@ -165,11 +165,39 @@ fn run_and_compare(
     Ok(worst)
 }
 
+/// Lavapipe timings of two kernels at a larger shape (`cargo test -- --ignored`): the median of
+/// five calls on resident inputs, by the device's timestamps.
+#[test]
+#[ignore]
+fn lavapipe_timings() {
+    let Some(dev) = device() else { return };
+    for (name, text) in [
+        ("softmax_causal", "B=1,H=8,S=1024,D=64"),
+        ("softmax_full", "B=1,H=8,S=1024,D=64"),
+    ] {
+        let (graph, sources) = graph_of(&example(name));
+        let shape = parse_shape(text);
+        let (_, bundle) = build(&graph, &sources, &shape).unwrap();
+        let bindings = attnc_ir::bind_dims(&graph, &shape, &BTreeMap::new()).unwrap();
+        let inputs = attnc_reference::random_inputs(&graph, &bindings, 1).unwrap();
+        let kernel = dev.load(&bundle).unwrap();
+        let dims = bundle.manifest.bind(&bindings.dims, &BTreeMap::new()).unwrap();
+        let t = kernel.time(&dims, &inputs, 1, 5).unwrap();
+        let flops = attnc_ir::work::estimate(&graph, &bindings).map_or(0.0, |w| w.flops);
+        println!(
+            "{name} {text} on {}: median {:.1} ms, {:.2} GFLOP/s",
+            dev.name(),
+            t.median_s * 1e3,
+            flops / t.median_s / 1e9
+        );
+    }
+}
+
 /// Each parallel example with the shapes it runs at: a ragged S, Sq ≠ Sk and GQA where the
 /// example has them, head dims 8 to 32 (lavapipe is a CPU: shapes stay small).
 const CASES: &[(&str, &[&str])] = &[
-    ("softmax_full", &["B=1,H=2,S=77,D=16", "B=2,H=1,S=40,D=32"]),
-    ("softmax_causal", &["B=1,H=2,S=77,D=16", "B=2,H=1,S=64,D=32"]),
+    ("softmax_full", &["B=1,H=2,S=77,D=16", "B=2,H=1,S=40,D=32", "B=1,H=1,S=33,D=128"]),
+    ("softmax_causal", &["B=1,H=2,S=77,D=16", "B=2,H=1,S=64,D=32", "B=1,H=1,S=70,D=64"]),
     ("gqa_causal", &["B=1,H=4,Hkv=2,S=77,D=16", "B=1,H=3,Hkv=1,S=50,D=8"]),
     ("mqa_causal", &["B=1,H=3,S=77,D=16"]),
     ("cross_attention", &["B=1,H=2,Sq=77,Sk=50,Dqk=16,Dv=8", "B=2,H=1,Sq=20,Sk=130,Dqk=8,Dv=16"]),

@@ -123,6 +123,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             compile_seconds = Some(run.compile_seconds);
             (run.outputs, run.run_seconds)
         }
+        Resolved::Vulkan => {
+            let gpu = crate::gpu_device::open_vulkan()?;
+            let _progress = Progress::spinner("compiling and running the SPIR-V kernel");
+            let run = crate::gpu_device::run_vulkan(
+                &gpu, &graph, &bindings, &inputs, &sources, &args.file,
+            )?;
+            compile_seconds = Some(run.compile_seconds);
+            (run.outputs, run.run_seconds)
+        }
     };
     let mut stored = Vec::new();
     for (_, name, ty) in graph.outputs() {

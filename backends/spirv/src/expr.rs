@@ -380,9 +380,7 @@ impl<'a> Lower<'a> {
         // The loop body is its own region: nothing computed inside may be cached outside it.
         let (saved, caching) = (std::mem::take(&mut self.cache), self.caching);
         self.caching = false;
-        let lo = s.i32(0);
-        let hi = s.i32(len as i64);
-        let result = s.for_range(lo, hi, |s, k| {
+        let result = s.features(len, |s, k| {
             let x = self.lower_as(s, l, &args[0], Some(k), Ty::F32)?;
             let a = s.load(Ty::F32, acc)?;
             let next = match f {

@@ -305,9 +305,8 @@ impl<'g> Gen<'g> {
         self.low
             .hoist(&mut self.s, &mut self.ctx, tree)
             .map_err(|e| e.at(self.graph, n))?;
-        let (lo, hi) = (self.s.i32(0), self.s.i32(len as i64));
         let (low, ctx) = (&mut self.low, &mut self.ctx);
-        let r = self.s.for_range(lo, hi, |s, f| {
+        let r = self.s.features(len, |s, f| {
             let v = low.lower_as(s, ctx, tree, Some(f), ty)?;
             let p = s.local_element(var, ty, f)?;
             s.store(p, v)
@@ -371,9 +370,8 @@ impl<'g> Gen<'g> {
         }
         let elem = if ty.dtype.is_float() { Ty::F32 } else { Ty::I32 };
         let var = self.s.array_local(elem, len);
-        let (lo, hi) = (self.s.i32(0), row_len);
         let ctx = &self.ctx;
-        self.s.for_range(lo, hi, |s, f| {
+        self.s.features(len, |s, f| {
             let at = s.add(base, f)?;
             let x = ctx.read(s, input, at)?;
             let p = s.local_element(var, elem, f)?;
@@ -446,10 +444,9 @@ impl<'g> Gen<'g> {
     fn for_each(
         &mut self,
         n: u32,
-        body: impl FnOnce(&mut Shader, Val) -> Result<()>,
+        body: impl FnMut(&mut Shader, Val) -> Result<()>,
     ) -> Result<()> {
-        let (lo, hi) = (self.s.i32(0), self.s.i32(n as i64));
-        self.s.for_range(lo, hi, body)
+        self.s.features(n, body)
     }
 
     /// One sweep: every key tile the tile rule keeps, every key of it, every update.
@@ -718,8 +715,7 @@ impl<'g> Gen<'g> {
             }
             (Some(len), Some(row)) => {
                 let ctx = &mut self.ctx;
-                let (lo, hi) = (self.s.i32(0), self.s.i32(len as i64));
-                self.s.for_range(lo, hi, |s, f| {
+                self.s.features(len, |s, f| {
                     let v = crate::expr::Leaves::value(ctx, s, row, Some(f))?;
                     let v = s.to_f32(v)?;
                     let p = s.local_element(acc.var, Ty::F32, f)?;
@@ -753,15 +749,12 @@ impl<'g> Gen<'g> {
                     let v = s.mul(a, scale)?;
                     s.store(acc.var, v)
                 }
-                Some(len) => {
-                    let (lo, hi) = (s.i32(0), s.i32(len as i64));
-                    s.for_range(lo, hi, |s, f| {
+                Some(len) => s.features(len, |s, f| {
                         let p = s.local_element(acc.var, Ty::F32, f)?;
                         let a = s.load(Ty::F32, p)?;
                         let v = s.mul(a, scale)?;
                         s.store(p, v)
-                    })
-                }
+                    }),
             }
         })?;
         self.s.store(var, znew)?;
@@ -844,10 +837,7 @@ impl<'g> Gen<'g> {
                             }
                         }
                         let result = self.nested(
-                            |s, body| {
-                                let (lo, hi) = (s.i32(0), s.i32(len as i64));
-                                s.for_range(lo, hi, |s, f| body(s, Some(f)))
-                            },
+                            |s, body| s.features(len, |s, f| body(s, Some(f))),
                             |g, f| {
                                 let v = g.combine(terms, acc, f, seen, r.node)?;
                                 let f = f.ok_or_else(|| SpirvError::internal("no feature"))?;
@@ -972,8 +962,7 @@ impl<'g> Gen<'g> {
                 let row = self.s.i32(len as i64);
                 let base = self.s.mul(offset, row)?;
                 let ctx = &mut self.ctx;
-                let (lo, hi) = (self.s.i32(0), row);
-                self.s.for_range(lo, hi, |s, f| {
+                self.s.features(len, |s, f| {
                     let v = crate::expr::Leaves::value(ctx, s, value, Some(f))?;
                     let at = s.add(base, f)?;
                     ctx.write(s, &tensor, at, v)

@@ -41,6 +41,9 @@ pub(crate) mod glsl {
     pub const NMAX: u32 = 80;
 }
 
+/// Feature loops up to this length are unrolled (head dims are at most 256 in practice).
+pub(crate) const UNROLL: u32 = 256;
+
 /// The scalar types of kernel values: the language's float, int and bool, and the raw words
 /// 16-bit tensors are stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -323,6 +326,25 @@ impl Shader {
         let ops = args.iter().map(|a| Operand::IdRef(a.id));
         let id = rs(self.b.ext_inst(t, None, self.glsl, inst, ops))?;
         Ok(Val { id, ty })
+    }
+
+    /// `body(f)` for every feature `f < len`: unrolled up to [`UNROLL`] elements, so every
+    /// per-invocation array is indexed by constants and the driver can keep it in registers
+    /// (a dynamically indexed private array lives in memory); a loop above that.
+    pub fn features(
+        &mut self,
+        len: u32,
+        mut body: impl FnMut(&mut Shader, Val) -> Result<()>,
+    ) -> Result<()> {
+        if len <= UNROLL {
+            for f in 0..len {
+                let k = self.i32(f as i64);
+                body(self, k)?;
+            }
+            return Ok(());
+        }
+        let (lo, hi) = (self.i32(0), self.i32(len as i64));
+        self.for_range(lo, hi, body)
     }
 
     /// `for k in lo..hi { body(k) }` over i32, as a structured loop.

@@ -67,7 +67,11 @@ fn vulkan_builds_a_spirv_bundle_and_runs_where_a_device_is() {
         "build", KERNEL, "--target", "vulkan", "--shape", "D=8", "--emit", "spirv", "-o", bundle,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("OpEntryPoint GLCompute"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("OpEntryPoint GLCompute"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stderr(&out).contains("for vulkan"), "{}", stderr(&out));
     let b = attnc_bundle::Bundle::read(std::path::Path::new(bundle)).unwrap();
     assert_eq!(b.manifest.target.to_string(), "vulkan");
@@ -75,7 +79,9 @@ fn vulkan_builds_a_spirv_bundle_and_runs_where_a_device_is() {
         println!("skipped the run: {e}");
         return;
     }
-    let out = common::attnc(&["run", KERNEL, "--shape", SHAPE, "--device", "vulkan", "--check"]);
+    let out = common::attnc(&[
+        "run", KERNEL, "--shape", SHAPE, "--device", "vulkan", "--check",
+    ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains(" on vulkan ("), "{}", stdout(&out));
 }

@@ -42,11 +42,17 @@ impl SpirvError {
     pub(crate) fn at(self, graph: &Graph, n: NodeIndex) -> Self {
         let here = Some(graph.node(n).span);
         match self {
-            SpirvError::Unsupported { message, span: None } => SpirvError::Unsupported {
+            SpirvError::Unsupported {
+                message,
+                span: None,
+            } => SpirvError::Unsupported {
                 message,
                 span: here,
             },
-            SpirvError::Internal { message, span: None } => SpirvError::Internal {
+            SpirvError::Internal {
+                message,
+                span: None,
+            } => SpirvError::Internal {
                 message,
                 span: here,
             },

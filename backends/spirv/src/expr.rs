@@ -172,7 +172,7 @@ impl<'a> Lower<'a> {
             Tree::Float(x) => s.f32(*x),
             Tree::Unary(UnaryOp::Neg, a) => {
                 let a = self.lower(s, l, a, feature)?;
-                let a = if a.ty == Ty::Bool { s.to_i32(a)? } else { a };
+                let a = if a.ty == Ty::Bool { s.int(a)? } else { a };
                 s.neg(a)?
             }
             Tree::Unary(UnaryOp::Not, a) => {
@@ -244,11 +244,11 @@ impl<'a> Lower<'a> {
             if ints || bools {
                 return s.cmp(c, x, y);
             }
-            let (x, y) = (s.to_f32(x)?, s.to_f32(y)?);
+            let (x, y) = (s.float(x)?, s.float(y)?);
             return s.cmp(c, x, y);
         }
         if ints && op != BinaryOp::Div {
-            let (x, y) = (s.to_i32(x)?, s.to_i32(y)?);
+            let (x, y) = (s.int(x)?, s.int(y)?);
             return match op {
                 BinaryOp::Add => s.add(x, y),
                 BinaryOp::Sub => s.sub(x, y),
@@ -261,7 +261,7 @@ impl<'a> Lower<'a> {
                 _ => Err(unreachable_op(op)),
             };
         }
-        let (x, y) = (s.to_f32(x)?, s.to_f32(y)?);
+        let (x, y) = (s.float(x)?, s.float(y)?);
         match op {
             BinaryOp::Add => s.add(x, y),
             BinaryOp::Sub => s.sub(x, y),
@@ -300,11 +300,11 @@ impl<'a> Lower<'a> {
                 let y = self.lower(s, l, &args[1], feature)?;
                 let ints = ka == ScalarKind::Int && kb == ScalarKind::Int;
                 let (x, y, inst) = match (ints, f == Builtin::Min) {
-                    (true, true) => (s.to_i32(x)?, s.to_i32(y)?, glsl::SMIN),
-                    (true, false) => (s.to_i32(x)?, s.to_i32(y)?, glsl::SMAX),
+                    (true, true) => (s.int(x)?, s.int(y)?, glsl::SMIN),
+                    (true, false) => (s.int(x)?, s.int(y)?, glsl::SMAX),
                     // NMin/NMax return the other operand for a NaN, like f64::min/max.
-                    (false, true) => (s.to_f32(x)?, s.to_f32(y)?, glsl::NMIN),
-                    (false, false) => (s.to_f32(x)?, s.to_f32(y)?, glsl::NMAX),
+                    (false, true) => (s.float(x)?, s.float(y)?, glsl::NMIN),
+                    (false, false) => (s.float(x)?, s.float(y)?, glsl::NMAX),
                 };
                 return s.ext(x.ty, inst, &[x, y]);
             }
@@ -325,9 +325,9 @@ impl<'a> Lower<'a> {
                 if x.ty == Ty::I32 {
                     return Ok(x);
                 }
-                let x = s.to_f32(x)?;
+                let x = s.float(x)?;
                 let fl = s.ext(Ty::F32, glsl::FLOOR, &[x])?;
-                return s.to_i32(fl);
+                return s.int(fl);
             }
             Builtin::Abs if kind_of(graph, &args[0]) == ScalarKind::Int => {
                 let x = self.lower_as(s, l, &args[0], feature, Ty::I32)?;

@@ -110,10 +110,14 @@ pub fn compile(
         return Err(internal("no kernel to compile"));
     };
     let Target::Gpu(gpu) = &tiled.target else {
-        return Err(internal("the SPIR-V back end was given a kernel tiled for a CPU"));
+        return Err(internal(
+            "the SPIR-V back end was given a kernel tiled for a CPU",
+        ));
     };
     if !matches!(gpu.id, TargetId::Vulkan { .. }) {
-        return Err(internal("the SPIR-V back end was given a non-Vulkan target"));
+        return Err(internal(
+            "the SPIR-V back end was given a non-Vulkan target",
+        ));
     }
     let plan = match &kernel.template {
         Template::Parallel(p) => p,

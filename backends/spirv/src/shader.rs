@@ -183,7 +183,9 @@ impl Shader {
 
     /// A pointer to element `k` (i32) of a `Function` array of `ty`s.
     pub fn local_element(&mut self, var: Word, ty: Ty, k: Val) -> Result<Word> {
-        let ptr = self.b.type_pointer(None, StorageClass::Function, self.ty(ty));
+        let ptr = self
+            .b
+            .type_pointer(None, StorageClass::Function, self.ty(ty));
         rs(self.b.access_chain(ptr, None, var, [k.id]))
     }
 
@@ -260,7 +262,9 @@ impl Shader {
 
     /// Member `s` of the push-constant block, as i32.
     pub fn push_constant(&mut self, block: Word, s: usize) -> Result<Val> {
-        let ptr = self.b.type_pointer(None, StorageClass::PushConstant, self.i32);
+        let ptr = self
+            .b
+            .type_pointer(None, StorageClass::PushConstant, self.i32);
         let member = self.i32(s as i64).id;
         let p = rs(self.b.access_chain(ptr, None, block, [member]))?;
         self.load(Ty::I32, p)
@@ -300,12 +304,8 @@ impl Shader {
     pub fn finish_function(&mut self, f: Word, name: &str, local_size: u32) -> Result<()> {
         rs(self.b.ret())?;
         rs(self.b.end_function())?;
-        self.b.entry_point(
-            ExecutionModel::GLCompute,
-            f,
-            name,
-            self.interface.clone(),
-        );
+        self.b
+            .entry_point(ExecutionModel::GLCompute, f, name, self.interface.clone());
         self.b
             .execution_mode(f, ExecutionMode::LocalSize, [local_size, 1, 1]);
         Ok(())
@@ -455,7 +455,7 @@ impl Shader {
             (Ty::Bool, Cmp::Eq) => rs(self.b.logical_equal(t, None, x, y))?,
             (Ty::Bool, Cmp::Ne) => rs(self.b.logical_not_equal(t, None, x, y))?,
             (Ty::Bool, _) => {
-                let (a, b) = (self.to_i32(a)?, self.to_i32(b)?);
+                let (a, b) = (self.int(a)?, self.int(b)?);
                 return self.cmp(op, a, b);
             }
             (_, Cmp::Eq) => rs(self.b.i_equal(t, None, x, y))?,
@@ -499,7 +499,7 @@ impl Shader {
     }
 
     /// Converts to f32: ints exactly below 2^24, truth values to 0 or 1.
-    pub fn to_f32(&mut self, a: Val) -> Result<Val> {
+    pub fn float(&mut self, a: Val) -> Result<Val> {
         Ok(match a.ty {
             Ty::F32 => a,
             Ty::I32 => Val {
@@ -518,7 +518,7 @@ impl Shader {
     }
 
     /// Converts to i32: floats toward zero (callers floor first), truth values to 0 or 1.
-    pub fn to_i32(&mut self, a: Val) -> Result<Val> {
+    pub fn int(&mut self, a: Val) -> Result<Val> {
         Ok(match a.ty {
             Ty::I32 => a,
             Ty::F32 => Val {
@@ -537,7 +537,7 @@ impl Shader {
     }
 
     /// A truth value: non-zero numbers are true.
-    pub fn to_bool(&mut self, a: Val) -> Result<Val> {
+    pub fn truth(&mut self, a: Val) -> Result<Val> {
         match a.ty {
             Ty::Bool => Ok(a),
             Ty::F32 => {
@@ -545,7 +545,7 @@ impl Shader {
                 self.cmp(Cmp::Ne, a, zero)
             }
             _ => {
-                let a = self.to_i32(a)?;
+                let a = self.int(a)?;
                 let zero = self.i32(0);
                 self.cmp(Cmp::Ne, a, zero)
             }
@@ -554,9 +554,9 @@ impl Shader {
 
     pub fn to(&mut self, a: Val, ty: Ty) -> Result<Val> {
         match ty {
-            Ty::F32 => self.to_f32(a),
-            Ty::I32 => self.to_i32(a),
-            Ty::Bool => self.to_bool(a),
+            Ty::F32 => self.float(a),
+            Ty::I32 => self.int(a),
+            Ty::Bool => self.truth(a),
             Ty::U32 => self.bitcast(a, Ty::U32),
         }
     }
@@ -588,13 +588,16 @@ impl Shader {
         Ok(Val { id, ty: a.ty })
     }
 
-
     /// `v.x` of `unpackHalf2x16(w)`: the f16 in the low half of word `w`, as f32.
     pub fn unpack_half(&mut self, w: Val) -> Result<Val> {
         let vec2 = self.b.type_vector(self.f32, 2);
-        let id = rs(self
-            .b
-            .ext_inst(vec2, None, self.glsl, glsl::UNPACK_HALF_2X16, [Operand::IdRef(w.id)]))?;
+        let id = rs(self.b.ext_inst(
+            vec2,
+            None,
+            self.glsl,
+            glsl::UNPACK_HALF_2X16,
+            [Operand::IdRef(w.id)],
+        ))?;
         let x = rs(self.b.composite_extract(self.f32, None, id, [0]))?;
         Ok(Val { id: x, ty: Ty::F32 })
     }
@@ -604,9 +607,13 @@ impl Shader {
         let vec2 = self.b.type_vector(self.f32, 2);
         let zero = self.f32(0.0);
         let v = rs(self.b.composite_construct(vec2, None, [x.id, zero.id]))?;
-        let id = rs(self
-            .b
-            .ext_inst(self.u32, None, self.glsl, glsl::PACK_HALF_2X16, [Operand::IdRef(v)]))?;
+        let id = rs(self.b.ext_inst(
+            self.u32,
+            None,
+            self.glsl,
+            glsl::PACK_HALF_2X16,
+            [Operand::IdRef(v)],
+        ))?;
         Ok(Val { id, ty: Ty::U32 })
     }
 

@@ -40,10 +40,7 @@ impl<'a> KernelBox<'a> {
             Ok(v) => v,
             Err(e) => {
                 self.error.get_or_insert(e);
-                Val {
-                    id: 0,
-                    ty: Ty::F32,
-                }
+                Val { id: 0, ty: Ty::F32 }
             }
         }
     }
@@ -151,7 +148,7 @@ impl IntervalArith for KernelBox<'_> {
                 may_false: not,
             }
         } else {
-            let r = self.s.to_f32(x);
+            let r = self.s.float(x);
             let f = self.keep(r);
             Interval::Num(f, f)
         })

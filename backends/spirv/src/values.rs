@@ -27,9 +27,17 @@ pub struct GuardSite {
 pub(crate) enum Home {
     Scalar(Val),
     /// A `Function` array of `len` values.
-    Array { var: Word, ty: Ty, len: u32 },
+    Array {
+        var: Word,
+        ty: Ty,
+        len: u32,
+    },
     /// A row of an input tensor: element f at flat offset `base + f`.
-    Row { input: NodeIndex, base: Val, len: u32 },
+    Row {
+        input: NodeIndex,
+        base: Val,
+        len: u32,
+    },
 }
 
 /// A tensor's storage buffer and how its elements are stored.
@@ -112,12 +120,16 @@ impl<'g> Ctx<'g> {
                 Some(v) => Err(SpirvError::unsupported(
                     self.graph,
                     n,
-                    format!("a vector of length {v} (the shader keeps vectors of 1 to 4096 elements per invocation)"),
+                    format!(
+                        "a vector of length {v} (the shader keeps vectors of 1 to 4096 elements per invocation)"
+                    ),
                 )),
                 None => Err(SpirvError::unsupported(
                     self.graph,
                     n,
-                    format!("a vector over the run-time dim `{d}` (vectors live in registers, so their length must be a head dim the kernel is specialised for)"),
+                    format!(
+                        "a vector over the run-time dim `{d}` (vectors live in registers, so their length must be a head dim the kernel is specialised for)"
+                    ),
                 )),
             },
             Feature::Matrix(..) | Feature::Diag(..) => Err(SpirvError::unsupported(
@@ -175,7 +187,7 @@ impl<'g> Ctx<'g> {
                 s.store(p, v)
             }
             ElementType::Bf16 | ElementType::F16 => {
-                let x = s.to_f32(x)?;
+                let x = s.float(x)?;
                 let bits = if output.element == ElementType::F16 {
                     s.pack_half(x)?
                 } else {

@@ -134,21 +134,25 @@ fn run_and_compare(
     shape: &BTreeMap<String, i64>,
     seed: u64,
 ) -> Result<f64, String> {
-    let bindings = attnc_ir::bind_dims(graph, shape, &BTreeMap::new())
-        .map_err(|d| format!("{d:?}"))?;
+    let bindings =
+        attnc_ir::bind_dims(graph, shape, &BTreeMap::new()).map_err(|d| format!("{d:?}"))?;
     let inputs = attnc_reference::random_inputs(graph, &bindings, seed)?;
-    let want = attnc_reference::interpret(
-        graph,
-        &bindings,
-        &attnc_reference::to_f64_tensors(&inputs),
-    )
-    .map_err(|e| e.to_string())?;
+    let want =
+        attnc_reference::interpret(graph, &bindings, &attnc_reference::to_f64_tensors(&inputs))
+            .map_err(|e| e.to_string())?;
     let got = run_device(dev, bundle, &bindings, &inputs)?;
     let mut worst: f64 = 0.0;
     for (name, w) in &want {
-        let g = got.get(name).ok_or(format!("no output `{name}`"))?.to_f64_vec();
+        let g = got
+            .get(name)
+            .ok_or(format!("no output `{name}`"))?
+            .to_f64_vec();
         if g.len() != w.data.len() {
-            return Err(format!("`{name}`: {} elements, want {}", g.len(), w.data.len()));
+            return Err(format!(
+                "`{name}`: {} elements, want {}",
+                g.len(),
+                w.data.len()
+            ));
         }
         let (mut diff, mut norm) = (0.0, 0.0);
         for (k, (x, y)) in g.iter().zip(&w.data).enumerate() {
@@ -181,7 +185,10 @@ fn lavapipe_timings() {
         let bindings = attnc_ir::bind_dims(&graph, &shape, &BTreeMap::new()).unwrap();
         let inputs = attnc_reference::random_inputs(&graph, &bindings, 1).unwrap();
         let kernel = dev.load(&bundle).unwrap();
-        let dims = bundle.manifest.bind(&bindings.dims, &BTreeMap::new()).unwrap();
+        let dims = bundle
+            .manifest
+            .bind(&bindings.dims, &BTreeMap::new())
+            .unwrap();
         let t = kernel.time(&dims, &inputs, 1, 5).unwrap();
         let flops = attnc_ir::work::estimate(&graph, &bindings).map_or(0.0, |w| w.flops);
         println!(
@@ -196,18 +203,50 @@ fn lavapipe_timings() {
 /// Each parallel example with the shapes it runs at: a ragged S, Sq ≠ Sk and GQA where the
 /// example has them, head dims 8 to 32 (lavapipe is a CPU: shapes stay small).
 const CASES: &[(&str, &[&str])] = &[
-    ("softmax_full", &["B=1,H=2,S=77,D=16", "B=2,H=1,S=40,D=32", "B=1,H=1,S=33,D=128"]),
-    ("softmax_causal", &["B=1,H=2,S=77,D=16", "B=2,H=1,S=64,D=32", "B=1,H=1,S=70,D=64"]),
-    ("gqa_causal", &["B=1,H=4,Hkv=2,S=77,D=16", "B=1,H=3,Hkv=1,S=50,D=8"]),
+    (
+        "softmax_full",
+        &[
+            "B=1,H=2,S=77,D=16",
+            "B=2,H=1,S=40,D=32",
+            "B=1,H=1,S=33,D=128",
+        ],
+    ),
+    (
+        "softmax_causal",
+        &[
+            "B=1,H=2,S=77,D=16",
+            "B=2,H=1,S=64,D=32",
+            "B=1,H=1,S=70,D=64",
+        ],
+    ),
+    (
+        "gqa_causal",
+        &["B=1,H=4,Hkv=2,S=77,D=16", "B=1,H=3,Hkv=1,S=50,D=8"],
+    ),
     ("mqa_causal", &["B=1,H=3,S=77,D=16"]),
-    ("cross_attention", &["B=1,H=2,Sq=77,Sk=50,Dqk=16,Dv=8", "B=2,H=1,Sq=20,Sk=130,Dqk=8,Dv=16"]),
+    (
+        "cross_attention",
+        &[
+            "B=1,H=2,Sq=77,Sk=50,Dqk=16,Dv=8",
+            "B=2,H=1,Sq=20,Sk=130,Dqk=8,Dv=16",
+        ],
+    ),
     ("alibi_causal", &["B=1,H=4,S=77,D=16"]),
     ("softcap_causal", &["B=1,H=2,S=77,D=16"]),
     ("relu_attention", &["B=1,H=2,S=77,D=16"]),
     ("sigmoid_bias", &["B=1,H=2,S=77,D=16"]),
-    ("sliding_window", &["B=1,H=2,S=77,D=16,W=16", "B=1,H=1,S=150,D=8"]),
-    ("sink_sliding_window", &["B=1,H=2,S=77,D=16,W=20", "B=1,H=2,S=90,D=8"]),
-    ("block_sparse", &["B=1,H=2,S=77,D=16,NB=2", "B=1,H=1,S=130,D=8,NB=3"]),
+    (
+        "sliding_window",
+        &["B=1,H=2,S=77,D=16,W=16", "B=1,H=1,S=150,D=8"],
+    ),
+    (
+        "sink_sliding_window",
+        &["B=1,H=2,S=77,D=16,W=20", "B=1,H=2,S=90,D=8"],
+    ),
+    (
+        "block_sparse",
+        &["B=1,H=2,S=77,D=16,NB=2", "B=1,H=1,S=130,D=8,NB=3"],
+    ),
     ("document_mask", &["B=2,H=2,S=77,D=16"]),
     ("padded_bias", &["B=2,H=2,S=77,D=16"]),
     ("qk_norm_causal", &["B=1,H=2,S=77,D=16"]),
@@ -219,7 +258,11 @@ const CASES: &[(&str, &[&str])] = &[
 
 /// The examples the back end refuses today, with a word of the reason it must give.
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
-    ("forgetting_attention", "B=1,H=2,S=77,D=16", "run-time dim `S`"),
+    (
+        "forgetting_attention",
+        "B=1,H=2,S=77,D=16",
+        "run-time dim `S`",
+    ),
     ("retention", "B=1,H=2,S=77,D=16", "recurrence"),
     ("linear_attention", "B=1,H=2,S=77,D=16", "recurrence"),
     ("gated_linear_attention", "B=1,H=2,S=77,D=16", "recurrence"),
@@ -279,7 +322,8 @@ fn unsupported_examples_are_refused_with_a_reason() {
                 let message = e.to_string();
                 println!("{name}: {message}");
                 assert!(
-                    message.starts_with("unsupported by the SPIR-V back end:") && message.contains(why),
+                    message.starts_with("unsupported by the SPIR-V back end:")
+                        && message.contains(why),
                     "{name}: {message}"
                 );
             }

@@ -93,7 +93,10 @@ mod tests {
         let vulkan = crate::gpu_device::open_vulkan().is_ok();
         match resolve(Device::Vulkan) {
             Ok(d) => assert!(vulkan && d == Resolved::Vulkan),
-            Err(e) => assert!(!vulkan && e.to_string().contains("--device vulkan: "), "{e}"),
+            Err(e) => assert!(
+                !vulkan && e.to_string().contains("--device vulkan: "),
+                "{e}"
+            ),
         }
     }
 }

@@ -17,8 +17,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// `examples/NAME.attn`, or `PATH.attn` relative to the repository for a name with a folder.
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/{name}.attn"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if name.contains('/') {
+        root.join(format!("{name}.attn"))
+    } else {
+        root.join(format!("examples/{name}.attn"))
+    }
 }
 
 fn parse_shape(text: &str) -> BTreeMap<String, i64> {
@@ -254,6 +260,8 @@ const CASES: &[(&str, &[&str])] = &[
     ("t5_bucketed_bias", &["B=1,H=2,S=77,D=16"]),
     ("differential_causal", &["B=1,H=2,S=77,D=16,Dv=8"]),
     ("standardized_scores", &["B=1,H=2,S=77,D=16"]),
+    // Computed indices clamped into range: every guard passes.
+    ("tests/bounds/bucket_table", &["B=1,H=2,S=77,D=8"]),
 ];
 
 /// The examples the back end refuses today, with a word of the reason it must give.
@@ -334,17 +342,38 @@ fn unsupported_examples_are_refused_with_a_reason() {
 }
 
 #[test]
-fn an_index_past_the_keys_is_reported_through_the_status_word() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/bounds/value_next_key.attn");
-    let (graph, sources) = graph_of(&path);
-    let shape = parse_shape("B=1,H=1,S=33,D=8");
-    let (_, bundle) = build(&graph, &sources, &shape).unwrap();
-    let Some(dev) = device() else { return };
-    let bindings = attnc_ir::bind_dims(&graph, &shape, &BTreeMap::new()).unwrap();
-    let inputs = attnc_reference::random_inputs(&graph, &bindings, 5).unwrap();
-    let err = run_device(&dev, &bundle, &bindings, &inputs).unwrap_err();
-    println!("{err}");
-    assert!(err.contains("is outside axis 2 of `v`"), "{err}");
+fn indices_out_of_range_are_reported_through_the_status_word() {
+    let dev = device();
+    for (name, text, want) in [
+        (
+            "value_next_key",
+            "B=1,H=1,S=33,D=8",
+            "index 33 is outside axis 2 of `v` (size 33)",
+        ),
+        (
+            "value_previous_key",
+            "B=1,H=2,S=33,D=4",
+            "index -1 is outside axis 2 of `v` (size 33)",
+        ),
+        (
+            "short_bias_table",
+            "B=1,H=3,S=70,D=8",
+            "is outside axis 1 of `rel_bias` (size 70)",
+        ),
+    ] {
+        let (graph, sources) = graph_of(&example(&format!("tests/bounds/{name}")));
+        let shape = parse_shape(text);
+        let (_, bundle) = build(&graph, &sources, &shape).unwrap();
+        let Some(dev) = &dev else { return };
+        let bindings = attnc_ir::bind_dims(&graph, &shape, &BTreeMap::new()).unwrap();
+        let inputs = attnc_reference::random_inputs(&graph, &bindings, 5).unwrap();
+        let err = run_device(dev, &bundle, &bindings, &inputs).unwrap_err();
+        println!("{name}: {err}");
+        assert!(
+            err.contains(want) && err.contains(&format!("{name}.attn:")),
+            "{name}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -37,6 +37,9 @@ use attnc_passes::tiling::{Mapping, TiledBody, TiledProgram};
 use rspirv::binary::{Assemble, Disassemble};
 use std::collections::BTreeMap;
 
+/// What `--emit tiled` adds for a Vulkan target: which parts of the plan this back end uses.
+pub const PLAN_NOTE: &str = "note: the SPIR-V back end takes only the query tile (rows per workgroup, one invocation each) and the key tile (the unit of the tile rule) from this plan; it stages nothing in workgroup memory and keeps each row's statistics and accumulators in its invocation's registers\n";
+
 /// A compiled Vulkan kernel: the module and what its manifest needs.
 #[derive(Clone, Debug)]
 pub struct SpirvBuild {

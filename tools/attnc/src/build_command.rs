@@ -194,15 +194,24 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                         attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
                             .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
                     }
+                    // The SPIR-V shader stages nothing: its tiles are chosen without the
+                    // matrix layout's shared-memory limits.
+                    Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
+                        attnc_spirv::tile(&graph, &fused, &target, given.as_ref())
+                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
+                    }
                     _ => attnc_passes::tiling::tile(&graph, &fused, &target, given.as_ref())
                         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
                 };
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
-                    emit.stage(
-                        Stage::Tiled,
-                        &attnc_passes::tiling::dump::dump_tiled(&tiled),
-                    )?;
+                    let mut text = attnc_passes::tiling::dump::dump_tiled(&tiled);
+                    if matches!(&target, Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan)
+                    {
+                        // The plan describes the matrix-fragment layout; the shader differs.
+                        text.push_str(attnc_spirv::PLAN_NOTE);
+                    }
+                    emit.stage(Stage::Tiled, &text)?;
                 }
                 if last >= Stage::Mlir {
                     match &args.target {
@@ -234,7 +243,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             {
                                 anyhow::bail!(
                                     "--target {} writes SPIR-V directly (rspirv): it has no MLIR, LLVM IR or PTX stage; use --emit spirv",
-                                    args.target
+                                    g.id
                                 );
                             }
                             let build = crate::gpu_device::compile_vulkan(

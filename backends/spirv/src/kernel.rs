@@ -45,6 +45,8 @@ pub(crate) struct Gen<'g> {
     sweep_of: BTreeMap<NodeIndex, usize>,
     shape: Shape,
     globals: Globals,
+    /// The first query row of the invocation's workgroup, once the prologue ran.
+    tile_start: Option<Val>,
 }
 
 fn vref(node: NodeIndex) -> ValueRef {
@@ -70,6 +72,7 @@ pub(crate) fn write(
         s,
         ctx,
         globals,
+        tile_start: None,
         low: Lower::new(graph),
         graph,
         plan,
@@ -173,7 +176,7 @@ impl<'g> Gen<'g> {
         self.ctx.frame.insert(FrameIndex::B, b);
         self.ctx.frame.insert(FrameIndex::H, h);
         self.ctx.frame.insert(FrameIndex::I, i);
-        self.ctx.frame.insert(QUERY_TILE_START, i0);
+        self.tile_start = Some(i0);
         Ok(())
     }
 
@@ -369,7 +372,11 @@ impl<'g> Gen<'g> {
         Ok(Home::Array { var, ty: elem, len })
     }
 
-    /// Runs `body` on the generator inside a structured construct the shader opens.
+    /// Runs `body` on the generator inside a structured construct (a loop, a branch) that
+    /// `open` writes. The construct's helper borrows the shader while the body needs the whole
+    /// generator, so the shader is moved out for the construct and lent back to the body (a
+    /// placeholder stands in meanwhile); the body's first error is returned after the construct
+    /// is closed.
     fn nested(
         &mut self,
         open: impl FnOnce(
@@ -455,10 +462,6 @@ impl<'g> Gen<'g> {
         }
     }
 }
-
-/// A key for the first query row of the invocation's tile among the frame values (no frame
-/// index is used for it: T never occurs in a parallel kernel).
-const QUERY_TILE_START: FrameIndex = FrameIndex::T;
 
 /// The feature dims a kernel must be specialised for: the lengths of every vector it keeps.
 pub(crate) fn vector_dims(graph: &Graph, plan: &ParallelKernel) -> BTreeSet<String> {

@@ -2,7 +2,7 @@
 //! tiles with each tile's coverage by the mask's tile rule, and per key the key-side and pair
 //! values, the mask, and the updates.
 
-use super::{Gen, QUERY_TILE_START, vref};
+use super::{Gen, vref};
 use crate::error::{Result, SpirvError};
 use crate::shader::{Cmp, Shader, Ty, Val, glsl};
 use crate::tile_rule::{KernelBox, coverage_code};
@@ -156,7 +156,9 @@ impl Gen<'_> {
         let tree = attnc_passes::fusion::tile_rule::mask_tree(self.graph, mask);
         let rows = self.dim_of(FrameIndex::I)?;
         let bq = self.s.i32(self.shape.query_tile as i64);
-        let i0 = self.ctx.frame[&QUERY_TILE_START];
+        let i0 = self
+            .tile_start
+            .ok_or_else(|| SpirvError::internal("the tile rule before the prologue"))?;
         let i_end = self.s.add(i0, bq)?;
         let i_end = self.s.ext(Ty::I32, glsl::SMIN, &[i_end, rows])?;
         let one = self.s.i32(1);

@@ -41,10 +41,10 @@ pub(crate) mod glsl {
     pub const NMAX: u32 = 80;
 }
 
-/// Feature loops up to this length are unrolled. Measured on lavapipe (softmax at
-/// B=1, H=8, S=1024, D=64): loops ran 1.4x (causal) to 3x (full) faster than code unrolled to
-/// D, so only one-element vectors are written without a loop for now; a GPU driver may prefer
-/// unrolling (not measured yet).
+/// Feature loops up to this length are unrolled. Measured on lavapipe on an idle machine
+/// (softmax at B=1, H=8, S=1024, D=64): loops ran 1.2x (causal) to 1.9x (full) faster than
+/// code unrolled to D, so only one-element vectors are written without a loop for now; a GPU
+/// driver may prefer unrolling (not measured yet).
 pub(crate) const UNROLL: u32 = 1;
 
 /// The scalar types of kernel values: the language's float, int and bool, and the raw words

@@ -88,6 +88,16 @@ impl<'a> Lower<'a> {
         self.caching = on;
     }
 
+    /// Stops using the cache (inside a loop of the caching region) and says whether it was on.
+    pub fn pause(&mut self) -> bool {
+        std::mem::replace(&mut self.caching, false)
+    }
+
+    /// Resumes what [`Lower::pause`] stopped.
+    pub fn resume(&mut self, caching: bool) {
+        self.caching = caching;
+    }
+
     /// Computes the feature reductions inside vector tree `t` once, before a loop over its
     /// elements reads them (so `x / norm(x)` is not a loop inside a loop).
     pub fn hoist(&mut self, s: &mut Shader, l: &mut dyn Leaves, t: &Tree) -> Result<()> {

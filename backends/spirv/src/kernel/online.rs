@@ -39,8 +39,16 @@ impl Gen<'_> {
             if let (Accumulation::Plain { argument, .. }, Accumulators::Plain(acc)) =
                 (&r.accumulation, a)
             {
-                let x = self.tree_f32(argument, r.node)?;
-                self.accumulate(r, *acc, x)?;
+                if acc.len.is_some() && r.row.is_none() {
+                    // A vector argument (`sum_j(x - v[b, h, j])`): element by element.
+                    self.per_feature(*acc, r.node, |g, f| {
+                        let x = g.tree_at(argument, Some(f), r.node)?;
+                        g.combine_at(r.kind, acc.var, f, x)
+                    })?;
+                } else {
+                    let x = self.tree_f32(argument, r.node)?;
+                    self.accumulate(r, *acc, x)?;
+                }
             }
         }
         let mut weights: Vec<(&OnlineTerm, Val)> = Vec::new();
@@ -61,6 +69,10 @@ impl Gen<'_> {
                     (Some(z), Some(var)) => Some(self.rescale(k, z, *var, *acc, r.node)?),
                     _ => None,
                 };
+                if self.is_vector(&t.factor) || t.exponent.as_ref().is_some_and(|y| self.is_vector(y)) {
+                    self.accumulate_vector_term(r, t, z, *acc)?;
+                    continue;
+                }
                 let same = |w: &&(&OnlineTerm, Val)| {
                     w.0.factor == t.factor && w.0.exponent == t.exponent && w.0.shift == t.shift
                 };
@@ -109,12 +121,97 @@ impl Gen<'_> {
                     s.store(p, next)
                 })
             }
-            (Some(_), None) => Err(SpirvError::unsupported(
-                self.graph,
-                r.node,
-                "a vector-valued reduction over j that is not an aggregation",
-            )),
+            // A scalar contribution to a vector accumulator (its per-row factor is a vector).
+            (Some(_), None) => self.per_feature(acc, r.node, |g, f| {
+                g.combine_at(r.kind, acc.var, f, x)
+            }),
         }
+    }
+
+    fn is_vector(&self, t: &Tree) -> bool {
+        attnc_lower::expr::is_vector(self.graph, t)
+    }
+
+    /// `t` at feature `f` (or as a scalar), as f32.
+    fn tree_at(&mut self, t: &Tree, f: Option<Val>, n: NodeIndex) -> Result<Val> {
+        self.low
+            .lower_as(&mut self.s, &mut self.ctx, t, f, Ty::F32)
+            .map_err(|e| e.at(self.graph, n))
+    }
+
+    /// `acc[f] ⊕= x`.
+    fn combine_at(&mut self, kind: ReduceKind, var: Word, f: Val, x: Val) -> Result<()> {
+        let p = self.s.local_element(var, Ty::F32, f)?;
+        let a = self.s.load(Ty::F32, p)?;
+        let next = match kind {
+            ReduceKind::Sum => self.s.add(a, x)?,
+            ReduceKind::Max => self.s.ext(Ty::F32, glsl::NMAX, &[a, x])?,
+            ReduceKind::Min => self.s.ext(Ty::F32, glsl::NMIN, &[a, x])?,
+        };
+        self.s.store(p, next)
+    }
+
+    /// Runs `body` for every feature of a vector accumulator, with the pair's cache paused
+    /// (values computed inside the loop do not dominate the code after it).
+    fn per_feature(
+        &mut self,
+        acc: Acc,
+        n: NodeIndex,
+        mut body: impl FnMut(&mut Self, Val) -> Result<()>,
+    ) -> Result<()> {
+        let len = acc
+            .len
+            .ok_or_else(|| SpirvError::internal("a feature loop over a scalar accumulator"))?;
+        let caching = self.low.pause();
+        let r = self.nested(
+            |s, inner| s.features(len, |s, f| inner(s, Some(f))),
+            |g, f| {
+                let f = f.ok_or_else(|| SpirvError::internal("a feature loop without f"))?;
+                body(g, f)
+            },
+        );
+        self.low.resume(caching);
+        r.map_err(|e| e.at(self.graph, n))
+    }
+
+    /// An online term whose factor or exponent is a vector: `acc[f] += G[f] · exp(Y[f] - Z)`
+    /// (times `row[f]` for an aggregation), element by element.
+    fn accumulate_vector_term(
+        &mut self,
+        r: &ReductionPlan,
+        t: &OnlineTerm,
+        z: Option<Val>,
+        acc: Acc,
+    ) -> Result<()> {
+        if acc.len.is_none() {
+            return Err(SpirvError::internal(
+                "a vector-valued term of a scalar reduction",
+            ));
+        }
+        self.per_feature(acc, r.node, |g, f| {
+            let mut w = g.tree_at(&t.factor, Some(f), r.node)?;
+            let exponent = match (&t.exponent, z) {
+                (Some(y), z) => {
+                    let y = g.tree_at(y, Some(f), r.node)?;
+                    Some(match z {
+                        Some(z) => g.s.sub(y, z)?,
+                        None => y,
+                    })
+                }
+                (None, Some(z)) => Some(g.s.neg(z)?),
+                (None, None) => None,
+            };
+            if let Some(x) = exponent {
+                let e = g.s.ext(Ty::F32, glsl::EXP, &[x])?;
+                w = g.s.mul(w, e)?;
+            }
+            if let Some(row) = r.row {
+                let v = crate::expr::Leaves::value(&mut g.ctx, &mut g.s, row, Some(f))?;
+                let v = g.s.float(v)?;
+                w = g.s.mul(w, v)?;
+            }
+            g.combine_at(ReduceKind::Sum, acc.var, f, w)
+        })
     }
 
     /// Moves a term's running shift to its new value `Z` and rescales its accumulator by

@@ -69,7 +69,9 @@ impl Gen<'_> {
                     (Some(z), Some(var)) => Some(self.rescale(k, z, *var, *acc, r.node)?),
                     _ => None,
                 };
-                if self.is_vector(&t.factor) || t.exponent.as_ref().is_some_and(|y| self.is_vector(y)) {
+                if self.is_vector(&t.factor)
+                    || t.exponent.as_ref().is_some_and(|y| self.is_vector(y))
+                {
                     self.accumulate_vector_term(r, t, z, *acc)?;
                     continue;
                 }
@@ -122,9 +124,9 @@ impl Gen<'_> {
                 })
             }
             // A scalar contribution to a vector accumulator (its per-row factor is a vector).
-            (Some(_), None) => self.per_feature(acc, r.node, |g, f| {
-                g.combine_at(r.kind, acc.var, f, x)
-            }),
+            (Some(_), None) => {
+                self.per_feature(acc, r.node, |g, f| g.combine_at(r.kind, acc.var, f, x))
+            }
         }
     }
 

@@ -36,7 +36,11 @@ fn run_defaults_to_the_compiled_kernel_and_says_which_device_ran() {
 fn an_unavailable_device_is_a_clear_error() {
     // Without a driver, --device cuda fails saying so (never a silent CPU run); where a driver
     // is present the GPU tests cover it.
-    let mut cases = vec![("vulkan", "SPIR-V")];
+    let mut cases = Vec::new();
+    match attnc_vulkan::VulkanDevice::open("vulkan") {
+        Ok(d) => println!("skipped --device vulkan: {} is present here", d.info()),
+        Err(_) => cases.push(("vulkan", "Vulkan")),
+    }
     if attnc_cuda::driver_present() {
         println!("skipped --device cuda: a CUDA driver is present here");
     } else {
@@ -52,6 +56,34 @@ fn an_unavailable_device_is_a_clear_error() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn vulkan_builds_a_spirv_bundle_and_runs_where_a_device_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("k.attnb");
+    let bundle = bundle.to_str().unwrap();
+    let out = common::attnc(&[
+        "build", KERNEL, "--target", "vulkan", "--shape", "D=8", "--emit", "spirv", "-o", bundle,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("OpEntryPoint GLCompute"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("for vulkan"), "{}", stderr(&out));
+    let b = attnc_bundle::Bundle::read(std::path::Path::new(bundle)).unwrap();
+    assert_eq!(b.manifest.target.to_string(), "vulkan");
+    if let Err(e) = attnc_vulkan::VulkanDevice::open("vulkan") {
+        println!("skipped the run: {e}");
+        return;
+    }
+    let out = common::attnc(&[
+        "run", KERNEL, "--shape", SHAPE, "--device", "vulkan", "--check",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains(" on vulkan ("), "{}", stdout(&out));
 }
 
 /// Parses stdout as one JSON document, failing the test with the output otherwise.

@@ -67,6 +67,7 @@ pub use device::VulkanDevice;
 pub use driver_error::DriverError;
 pub use kernel::VulkanKernel;
 pub use loader::{ApiVersion, DeviceInfo, DeviceKind, enumerate};
+pub use pipelines::check_code;
 pub use spirv_module::{
     EntryPoint, SpirvError, entry_point as spirv_entry_point, words as spirv_words,
 };

@@ -253,6 +253,26 @@ fn check_launch(
     Ok(())
 }
 
+/// Checks a bundle's SPIR-V as far as that needs no device: every launch's code section is
+/// there, holds SPIR-V, and declares the launch's entry point with the manifest's workgroup size
+/// and only the bindings its signature provides. Loading checks it again; a runner calls it to
+/// refuse a bad bundle before opening a device.
+pub fn check_code(bundle: &Bundle) -> Result<(), attnc_device::DeviceError> {
+    for launch in &bundle.manifest.launches {
+        let fail = |detail: String| attnc_device::DeviceError::Load {
+            kernel: launch.signature.name.clone(),
+            detail,
+        };
+        let bytes = bundle
+            .section(&launch.code)
+            .ok_or_else(|| fail(format!("the bundle has no code section `{}`", launch.code)))?;
+        let words = spirv_module::words(bytes)
+            .map_err(|e| fail(format!("code section `{}`: {e}", launch.code)))?;
+        check_entry_point(launch, &LaunchLayout::of(&launch.signature), &words).map_err(fail)?;
+    }
+    Ok(())
+}
+
 /// That the entry point exists, has the manifest's workgroup size and uses only set 0 bindings
 /// the signature provides.
 fn check_entry_point(launch: &Launch, layout: &LaunchLayout, words: &[u32]) -> Result<(), String> {

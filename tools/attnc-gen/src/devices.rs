@@ -72,7 +72,90 @@ impl Device for Cpu {
     }
 }
 
-/// Every device this build can run on.
+/// The best Vulkan device (lavapipe in CI) through the SPIR-V back end, compiled as
+/// `attnc run --device vulkan` does: a bundle in memory, loaded by the Vulkan runtime.
+pub struct Vulkan {
+    device: attnc_vulkan::VulkanDevice,
+}
+
+impl Device for Vulkan {
+    fn name(&self) -> &str {
+        "vulkan"
+    }
+
+    /// As the CPU's, plus the rounding of a 16-bit output, which the shader narrows on the
+    /// device (half a unit in the last place).
+    fn tolerance(&self, dtype: attnc_ir::ElementType) -> f64 {
+        match dtype {
+            attnc_ir::ElementType::Bf16 => 1e-3 + 2f64.powi(-8),
+            attnc_ir::ElementType::F16 => 1e-3 + 2f64.powi(-10),
+            _ => 1e-3,
+        }
+    }
+
+    fn run(
+        &self,
+        graph: &Graph,
+        bindings: &Bindings,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, DeviceError> {
+        use attnc_device::Device as _;
+        let internal = |what: &str, e: String| DeviceError::Internal(format!("{what}: {e}"));
+        let mut graph = graph.clone();
+        attnc_passes::pass_manager::PassManager::standard()
+            .run(&mut graph, &mut |_, _, _| {})
+            .map_err(|e| internal("the passes", e.to_string()))?;
+        let fused =
+            attnc_passes::fusion::fuse(&graph).map_err(|e| internal("fusion", e.to_string()))?;
+        let target = attnc_passes::tiling::target::Target::preset("vulkan")
+            .ok_or_else(|| internal("the target", "no vulkan preset".into()))?;
+        let spirv = |e: attnc_spirv::SpirvError| match e {
+            attnc_spirv::SpirvError::Unsupported { .. } => DeviceError::Rejected(e.to_string()),
+            e => DeviceError::Internal(e.to_string()),
+        };
+        let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings)).map_err(spirv)?;
+        let build = attnc_spirv::compile(&graph, &fused, &tiled).map_err(spirv)?;
+        let manifest = attnc_spirv::manifest(&build, &graph, "generated.attn", &|s| {
+            format!("generated.attn:{}", s.start)
+        });
+        let bundle = attnc_bundle::Bundle {
+            manifest,
+            sections: vec![(attnc_spirv::SPIRV_SECTION.into(), build.bytes())],
+        };
+        let kernel = self
+            .device
+            .load(&bundle)
+            .map_err(|e| internal("loading", e.to_string()))?;
+        let mut host = BTreeMap::new();
+        for (_, name, ty) in graph.inputs() {
+            let t = inputs
+                .get(name)
+                .ok_or_else(|| internal("the inputs", format!("no input `{name}`")))?;
+            let h = attnc_tensors::HostTensor::from_f64(ty.dtype, t.shape.clone(), &t.data)
+                .map_err(|e| internal("the inputs", e.to_string()))?;
+            host.insert(name.to_string(), h);
+        }
+        let out = kernel
+            .run(&bindings.dims, &host)
+            .map_err(|e| internal("the run failed", e.to_string()))?;
+        Ok(out
+            .into_iter()
+            .map(|(name, t)| {
+                let tensor = Tensor {
+                    shape: t.shape().to_vec(),
+                    data: t.to_f64_vec(),
+                };
+                (name, tensor)
+            })
+            .collect())
+    }
+}
+
+/// Every device this build can run on: the CPU, and a Vulkan device where one opens.
 pub fn available() -> Vec<Box<dyn Device>> {
-    vec![Box::new(Cpu)]
+    let mut devices: Vec<Box<dyn Device>> = vec![Box::new(Cpu)];
+    if let Ok(device) = attnc_vulkan::VulkanDevice::open("vulkan") {
+        devices.push(Box::new(Vulkan { device }));
+    }
+    devices
 }

@@ -172,15 +172,17 @@ pub fn check(
         Ok(Err(e)) => return rejection("the reference", &e.to_string()),
         Ok(Ok(w)) => w,
     };
+    // A device that rejects the program leaves it to the others; it is rejected only when every
+    // device does (the first reason is reported).
+    let mut rejected: Option<String> = None;
+    let mut compared = false;
     for device in devices {
         let stage = format!("device {}", device.name());
         let got = match guarded(&stage, || device.run(&graph, &bindings, &inputs)) {
             Err(f) => return Outcome::Failure(f),
             Ok(Err(DeviceError::Rejected(reason))) => {
-                return Outcome::Rejected {
-                    stage: "a device",
-                    reason,
-                };
+                rejected.get_or_insert(reason);
+                continue;
             }
             Ok(Err(DeviceError::Internal(message))) => {
                 return Outcome::Failure(Failure::Internal { stage, message });
@@ -198,8 +200,15 @@ pub fn check(
             }
             return Outcome::Failure(failure);
         }
+        compared = true;
     }
-    Outcome::Agree
+    match rejected {
+        Some(reason) if !compared => Outcome::Rejected {
+            stage: "a device",
+            reason,
+        },
+        _ => Outcome::Agree,
+    }
 }
 
 /// The first output on which `got` differs from `want` beyond the device's tolerance.

@@ -1,6 +1,6 @@
 //! `--device`: which runtime and which of its devices runs the bundle.
 //!
-//! Every runtime this binary carries is one variant here. A new one (Vulkan, `vulkan[:N]`) is a
+//! Every runtime this binary carries is one variant here (CUDA, Vulkan). A new one is a
 //! variant, an arm in [`DeviceChoice::parse`], [`DeviceChoice::for_target`],
 //! [`DeviceChoice::runs`], [`DeviceChoice::check_code`] and [`DeviceChoice::open`], and its
 //! crate in Cargo.toml.
@@ -14,6 +14,8 @@ use std::fmt;
 pub enum DeviceChoice {
     /// `cuda` (= `cuda:0`) or `cuda:N`.
     Cuda(usize),
+    /// `vulkan` (the best device the loader lists) or `vulkan:N`.
+    Vulkan(Option<usize>),
 }
 
 impl DeviceChoice {
@@ -22,25 +24,38 @@ impl DeviceChoice {
         if let Some(ordinal) = attnc_cuda::parse_selector(text) {
             return Ok(DeviceChoice::Cuda(ordinal));
         }
+        if text == "vulkan" {
+            return Ok(DeviceChoice::Vulkan(None));
+        }
+        if let Some(digits) = text.strip_prefix("vulkan:")
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = digits.parse()
+        {
+            return Ok(DeviceChoice::Vulkan(Some(n)));
+        }
         Err(format!(
-            "unknown device `{text}`: this attnc-run runs cuda or cuda:N"
+            "unknown device `{text}`: this attnc-run runs cuda, cuda:N, vulkan or vulkan:N"
         ))
     }
 
     /// The device a bundle runs on when `--device` is not given: device 0 of its target's
-    /// runtime.
+    /// runtime (the best device for Vulkan).
     pub fn for_target(target: &TargetId) -> Option<DeviceChoice> {
         match target {
             TargetId::Cuda { .. } => Some(DeviceChoice::Cuda(0)),
-            TargetId::Vulkan { .. } | TargetId::Cpu => None,
+            TargetId::Vulkan { .. } => Some(DeviceChoice::Vulkan(None)),
+            TargetId::Cpu => None,
         }
     }
 
     /// Whether this runtime runs code for `target` at all (the device itself may still refuse
-    /// it: `cuda:sm_90a` code runs only on compute capability 9.0).
+    /// it: `cuda:sm_90a` code runs only on compute capability 9.0, `vulkan:coopmat` code only
+    /// where cooperative matrices are exposed).
     pub fn runs(&self, target: &TargetId) -> bool {
         match self {
             DeviceChoice::Cuda(_) => matches!(target, TargetId::Cuda { .. }),
+            DeviceChoice::Vulkan(_) => matches!(target, TargetId::Vulkan { .. }),
         }
     }
 
@@ -48,12 +63,16 @@ impl DeviceChoice {
     pub fn check_code(&self, bundle: &Bundle) -> Result<(), DeviceError> {
         match self {
             DeviceChoice::Cuda(_) => attnc_cuda::check_code(bundle),
+            DeviceChoice::Vulkan(_) => attnc_vulkan::check_code(bundle),
         }
     }
 
     pub fn open(&self) -> Result<Box<dyn Device>, DeviceError> {
         match *self {
             DeviceChoice::Cuda(ordinal) => Ok(Box::new(attnc_cuda::CudaDevice::open(ordinal)?)),
+            DeviceChoice::Vulkan(_) => Ok(Box::new(attnc_vulkan::VulkanDevice::open(
+                &self.to_string(),
+            )?)),
         }
     }
 }
@@ -62,6 +81,8 @@ impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Vulkan(None) => write!(f, "vulkan"),
+            DeviceChoice::Vulkan(Some(n)) => write!(f, "vulkan:{n}"),
         }
     }
 }
@@ -81,9 +102,22 @@ mod tests {
             DeviceChoice::for_target(&hopper),
             Some(DeviceChoice::Cuda(0))
         );
-        assert_eq!(DeviceChoice::for_target(&vulkan), None);
+        assert_eq!(
+            DeviceChoice::for_target(&vulkan),
+            Some(DeviceChoice::Vulkan(None))
+        );
+        assert_eq!(DeviceChoice::for_target(&"cpu".parse().unwrap()), None);
         assert!(DeviceChoice::Cuda(0).runs(&hopper));
         assert!(!DeviceChoice::Cuda(0).runs(&vulkan));
+        assert!(
+            DeviceChoice::Vulkan(None).runs(&vulkan) && !DeviceChoice::Vulkan(None).runs(&hopper)
+        );
         assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");
+        for text in ["vulkan", "vulkan:1"] {
+            assert_eq!(DeviceChoice::parse(text).unwrap().to_string(), text);
+        }
+        assert!(
+            DeviceChoice::parse("vulkan:").is_err() && DeviceChoice::parse("vulkan:x").is_err()
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! `attnc-run`: runs a compiled kernel bundle (`.attnb`, from `attnc build`) on a GPU, where no
 //! compiler is installed. It links only the runtime crates (kernel ABI, bundle, device
-//! interface, host tensors, the CUDA runtime), never LLVM or MLIR, and opens libcuda at run
-//! time, so it is one small file that travels with the bundles.
+//! interface, host tensors, the CUDA and Vulkan runtimes), never LLVM or MLIR, and opens libcuda
+//! and libvulkan at run time, so it is one small file that travels with the bundles.
 //!
 //! ```text
 //! attnc-run BUNDLE --inputs IN.npz|IN.safetensors [--shape B=2,S=77]
-//!           [--output OUT.npz|OUT.safetensors|OUT.npy] [--device cuda|cuda:N]
+//!           [--output OUT.npz|OUT.safetensors|OUT.npy] [--device cuda|cuda:N|vulkan|vulkan:N]
 //!           [--check REF.npz [--tolerance 1e-2]] [--time ITERS [--warmup N]]
 //!           [--allow-nonfinite] [--format text|json] [--info]
 //! attnc-run BUNDLE --info
@@ -18,7 +18,7 @@
 //! the same-named tensor of REF by relative L2 error (‖out − ref‖ / ‖ref‖ in f64) and fails on
 //! any NaN in an output or finite/non-finite disagreement. `--output` is written even when the
 //! check fails, to look at. `--time` reports the median and minimum per call over ITERS calls,
-//! timed by CUDA events after `--warmup` calls (default 10).
+//! timed by CUDA events (Vulkan timestamps) after `--warmup` calls (default 10).
 //!
 //! # Exit codes
 //! 0 ok · 1 a bad bundle (damaged, for another target, or code that does not match its
@@ -46,10 +46,11 @@
 //! Floats that are not finite (a sum over an all-NaN output) are null.
 //!
 //! # Size
-//! `cargo build --release -p attnc-run` on Debian 12 (x86-64, 2026-12-02) gave a 3.4 MB
-//! binary (2.7 MB after `strip`) whose `ldd` lists only linux-vdso, libgcc_s.so.1, libm.so.6,
-//! libc.so.6 and ld-linux-x86-64.so.2, needing glibc 2.34 or later (the GPU machine has 2.39).
-//! libcuda is not among them: it is opened when a CUDA device is.
+//! `cargo build --release -p attnc-run` on Debian 12 (x86-64, 2026-12-02, before the Vulkan
+//! runtime joined) gave a 3.4 MB binary (2.7 MB after `strip`) whose `ldd` lists only
+//! linux-vdso, libgcc_s.so.1, libm.so.6, libc.so.6 and ld-linux-x86-64.so.2, needing glibc 2.34
+//! or later (the GPU machine has 2.39). libcuda and libvulkan are not among them: each is opened
+//! when its device is.
 
 mod compare;
 mod device_choice;
@@ -94,7 +95,8 @@ struct Cli {
     /// Write the outputs, in their dtypes, to this .npy (one output), .npz or .safetensors file.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Where to run: cuda (device 0) or cuda:N; by default device 0 of the bundle's target.
+    /// Where to run: cuda (device 0), cuda:N, vulkan (the best Vulkan device) or vulkan:N; by
+    /// default device 0 of the bundle's target (the best device for Vulkan bundles).
     #[arg(long, value_name = "DEVICE", value_parser = DeviceChoice::parse)]
     device: Option<DeviceChoice>,
     /// Compare every output with the same-named tensor in this file.
@@ -281,7 +283,7 @@ fn choose_device(
         ))),
         None => DeviceChoice::for_target(&target).ok_or_else(|| {
             wrong(format!(
-                "the bundle is for {target}, and this attnc-run has no runtime for it (it runs cuda:sm_NN bundles)"
+                "the bundle is for {target}, and this attnc-run has no runtime for it (it runs cuda:sm_NN and vulkan bundles)"
             ))
         }),
     }

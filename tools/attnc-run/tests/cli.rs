@@ -458,11 +458,12 @@ fn bundles_for_other_targets() {
     let mut m = manifest();
     m.target = "vulkan".parse().unwrap();
     case.bundle("vk.attnb", m);
+    // The Vulkan runtime refuses the PTX it holds before opening a device.
     let out = case.run(&["vk.attnb", "--inputs", "in.npz"]);
     expect(
         &out,
         1,
-        &["the bundle is for vulkan, and this attnc-run has no runtime for it"],
+        &["cannot load kernel `attnc_axpb`: code section `kernel.ptx`: the code"],
     );
     let out = case.run(&["vk.attnb", "--inputs", "in.npz", "--device", "cuda:0"]);
     expect(

@@ -26,6 +26,8 @@ pub enum Stage {
     Llvm,
     /// The GPU kernel in PTX, from LLVM's NVPTX back end (CUDA targets).
     Ptx,
+    /// The compute shader's SPIR-V, disassembled (Vulkan targets).
+    Spirv,
 }
 
 /// `--tile 64x128`.
@@ -113,7 +115,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let mut last = stages.iter().max().copied().unwrap_or(Stage::Graph);
     let bundle_path = args.output.as_ref().filter(|p| is_bundle(p));
     if bundle_path.is_some() {
-        last = Stage::Ptx;
+        last = Stage::Spirv;
     } else if args.output.is_some() && stages.len() != 1 {
         anyhow::bail!(
             "-o writes one stage (or a .attnb bundle), but --emit names {}; use --out-dir DIR",
@@ -192,20 +194,32 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                         attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
                             .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
                     }
+                    // The SPIR-V shader stages nothing: its tiles are chosen without the
+                    // matrix layout's shared-memory limits.
+                    Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
+                        attnc_spirv::tile(&graph, &fused, &target, given.as_ref())
+                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
+                    }
                     _ => attnc_passes::tiling::tile(&graph, &fused, &target, given.as_ref())
                         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
                 };
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {
-                    emit.stage(
-                        Stage::Tiled,
-                        &attnc_passes::tiling::dump::dump_tiled(&tiled),
-                    )?;
+                    let mut text = attnc_passes::tiling::dump::dump_tiled(&tiled);
+                    if matches!(&target, Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan)
+                    {
+                        // The plan describes the matrix-fragment layout; the shader differs.
+                        text.push_str(attnc_spirv::PLAN_NOTE);
+                    }
+                    emit.stage(Stage::Tiled, &text)?;
                 }
                 if last >= Stage::Mlir {
                     match &args.target {
                         Target::Cpu(_) => {
-                            if bundle_path.is_some() || stages.contains(&Stage::Ptx) {
+                            if bundle_path.is_some()
+                                || stages.contains(&Stage::Ptx)
+                                || stages.contains(&Stage::Spirv)
+                            {
                                 anyhow::bail!(
                                     "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
                                     args.target
@@ -222,7 +236,45 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 emit.stage(Stage::Llvm, &llvm)?;
                             }
                         }
+                        Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
+                            if stages
+                                .iter()
+                                .any(|s| matches!(s, Stage::Mlir | Stage::Llvm | Stage::Ptx))
+                            {
+                                anyhow::bail!(
+                                    "--target {} writes SPIR-V directly (rspirv): it has no MLIR, LLVM IR or PTX stage; use --emit spirv",
+                                    g.id
+                                );
+                            }
+                            let build = crate::gpu_device::compile_vulkan(
+                                &graph, &fused, &tiled, &sources,
+                            )?;
+                            laps.lap("spir-v");
+                            if stages.contains(&Stage::Spirv) {
+                                emit.stage(Stage::Spirv, &build.disassembly)?;
+                            }
+                            if let Some(path) = bundle_path {
+                                let bundle = crate::gpu_device::vulkan_bundle(
+                                    &build, &graph, &sources, &args.file,
+                                );
+                                bundle
+                                    .write(path)
+                                    .map_err(|e| anyhow::anyhow!("cannot write the bundle: {e}"))?;
+                                eprintln!(
+                                    "wrote {} ({} for {}; {})",
+                                    path.display(),
+                                    graph.kernel,
+                                    build.target,
+                                    build.tiling
+                                );
+                            }
+                        }
                         Target::Gpu(_) => {
+                            if stages.contains(&Stage::Spirv) {
+                                anyhow::bail!(
+                                    "--emit spirv is for Vulkan targets (--target vulkan); CUDA targets emit mlir, llvm and ptx"
+                                );
+                            }
                             let build =
                                 crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
                             laps.lap("gpu code");
@@ -360,6 +412,7 @@ impl Stage {
             Stage::Mlir => "mlir",
             Stage::Llvm => "llvm",
             Stage::Ptx => "ptx",
+            Stage::Spirv => "spirv",
         }
     }
 }

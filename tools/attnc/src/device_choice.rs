@@ -16,7 +16,9 @@ pub enum Device {
     Reference,
     /// The first NVIDIA GPU (cuda:0): the kernel is compiled for it and run in-process.
     Cuda,
-    /// A Vulkan GPU (not yet runnable: the SPIR-V back end is not built).
+    /// The best Vulkan device (any GPU with a Vulkan driver, or Mesa's lavapipe on the CPU):
+    /// the kernel is compiled to SPIR-V and run in-process. `auto` never picks it, since on
+    /// a machine whose only Vulkan device is lavapipe the CPU kernel is faster.
     Vulkan,
 }
 
@@ -26,6 +28,7 @@ pub enum Resolved {
     Cpu,
     Reference,
     Cuda,
+    Vulkan,
 }
 
 impl Resolved {
@@ -35,6 +38,7 @@ impl Resolved {
             Resolved::Cpu => "cpu",
             Resolved::Reference => "reference",
             Resolved::Cuda => "cuda",
+            Resolved::Vulkan => "vulkan",
         }
     }
 
@@ -44,6 +48,7 @@ impl Resolved {
             Resolved::Cpu => "compiled kernel on this machine's cores",
             Resolved::Reference => "f64 reference interpreter",
             Resolved::Cuda => "compiled kernel on the NVIDIA GPU cuda:0",
+            Resolved::Vulkan => "SPIR-V kernel on the best Vulkan device",
         }
     }
 }
@@ -56,9 +61,7 @@ pub fn resolve(requested: Device) -> anyhow::Result<Resolved> {
         Device::Reference => Ok(Resolved::Reference),
         // Without a driver this says so and fails: a run asked for the GPU never falls back.
         Device::Cuda => crate::gpu_device::open_cuda().map(|_| Resolved::Cuda),
-        Device::Vulkan => anyhow::bail!(
-            "--device vulkan: the SPIR-V back end is not built yet; use --device cpu (or auto)"
-        ),
+        Device::Vulkan => crate::gpu_device::open_vulkan().map(|_| Resolved::Vulkan),
     }
 }
 
@@ -87,7 +90,13 @@ mod tests {
             Ok(d) => assert!(gpu && d == Resolved::Cuda),
             Err(e) => assert!(!gpu && e.to_string().contains("--device cuda: "), "{e}"),
         }
-        let vulkan = resolve(Device::Vulkan).err().map(|e| e.to_string());
-        assert!(vulkan.is_some_and(|m| m.contains("SPIR-V")));
+        let vulkan = crate::gpu_device::open_vulkan().is_ok();
+        match resolve(Device::Vulkan) {
+            Ok(d) => assert!(vulkan && d == Resolved::Vulkan),
+            Err(e) => assert!(
+                !vulkan && e.to_string().contains("--device vulkan: "),
+                "{e}"
+            ),
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! GPU targets in the command line: compiling a kernel to PTX and a bundle, and running a
-//! bundle on the CUDA device of this machine (`attnc run --device cuda`).
+//! GPU targets in the command line: compiling a kernel to PTX or SPIR-V and a bundle, and
+//! running a bundle on the CUDA or Vulkan device of this machine (`attnc run --device cuda`,
+//! `--device vulkan`).
 
 use attnc_bundle::Bundle;
 use attnc_frontend::Sources;
@@ -16,16 +17,6 @@ pub fn compile_gpu(
     tiled: &TiledProgram,
     sources: &Sources,
 ) -> anyhow::Result<attnc_nvptx::GpuBuild> {
-    match &tiled.target {
-        attnc_passes::tiling::target::Target::Gpu(g)
-            if g.api == attnc_passes::tiling::target::GpuApi::Vulkan =>
-        {
-            anyhow::bail!(
-                "the SPIR-V back end for Vulkan targets is not built yet; use --target cuda:sm_90a"
-            )
-        }
-        _ => {}
-    }
     attnc_nvptx::compile(graph, fused, tiled).map_err(|e| match e.span() {
         Some(span) => anyhow::anyhow!("{}: {e}", sources.location(span)),
         None => anyhow::anyhow!("{e}"),
@@ -67,7 +58,7 @@ pub fn open_cuda() -> anyhow::Result<attnc_cuda::CudaDevice> {
     attnc_cuda::CudaDevice::open(0).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))
 }
 
-/// What one `attnc run --device cuda` measured.
+/// What one `attnc run --device cuda` (or `vulkan`) measured.
 pub struct CudaRun {
     pub outputs: std::collections::BTreeMap<String, attnc_reference::Tensor>,
     pub compile_seconds: f64,
@@ -108,8 +99,92 @@ pub fn run_cuda(
         .run(&dims, inputs)
         .map_err(|e| anyhow::anyhow!("the kernel failed on {}: {e}", device.name()))?;
     let run_seconds = start.elapsed().as_secs_f64();
-    let outputs = out
-        .into_iter()
+    Ok(CudaRun {
+        outputs: to_reference(out),
+        compile_seconds,
+        run_seconds,
+    })
+}
+
+/// Compiles a kernel tiled for a Vulkan target to a SPIR-V compute shader; unsupported
+/// constructs name their place in the source.
+pub fn compile_vulkan(
+    graph: &Graph,
+    fused: &FusedProgram,
+    tiled: &TiledProgram,
+    sources: &Sources,
+) -> anyhow::Result<attnc_spirv::SpirvBuild> {
+    attnc_spirv::compile(graph, fused, tiled).map_err(|e| match e.span() {
+        Some(span) => anyhow::anyhow!("{}: {e}", sources.location(span)),
+        None => anyhow::anyhow!("{e}"),
+    })
+}
+
+/// The bundle of a SPIR-V build: its manifest (guards located in the source) and the module.
+pub fn vulkan_bundle(
+    build: &attnc_spirv::SpirvBuild,
+    graph: &Graph,
+    sources: &Sources,
+    file: &Path,
+) -> Bundle {
+    let manifest = attnc_spirv::manifest(build, graph, &file.display().to_string(), &|span| {
+        sources.location(span)
+    });
+    Bundle {
+        manifest,
+        sections: vec![(attnc_spirv::SPIRV_SECTION.to_string(), build.bytes())],
+    }
+}
+
+/// Opens the best Vulkan device, or says why there is none (no loader, no driver, no device).
+pub fn open_vulkan() -> anyhow::Result<attnc_vulkan::VulkanDevice> {
+    attnc_vulkan::VulkanDevice::open("vulkan").map_err(|e| anyhow::anyhow!("--device vulkan: {e}"))
+}
+
+/// Compiles the kernel for the plain Vulkan target (a bundle in memory, the same one
+/// `attnc build --target vulkan -o` writes) and runs it on `device`; times as [`run_cuda`].
+pub fn run_vulkan(
+    device: &attnc_vulkan::VulkanDevice,
+    graph: &Graph,
+    bindings: &attnc_ir::Bindings,
+    inputs: &std::collections::BTreeMap<String, attnc_tensors::HostTensor>,
+    sources: &Sources,
+    file: &Path,
+) -> anyhow::Result<CudaRun> {
+    use attnc_device::Device as _;
+    let start = std::time::Instant::now();
+    let target = attnc_passes::tiling::target::Target::preset("vulkan")
+        .ok_or_else(|| anyhow::anyhow!("internal error: no target preset vulkan"))?;
+    let mut graph = graph.clone();
+    attnc_passes::pass_manager::PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
+    let fused = attnc_passes::fusion::fuse(&graph)
+        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+    let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings))
+        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+    let build = compile_vulkan(&graph, &fused, &tiled, sources)?;
+    let bundle = vulkan_bundle(&build, &graph, sources, file);
+    let compile_seconds = start.elapsed().as_secs_f64();
+    let kernel = device
+        .load(&bundle)
+        .map_err(|e| anyhow::anyhow!("cannot load the kernel on {}: {e}", device.name()))?;
+    let dims: attnc_kernel_abi::DimValues = bindings.dims.clone();
+    let start = std::time::Instant::now();
+    let out = kernel
+        .run(&dims, inputs)
+        .map_err(|e| anyhow::anyhow!("the kernel failed on {}: {e}", device.name()))?;
+    let run_seconds = start.elapsed().as_secs_f64();
+    Ok(CudaRun {
+        outputs: to_reference(out),
+        compile_seconds,
+        run_seconds,
+    })
+}
+
+/// Device outputs as the reference interpreter's f64 tensors.
+fn to_reference(
+    out: attnc_device::Tensors,
+) -> std::collections::BTreeMap<String, attnc_reference::Tensor> {
+    out.into_iter()
         .map(|(name, t)| {
             let tensor = attnc_reference::Tensor {
                 shape: t.shape().to_vec(),
@@ -117,10 +192,5 @@ pub fn run_cuda(
             };
             (name, tensor)
         })
-        .collect();
-    Ok(CudaRun {
-        outputs,
-        compile_seconds,
-        run_seconds,
-    })
+        .collect()
 }

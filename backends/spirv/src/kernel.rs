@@ -1,0 +1,503 @@
+//! The parallel template as one compute shader. One workgroup covers one (b, h, query tile);
+//! one invocation computes one query row. Each invocation follows the fused plan: per-head and
+//! query-side values once, then per sweep a loop over the key tiles (skipping those the mask's
+//! tile rule empties, and dropping the per-pair mask where it keeps a whole tile), per key the
+//! key-side and pair values and each reduction's update (online terms rescaled by
+//! `exp(Z_old - Z_new)` when their running shift moves), after each sweep the finished
+//! reductions and the per-row values that depend on them, and last the output row.
+//!
+//! Statistics and accumulators stay in the invocation's registers; key and value rows are read
+//! from their storage buffers where they are used. No workgroup memory and no barriers are
+//! needed, so invocations past the last query row simply return.
+
+use crate::error::{Result, SpirvError};
+use crate::expr::{Lower, ty_of};
+use crate::shader::{Shader, Ty, Val};
+use crate::values::{Ctx, Home, Tensor, storage_ty};
+use attnc_ir::expr::Builtin;
+use attnc_ir::graph::{Graph, LoadIndex, Op, PortType, ValueRef};
+use attnc_ir::types::{Dim, FrameIndex};
+use attnc_passes::fusion::ParallelKernel;
+use attnc_passes::fusion::tree::Tree;
+use petgraph::stable_graph::NodeIndex;
+use rspirv::spirv::{BuiltIn, Word};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+mod online;
+mod sweep;
+
+/// The geometry of the shader: query rows per workgroup (one invocation each) and keys per
+/// tile of the tile rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub query_tile: u32,
+    pub key_tile: u32,
+}
+
+pub(crate) struct Gen<'g> {
+    pub s: Shader,
+    pub ctx: Ctx<'g>,
+    low: Lower<'g>,
+    graph: &'g Graph,
+    plan: &'g ParallelKernel,
+    order: Vec<NodeIndex>,
+    stats: BTreeMap<NodeIndex, BTreeSet<NodeIndex>>,
+    sweep_of: BTreeMap<NodeIndex, usize>,
+    shape: Shape,
+    globals: Globals,
+    /// The first query row of the invocation's workgroup, once the prologue ran.
+    tile_start: Option<Val>,
+}
+
+fn vref(node: NodeIndex) -> ValueRef {
+    ValueRef { node, result: 0 }
+}
+
+/// Writes the entry point `entry` of the kernel into a new module; returns the shader and the
+/// guards it checks.
+pub(crate) fn write(
+    graph: &Graph,
+    plan: &ParallelKernel,
+    specialised: &BTreeMap<String, i64>,
+    shape: Shape,
+    entry: &str,
+) -> Result<(rspirv::dr::Module, Vec<crate::values::GuardSite>)> {
+    let order = graph
+        .topo_order()
+        .ok_or_else(|| SpirvError::internal("the graph has a cycle"))?;
+    let stats = attnc_passes::fusion::reductions_read(graph, &order);
+    let mut s = Shader::new();
+    let (ctx, globals) = bind(&mut s, graph, specialised)?;
+    let mut g = Gen {
+        s,
+        ctx,
+        globals,
+        tile_start: None,
+        low: Lower::new(graph),
+        graph,
+        plan,
+        order,
+        stats,
+        sweep_of: plan.sweep_of(),
+        shape,
+    };
+    let f = g.s.begin_function()?;
+    g.prologue()?;
+    let rows = g.dim_of(FrameIndex::I)?;
+    let i = g.ctx.frame[&FrameIndex::I];
+    let inside = g.s.lt(i, rows)?;
+    g.nested(|s, body| s.when(inside, |s| body(s, None)), |g, _| g.body())?;
+    g.s.finish_function(f, entry, shape.query_tile)?;
+    let guards = std::mem::take(&mut g.ctx.guards);
+    Ok((g.s.module(), guards))
+}
+
+/// Declares the buffers and the push-constant block in signature order (inputs, outputs, the
+/// status words, then every dim); returns the block too (the dims are read in the prologue).
+fn bind<'g>(
+    s: &mut Shader,
+    graph: &'g Graph,
+    specialised: &BTreeMap<String, i64>,
+) -> Result<(Ctx<'g>, Globals)> {
+    let mut tensors = HashMap::new();
+    for (binding, (n, name, ty)) in graph
+        .inputs()
+        .into_iter()
+        .chain(graph.outputs())
+        .enumerate()
+    {
+        let word = storage_ty(ty.dtype, name).map_err(|e| e.at(graph, n))?;
+        let var = s.buffer(word, binding as u32);
+        tensors.insert(
+            n,
+            Tensor {
+                var,
+                element: ty.dtype,
+                name: name.to_string(),
+            },
+        );
+    }
+    let status = s.buffer(Ty::I32, tensors.len() as u32);
+    let block = s.push_constants(graph.dims.len());
+    let workgroup = s.builtin_uvec3(BuiltIn::WorkgroupId);
+    let local = s.builtin_uvec3(BuiltIn::LocalInvocationId);
+    let ctx = Ctx {
+        graph,
+        homes: HashMap::new(),
+        running: HashMap::new(),
+        tensors,
+        status,
+        dims: BTreeMap::new(),
+        specialised: specialised.clone(),
+        frame: BTreeMap::new(),
+        guards: Vec::new(),
+    };
+    Ok((
+        ctx,
+        Globals {
+            push_block: block,
+            workgroup,
+            local,
+        },
+    ))
+}
+
+/// Module-scope variables the entry function reads.
+struct Globals {
+    push_block: Option<Word>,
+    workgroup: Word,
+    local: Word,
+}
+
+impl<'g> Gen<'g> {
+    /// The dims and the frame indices of this invocation.
+    fn prologue(&mut self) -> Result<()> {
+        let block = self.globals.push_block;
+        for (k, d) in self.graph.dims.iter().enumerate() {
+            let v = match (self.ctx.specialised.get(&d.name), block) {
+                (Some(c), _) => self.s.i32(*c),
+                (None, Some(block)) => self.s.push_constant(block, k)?,
+                (None, None) => {
+                    return Err(SpirvError::internal(
+                        "a run-time dim without push constants",
+                    ));
+                }
+            };
+            self.ctx.dims.insert(d.name.clone(), v);
+        }
+        let (wg, local) = (self.globals.workgroup, self.globals.local);
+        let tile = self.s.builtin_component(wg, 0)?;
+        let h = self.s.builtin_component(wg, 1)?;
+        let b = self.s.builtin_component(wg, 2)?;
+        let row = self.s.builtin_component(local, 0)?;
+        let bq = self.s.i32(self.shape.query_tile as i64);
+        let i0 = self.s.mul(tile, bq)?;
+        let i = self.s.add(i0, row)?;
+        self.ctx.frame.insert(FrameIndex::B, b);
+        self.ctx.frame.insert(FrameIndex::H, h);
+        self.ctx.frame.insert(FrameIndex::I, i);
+        self.tile_start = Some(i0);
+        Ok(())
+    }
+
+    /// The extent of a frame index as i32 (1 where the kernel does not have it).
+    fn dim_of(&mut self, fi: FrameIndex) -> Result<Val> {
+        match self.graph.extents.get(&fi) {
+            Some(d) => self.ctx.dim_value(&mut self.s, d),
+            None => Ok(self.s.i32(1)),
+        }
+    }
+
+    fn body(&mut self) -> Result<()> {
+        let plan = self.plan;
+        for &n in &plan.per_head {
+            self.compute(n, true)?;
+        }
+        for &n in &plan.query_side {
+            self.compute(n, true)?;
+        }
+        let mut done: BTreeSet<NodeIndex> = BTreeSet::new();
+        for (k, sweep) in plan.sweeps.iter().enumerate() {
+            let accs = self.init(&sweep.reductions)?;
+            self.sweep(k, &sweep.reductions, &accs)?;
+            self.ctx.running.clear();
+            let mut ready: Vec<NodeIndex> = sweep.reductions.iter().map(|r| r.node).collect();
+            for &n in &plan.epilogue {
+                if matches!(self.graph.node(n).op, Op::Map { .. })
+                    && !done.contains(&n)
+                    && self.ready_after(n, k)
+                {
+                    ready.push(n);
+                }
+            }
+            let order = self.order.clone();
+            for &n in order.iter().filter(|n| ready.contains(n)) {
+                match sweep.reductions.iter().position(|r| r.node == n) {
+                    Some(r) => self.finish(&sweep.reductions[r], &accs[r])?,
+                    None => self.compute(n, true)?,
+                }
+                done.insert(n);
+            }
+        }
+        for &n in &plan.epilogue {
+            if matches!(self.graph.node(n).op, Op::Map { .. }) && !done.contains(&n) {
+                self.compute(n, true)?;
+            }
+        }
+        for &n in &plan.epilogue {
+            if matches!(self.graph.node(n).op, Op::Output { .. }) {
+                self.store_output(n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every statistic a node reads is final after sweep `s`.
+    fn ready_after(&self, n: NodeIndex, s: usize) -> bool {
+        self.stats.get(&n).is_none_or(|deps| {
+            deps.iter()
+                .all(|d| self.sweep_of.get(d).is_some_and(|k| *k <= s))
+        })
+    }
+
+    /// Computes node `n` at the current position and records where its value is. Rows of
+    /// inputs read once per invocation (`copy_rows`) are copied into registers; key rows are
+    /// read in place.
+    fn compute(&mut self, n: NodeIndex, copy_rows: bool) -> Result<()> {
+        let graph = self.graph;
+        let home = match &graph.node(n).op {
+            Op::Input { .. } | Op::Output { .. } | Op::RowReduce { .. } | Op::Aggregate => {
+                return Ok(());
+            }
+            Op::Load { indices } => self.load(n, indices, copy_rows)?,
+            Op::Map { .. } | Op::Mask { .. } => {
+                let tree = Tree::of_map(graph, vref(n), &|_| false);
+                self.evaluate(n, &tree)?
+            }
+            Op::Score => {
+                let ops = graph.operands(n);
+                let (Some((q, _)), Some((k, _))) = (ops.first(), ops.get(1)) else {
+                    return Err(SpirvError::internal("a score without two operands"));
+                };
+                let tree = Tree::Call(Builtin::Dot, vec![Tree::Value(*q), Tree::Value(*k)]);
+                self.evaluate(n, &tree)?
+            }
+            Op::Recurrence { .. } => {
+                return Err(SpirvError::unsupported(
+                    graph,
+                    n,
+                    "a recurrence inside a parallel kernel",
+                ));
+            }
+        };
+        self.ctx.homes.insert(n, home);
+        Ok(())
+    }
+
+    /// The value of `tree` as node `n`'s: a scalar, or an array over its feature axis.
+    fn evaluate(&mut self, n: NodeIndex, tree: &Tree) -> Result<Home> {
+        let kind = match self.graph.node(n).results.first() {
+            Some(PortType::Value(t)) => t.kind,
+            _ => return Err(SpirvError::internal("a value node without a value type")),
+        };
+        let ty = ty_of(kind);
+        let Some(len) = self.ctx.vector_len(n)? else {
+            let v = self
+                .low
+                .lower_as(&mut self.s, &mut self.ctx, tree, None, ty)
+                .map_err(|e| e.at(self.graph, n))?;
+            return Ok(Home::Scalar(v));
+        };
+        let var = self.s.array_local(ty, len);
+        self.low
+            .hoist(&mut self.s, &mut self.ctx, tree)
+            .map_err(|e| e.at(self.graph, n))?;
+        let (low, ctx) = (&mut self.low, &mut self.ctx);
+        let r = self.s.features(len, |s, f| {
+            let v = low.lower_as(s, ctx, tree, Some(f), ty)?;
+            let p = s.local_element(var, ty, f)?;
+            s.store(p, v)
+        });
+        self.low.clear_hoisted();
+        r.map_err(|e| e.at(self.graph, n))?;
+        Ok(Home::Array { var, ty, len })
+    }
+
+    /// A load: the flat offset of the element (or row) it reads, computed indices checked.
+    fn load(&mut self, n: NodeIndex, indices: &[LoadIndex], copy_rows: bool) -> Result<Home> {
+        let graph = self.graph;
+        let ops: Vec<ValueRef> = graph.operands(n).iter().map(|(v, _)| *v).collect();
+        let input = ops
+            .first()
+            .ok_or_else(|| SpirvError::internal("a load without its tensor"))?
+            .node;
+        let Op::Input { name, ty, .. } = &graph.node(input).op else {
+            return Err(SpirvError::internal("a load of a non-input"));
+        };
+        let mut offset = self.s.i32(0);
+        for (axis, ix) in indices.iter().enumerate() {
+            let size = self.ctx.dim_value(&mut self.s, &ty.dims[axis])?;
+            let c = match ix {
+                LoadIndex::Frame(fi) => *self.ctx.frame.get(fi).ok_or_else(|| {
+                    SpirvError::internal(format!("index `{}` read outside its loop", fi.name()))
+                })?,
+                LoadIndex::Operand(k) => {
+                    let v = ops
+                        .get(*k as usize)
+                        .ok_or_else(|| SpirvError::internal("a load index with no operand"))?;
+                    let idx = crate::expr::Leaves::value(&mut self.ctx, &mut self.s, *v, None)?;
+                    let idx = self.s.int(idx)?;
+                    let what = format!(
+                        "index {{value}} is outside axis {axis} of `{name}` (size {{bound}})"
+                    );
+                    self.ctx.guard(&mut self.s, n, what, idx, size)?
+                }
+            };
+            let scaled = self.s.mul(offset, size)?;
+            offset = self.s.add(scaled, c)?;
+        }
+        let rank = ty.dims.len();
+        if indices.len() == rank {
+            return Ok(Home::Scalar(self.ctx.read(&mut self.s, input, offset)?));
+        }
+        let last = &ty.dims[rank - 1];
+        let len = match self.ctx.vector_len(n)? {
+            Some(l) => l,
+            None => {
+                return Err(SpirvError::unsupported(
+                    graph,
+                    n,
+                    format!("a row of `{name}` over the run-time dim `{last}`"),
+                ));
+            }
+        };
+        let row_len = self.s.i32(len as i64);
+        let base = self.s.mul(offset, row_len)?;
+        if !copy_rows {
+            return Ok(Home::Row { input, base, len });
+        }
+        let elem = if ty.dtype.is_float() {
+            Ty::F32
+        } else {
+            Ty::I32
+        };
+        let var = self.s.array_local(elem, len);
+        let ctx = &self.ctx;
+        self.s.features(len, |s, f| {
+            let at = s.add(base, f)?;
+            let x = ctx.read(s, input, at)?;
+            let p = s.local_element(var, elem, f)?;
+            s.store(p, x)
+        })?;
+        Ok(Home::Array { var, ty: elem, len })
+    }
+
+    /// Runs `body` on the generator inside a structured construct (a loop, a branch) that
+    /// `open` writes. The construct's helper borrows the shader while the body needs the whole
+    /// generator, so the shader is moved out for the construct and lent back to the body (a
+    /// placeholder stands in meanwhile); the body's first error is returned after the construct
+    /// is closed.
+    fn nested(
+        &mut self,
+        open: impl FnOnce(
+            &mut Shader,
+            &mut dyn FnMut(&mut Shader, Option<Val>) -> Result<()>,
+        ) -> Result<()>,
+        mut body: impl FnMut(&mut Self, Option<Val>) -> Result<()>,
+    ) -> Result<()> {
+        let mut result = Ok(());
+        let mut s = std::mem::replace(&mut self.s, Shader::new());
+        let r = open(&mut s, &mut |s, v| {
+            std::mem::swap(s, &mut self.s);
+            if result.is_ok() {
+                result = body(self, v);
+            }
+            std::mem::swap(s, &mut self.s);
+            Ok(())
+        });
+        self.s = s;
+        r?;
+        result
+    }
+
+    /// Writes an output's row (or scalar) at (b, h, i) from its value.
+    fn store_output(&mut self, n: NodeIndex) -> Result<()> {
+        let graph = self.graph;
+        let Op::Output { name, ty, axes } = &graph.node(n).op else {
+            return Ok(());
+        };
+        if !axes.contains(&FrameIndex::I) {
+            return Err(SpirvError::unsupported(
+                graph,
+                n,
+                format!("output `{name}` is not indexed by the query position i"),
+            ));
+        }
+        let value = graph
+            .operands(n)
+            .first()
+            .map(|(v, _)| *v)
+            .ok_or_else(|| SpirvError::internal("an output without a value"))?;
+        let mut offset = self.s.i32(0);
+        for (axis, fi) in axes.iter().enumerate() {
+            let size = self.ctx.dim_value(&mut self.s, &ty.dims[axis])?;
+            let c = *self.ctx.frame.get(fi).ok_or_else(|| {
+                SpirvError::unsupported(
+                    graph,
+                    n,
+                    format!("output `{name}` is indexed by `{}`", fi.name()),
+                )
+            })?;
+            let scaled = self.s.mul(offset, size)?;
+            offset = self.s.add(scaled, c)?;
+        }
+        let tensor = self
+            .ctx
+            .tensors
+            .get(&n)
+            .ok_or_else(|| SpirvError::internal("an output without a buffer"))?;
+        let tensor = Tensor {
+            var: tensor.var,
+            element: tensor.element,
+            name: tensor.name.clone(),
+        };
+        match self.ctx.vector_len(value.node)? {
+            None => {
+                let v = crate::expr::Leaves::value(&mut self.ctx, &mut self.s, value, None)?;
+                self.ctx.write(&mut self.s, &tensor, offset, v)
+            }
+            Some(len) => {
+                if axes.len() + 1 != ty.dims.len() {
+                    return Err(SpirvError::internal("an output row of the wrong rank"));
+                }
+                let row = self.s.i32(len as i64);
+                let base = self.s.mul(offset, row)?;
+                let ctx = &mut self.ctx;
+                self.s.features(len, |s, f| {
+                    let v = crate::expr::Leaves::value(ctx, s, value, Some(f))?;
+                    let at = s.add(base, f)?;
+                    ctx.write(s, &tensor, at, v)
+                })
+            }
+        }
+    }
+}
+
+/// The feature dims a kernel must be specialised for: the lengths of every vector it keeps.
+pub(crate) fn vector_dims(graph: &Graph, plan: &ParallelKernel) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let nodes = plan
+        .per_head
+        .iter()
+        .chain(&plan.query_side)
+        .chain(&plan.key_side)
+        .chain(&plan.pair)
+        .chain(&plan.absorbed)
+        .chain(&plan.epilogue)
+        .chain(
+            plan.sweeps
+                .iter()
+                .flat_map(|s| s.reductions.iter().map(|r| &r.node)),
+        );
+    for &n in nodes {
+        if let Some(PortType::Value(t)) = graph.node(n).results.first()
+            && let attnc_ir::types::Feature::Vector(d) = &t.feature
+        {
+            symbols(d, &mut names);
+        }
+    }
+    names
+}
+
+fn symbols(d: &Dim, out: &mut BTreeSet<String>) {
+    match d {
+        Dim::Sym(s) => {
+            out.insert(s.clone());
+        }
+        Dim::Const(_) => {}
+        Dim::Add(a, b) | Dim::Sub(a, b) | Dim::Mul(a, b) | Dim::FloorDiv(a, b) => {
+            symbols(a, out);
+            symbols(b, out);
+        }
+    }
+}

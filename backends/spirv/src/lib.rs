@@ -1,0 +1,215 @@
+//! The SPIR-V back end: a fused, tiled parallel kernel as one Vulkan compute shader, built in
+//! Rust with rspirv and run by `attnc-vulkan` through its SPIR-V kernel ABI (set-0 storage
+//! buffers in signature order, the dims in one push-constant block, `LocalSize` equal to the
+//! manifest's block, guards through the status words).
+//!
+//! One workgroup covers one (b, h, query tile) and one invocation one query row, whose online
+//! statistics and accumulators stay in its registers (`kernel.rs`); key tiles the mask empties
+//! are skipped by the tile rule evaluated in the shader (`tile_rule.rs`). Arithmetic is f32;
+//! bf16 and f16 tensors are read as 32-bit words and widened in the shader (outputs are
+//! narrowed with round-to-nearest-even and written by atomic AND/OR of their half-word), so
+//! no 16-bit device feature is needed. Kernels are specialised only for the head dims; batch,
+//! heads, sequence lengths and other dims are push constants, so one module serves every shape.
+//!
+//! Not yet: workgroup-memory staging of key and value tiles, subgroup reductions, cooperative
+//! matrices, recurrences, prefix scans over per-head vectors (`cumsum`), and vectors whose
+//! length is a run-time dim. Each is an [`SpirvError::Unsupported`], never wrong numbers.
+
+mod error;
+mod expr;
+mod kernel;
+mod manifest;
+mod shader;
+mod tile_rule;
+mod values;
+
+pub use error::SpirvError;
+pub use kernel::Shape;
+pub use manifest::{SPIRV_SECTION, manifest};
+pub use values::GuardSite;
+
+use attnc_ir::graph::Graph;
+use attnc_ir::types::{Dim, FrameIndex};
+use attnc_kernel_abi::TargetId;
+use attnc_passes::fusion::{FusedProgram, Template};
+use attnc_passes::tiling::target::Target;
+use attnc_passes::tiling::{Mapping, TiledBody, TiledProgram};
+use rspirv::binary::{Assemble, Disassemble};
+use std::collections::BTreeMap;
+
+/// What `--emit tiled` adds for a Vulkan target: which parts of the plan this back end uses.
+pub const PLAN_NOTE: &str = "note: the SPIR-V back end takes only the query tile (rows per workgroup, one invocation each) and the key tile (the unit of the tile rule) from this plan; it stages nothing in workgroup memory and keeps each row's statistics and accumulators in its invocation's registers\n";
+
+/// A compiled Vulkan kernel: the module and what its manifest needs.
+#[derive(Clone, Debug)]
+pub struct SpirvBuild {
+    pub target: TargetId,
+    /// The module's words.
+    pub words: Vec<u32>,
+    /// rspirv's disassembly of the module (`--emit spirv`).
+    pub disassembly: String,
+    pub entry: String,
+    /// Workgroups along x, y, z, as dims.
+    pub grid: [Dim; 3],
+    /// Invocations per workgroup (one per query row).
+    pub threads: u32,
+    /// The dims the code was compiled for.
+    pub specialised: BTreeMap<String, i64>,
+    pub guards: Vec<GuardSite>,
+    /// The tiling, in words.
+    pub tiling: String,
+}
+
+impl SpirvBuild {
+    /// The module as little-endian bytes, as a bundle stores it.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+}
+
+/// Tiles `fused` for `target` (a Vulkan preset), at the dims `given` where given. The GPU cost
+/// model sizes shared-memory tiles and matrix fragments, which this shader does not have yet
+/// (its rows stay in storage buffers and per-invocation registers), so the model's shared-memory
+/// and register limits are lifted for the choice and the plan keeps the real target.
+pub fn tile(
+    graph: &Graph,
+    fused: &FusedProgram,
+    target: &Target,
+    given: Option<&attnc_ir::Bindings>,
+) -> Result<TiledProgram, SpirvError> {
+    let unsupported = |message: String| SpirvError::Unsupported {
+        message,
+        span: None,
+    };
+    let Target::Gpu(gpu) = target else {
+        return Err(unsupported(format!("`{target}` is not a Vulkan target")));
+    };
+    let mut model = gpu.clone();
+    model.shared_bytes_per_block = 1 << 30;
+    model.shared_bytes_per_multiprocessor = 1 << 30;
+    model.max_registers_per_thread = 1 << 20;
+    let mut tiled = attnc_passes::tiling::tile(graph, fused, &Target::Gpu(model), given)
+        .map_err(unsupported)?;
+    tiled.target = target.clone();
+    // The plan shows what the shader uses: no workgroup memory.
+    for k in &mut tiled.kernels {
+        if let TiledBody::Parallel(p) = &mut k.body
+            && let Mapping::Blocks { shared_bytes, .. } = &mut p.mapping
+        {
+            *shared_bytes = 0;
+        }
+    }
+    Ok(tiled)
+}
+
+/// Compiles the first kernel of `fused`, tiled for a Vulkan target in `tiled`, to SPIR-V.
+pub fn compile(
+    graph: &Graph,
+    fused: &FusedProgram,
+    tiled: &TiledProgram,
+) -> Result<SpirvBuild, SpirvError> {
+    let internal = SpirvError::internal;
+    let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
+        return Err(internal("no kernel to compile"));
+    };
+    let Target::Gpu(gpu) = &tiled.target else {
+        return Err(internal(
+            "the SPIR-V back end was given a kernel tiled for a CPU",
+        ));
+    };
+    if !matches!(gpu.id, TargetId::Vulkan { .. }) {
+        return Err(internal(
+            "the SPIR-V back end was given a non-Vulkan target",
+        ));
+    }
+    let plan = match &kernel.template {
+        Template::Parallel(p) => p,
+        Template::Recurrent(r) => {
+            return Err(SpirvError::Unsupported {
+                message: "recurrences (they run on the CPU back end; the GPU scan and chunked forms are not written yet)".into(),
+                span: Some(graph.node(r.recurrence).span),
+            });
+        }
+    };
+    let TiledBody::Parallel(tiling) = &tiles.body else {
+        return Err(internal("a parallel kernel tiled as a recurrence"));
+    };
+    // 128 invocations per workgroup is what every Vulkan device must allow.
+    let shape = Shape {
+        query_tile: (tiling.query_tile as u32).clamp(1, 128),
+        key_tile: (tiling.key_tile as u32).max(1),
+    };
+    let specialised = specialised_dims(graph, plan, &tiled.dims)?;
+    let entry = format!("attnc_{}", graph.kernel);
+    let (module, guards) = kernel::write(graph, plan, &specialised, shape, &entry)?;
+    let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
+    Ok(SpirvBuild {
+        target: gpu.id,
+        words: module.assemble(),
+        disassembly: module.disassemble(),
+        entry,
+        grid: [
+            ceil_div(ext(FrameIndex::I), shape.query_tile),
+            ext(FrameIndex::H),
+            ext(FrameIndex::B),
+        ],
+        threads: shape.query_tile,
+        specialised,
+        guards,
+        tiling: format!(
+            "query tile {} (one invocation per query row), key tile {} (the unit of the tile rule); f32 arithmetic, rows read from storage buffers",
+            shape.query_tile, shape.key_tile
+        ),
+    })
+}
+
+/// The values of the dims the kernel keeps vectors over: given (or nominal) ones, or their
+/// declared defaults.
+fn specialised_dims(
+    graph: &Graph,
+    plan: &attnc_passes::fusion::ParallelKernel,
+    given: &BTreeMap<String, i64>,
+) -> Result<BTreeMap<String, i64>, SpirvError> {
+    // Sequence dims stay run-time dims: a vector over one is refused where it is kept.
+    let mut frame_dims = std::collections::BTreeSet::new();
+    for d in graph.extents.values() {
+        if let Some(s) = d.as_symbol() {
+            frame_dims.insert(s.to_string());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for name in kernel::vector_dims(graph, plan) {
+        if frame_dims.contains(&name) {
+            continue;
+        }
+        let def = graph.dims.iter().find(|d| d.name == name);
+        let value = given.get(&name).copied().or_else(|| {
+            def.and_then(|d| d.default.as_ref())
+                .and_then(|(a, r)| a.eval_constant(*r, given).ok())
+                .map(|v| v as i64)
+        });
+        match value {
+            Some(v) => {
+                out.insert(name, v);
+            }
+            None => {
+                return Err(SpirvError::Unsupported {
+                    message: format!(
+                        "the shader is compiled for fixed head dims: give `{name}` with --shape {name}=N"
+                    ),
+                    span: def.map(|d| d.span),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `ceil(d / n)` as a dim: `(d + n - 1) // n`.
+fn ceil_div(d: Dim, n: u32) -> Dim {
+    Dim::FloorDiv(
+        Box::new(Dim::Add(Box::new(d), Box::new(Dim::Const(n as i64 - 1)))),
+        Box::new(Dim::Const(n as i64)),
+    )
+    .simplified()
+}

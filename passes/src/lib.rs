@@ -4,5 +4,6 @@
 
 pub mod dead_values;
 pub mod fusion;
+pub mod map_chains;
 pub mod pass_manager;
 pub mod tiling;

@@ -35,7 +35,10 @@ impl PassManager {
     /// The graph passes attnc runs before fusion, in order.
     pub fn standard() -> Self {
         PassManager {
-            passes: vec![Box::new(crate::dead_values::DeadValues)],
+            passes: vec![
+                Box::new(crate::dead_values::DeadValues),
+                Box::new(crate::map_chains::MergeMapChains),
+            ],
         }
     }
 

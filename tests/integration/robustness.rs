@@ -341,3 +341,47 @@ fn bench_counts_the_pairs_a_document_mask_keeps() {
     let ratio = document / causal;
     assert!((0.15..0.4).contains(&ratio), "document / causal = {ratio}");
 }
+
+/// A chain of `n` lets, each reading the previous one, between the score and the softmax.
+fn let_chain_kernel(n: usize) -> String {
+    let mut text = String::from(
+        "kernel chain {\n  dim B, H, S, D;\n  input q, k, v: f32[B, H, S, D];\n  output o: f32[B, H, S, D];\n  let s0 = dot(q[b, h, i], k[b, h, j]);\n",
+    );
+    for t in 1..n {
+        text.push_str(&format!("  let s{t} = s{} * 0.999 + 0.001;\n", t - 1));
+    }
+    text.push_str(&format!(
+        "  o[b, h, i] = sum_j(softmax(s{}) * v[b, h, j]);\n}}\n",
+        n - 1
+    ));
+    text
+}
+
+#[test]
+fn a_long_let_chain_compiles_to_a_few_maps_and_runs_correctly() {
+    // issue 17: 300 chained lets overflowed the CPU kernel's stack (one tile buffer per let)
+    // and 500 took 93 s in LLVM's loop passes before aborting.
+    let dir = scratch("chain");
+    let kernel = dir.join("chain.attn");
+    std::fs::write(&kernel, let_chain_kernel(2000)).expect("write");
+    let path = kernel.to_str().expect("utf-8");
+    let graph = common::attnc(&["build", path, "--emit", "graph"]);
+    assert!(graph.status.success(), "{}", stderr(&graph));
+    let dump = String::from_utf8_lossy(&graph.stdout);
+    let maps = dump.lines().filter(|l| l.contains(" = map ")).count();
+    // Merged up to 48 levels deep: each let is two levels (a multiply and an add).
+    assert!((2..=400).contains(&maps), "{maps} maps:\n{dump}");
+    let start = std::time::Instant::now();
+    let run = common::attnc(&[
+        "run",
+        path,
+        "--shape",
+        "B=1,H=2,S=40,D=8",
+        "--device",
+        "cpu",
+        "--check",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    // Generous: it takes a few seconds in a debug build; the bug took minutes and crashed.
+    assert!(start.elapsed().as_secs() < 120, "{:?}", start.elapsed());
+}

@@ -108,7 +108,7 @@ fn merge(graph: &mut Graph, p: NodeIndex, c: NodeIndex) -> NodeIndex {
     };
     // The merged map's operands: c's other operands, then p's, each once.
     let mut operands: Vec<ValueRef> = Vec::new();
-    let mut position = |v: ValueRef, operands: &mut Vec<ValueRef>| -> u32 {
+    let position = |v: ValueRef, operands: &mut Vec<ValueRef>| -> u32 {
         match operands.iter().position(|o| *o == v) {
             Some(k) => k as u32,
             None => {
@@ -196,7 +196,7 @@ fn copy(
     }
     let ty = src.ty(id).clone();
     let span = src.span(id);
-    let mut sub = |c: ExprId, dst: &mut ExprArena, memo: &mut Vec<Option<ExprId>>| {
+    let sub = |c: ExprId, dst: &mut ExprArena, memo: &mut Vec<Option<ExprId>>| {
         copy(src, c, dst, leaf, memo)
     };
     let new = match src.node(id).clone() {

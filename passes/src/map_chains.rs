@@ -74,7 +74,9 @@ fn merge_target(graph: &Graph, p: NodeIndex) -> Option<NodeIndex> {
 fn depth(arena: &ExprArena, root: ExprId) -> usize {
     let mut d = vec![1usize; arena.len()];
     for id in arena.ids() {
-        let below = children(arena.node(id))
+        let below = arena
+            .node(id)
+            .children()
             .iter()
             .map(|c| d[c.index()])
             .max()
@@ -85,15 +87,6 @@ fn depth(arena: &ExprArena, root: ExprId) -> usize {
         }
     }
     d.get(root.index()).copied().unwrap_or(1)
-}
-
-fn children(node: &ExprNode) -> Vec<ExprId> {
-    match node {
-        ExprNode::Unary(_, a) => vec![*a],
-        ExprNode::Binary(_, a, b) | ExprNode::Extract(a, b) => vec![*a, *b],
-        ExprNode::Call(_, args) => args.clone(),
-        _ => Vec::new(),
-    }
 }
 
 /// Replaces `c` by one map computing `c` with `p`'s expression in place of its reads of `p`;

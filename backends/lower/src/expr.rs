@@ -149,7 +149,8 @@ pub fn is_vector(graph: &Graph, t: &Tree) -> bool {
     }
 }
 
-fn is_feature_reduction(f: Builtin) -> bool {
+/// Whether a built-in reduces along the feature axis (its result is a scalar per point).
+pub fn is_feature_reduction(f: Builtin) -> bool {
     matches!(
         f,
         Builtin::Dot
@@ -162,7 +163,7 @@ fn is_feature_reduction(f: Builtin) -> bool {
 }
 
 /// The first vector-valued leaf of a tree: what a feature loop over it runs to the length of.
-fn vector_leaf(graph: &Graph, t: &Tree) -> Option<ValueRef> {
+pub fn vector_leaf(graph: &Graph, t: &Tree) -> Option<ValueRef> {
     match t {
         Tree::Value(v) if is_vector(graph, t) => Some(*v),
         Tree::Unary(_, a) => vector_leaf(graph, a),

@@ -12,13 +12,7 @@ use petgraph::stable_graph::NodeIndex;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-/// A run-time check the kernel makes, for the manifest's guard table.
-#[derive(Clone, Debug)]
-pub struct GuardSite {
-    pub code: u32,
-    pub message: String,
-    pub node: NodeIndex,
-}
+pub use attnc_lower::manifest::GuardSite;
 
 /// The SSA handles the kernel's prologue established, shared by every part of the kernel.
 pub(crate) struct Ctx<'a> {

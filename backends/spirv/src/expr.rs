@@ -11,7 +11,7 @@ use attnc_ir::expr::Builtin;
 use attnc_ir::graph::{Graph, ValueRef};
 use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::{FrameIndex, ScalarKind};
-use attnc_lower::expr::{is_vector, kind_of};
+use attnc_lower::expr::{is_feature_reduction, is_vector, kind_of, vector_leaf};
 use attnc_passes::fusion::tree::Tree;
 
 /// Where the leaves of a tree come from at the current position.
@@ -34,31 +34,6 @@ pub(crate) fn ty_of(kind: ScalarKind) -> Ty {
         ScalarKind::Float => Ty::F32,
         ScalarKind::Int => Ty::I32,
         ScalarKind::Bool => Ty::Bool,
-    }
-}
-
-fn is_feature_reduction(f: Builtin) -> bool {
-    matches!(
-        f,
-        Builtin::Dot
-            | Builtin::SumFeature
-            | Builtin::MeanFeature
-            | Builtin::MaxFeature
-            | Builtin::MinFeature
-            | Builtin::Norm
-    )
-}
-
-/// The first vector-valued leaf of a tree: the length a feature loop over it runs to.
-fn vector_leaf(graph: &Graph, t: &Tree) -> Option<ValueRef> {
-    match t {
-        Tree::Value(v) if is_vector(graph, t) => Some(*v),
-        Tree::Unary(_, a) => vector_leaf(graph, a),
-        Tree::Binary(_, a, b) => vector_leaf(graph, a).or_else(|| vector_leaf(graph, b)),
-        Tree::Call(f, args) if !is_feature_reduction(*f) => {
-            args.iter().find_map(|a| vector_leaf(graph, a))
-        }
-        _ => None,
     }
 }
 

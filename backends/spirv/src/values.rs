@@ -14,13 +14,7 @@ use petgraph::stable_graph::NodeIndex;
 use rspirv::spirv::Word;
 use std::collections::{BTreeMap, HashMap};
 
-/// A run-time check the kernel makes, for the manifest's guard table.
-#[derive(Clone, Debug)]
-pub struct GuardSite {
-    pub code: u32,
-    pub message: String,
-    pub node: NodeIndex,
-}
+pub use attnc_lower::manifest::GuardSite;
 
 /// Where one node's value is at the current position.
 #[derive(Clone, Copy, Debug)]

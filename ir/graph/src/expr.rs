@@ -283,6 +283,18 @@ pub enum ExprNode {
     Extract(ExprId, ExprId),
 }
 
+impl ExprNode {
+    /// The nodes this one reads, in order.
+    pub fn children(&self) -> Vec<ExprId> {
+        match self {
+            ExprNode::Unary(_, a) => vec![*a],
+            ExprNode::Binary(_, a, b) | ExprNode::Extract(a, b) => vec![*a, *b],
+            ExprNode::Call(_, args) => args.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// The type of one arena node: scalar kind and per-point feature shape (its index set is the op's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExprType {

@@ -273,7 +273,10 @@ impl ArenaRanges<'_> {
     fn first_past(&self, limit: f64) -> Option<ExprId> {
         self.arena.ids().find(|&id| {
             self.get(id).is_some_and(|r| r.magnitude() > limit)
-                && children(self.arena.node(id))
+                && self
+                    .arena
+                    .node(id)
+                    .children()
                     .iter()
                     .all(|&c| self.get(c).is_none_or(|r| r.magnitude() <= limit))
         })
@@ -524,16 +527,6 @@ fn value_dominates(
             dominates_in(graph, expr, &operands, *root, x, kind, depth)
         }
         _ => false,
-    }
-}
-
-fn children(node: &ExprNode) -> Vec<ExprId> {
-    match node {
-        ExprNode::Unary(_, a) => vec![*a],
-        ExprNode::Binary(_, a, b) => vec![*a, *b],
-        ExprNode::Call(_, args) => args.clone(),
-        ExprNode::Extract(v, k) => vec![*v, *k],
-        _ => Vec::new(),
     }
 }
 

@@ -257,16 +257,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 let bundle = crate::gpu_device::vulkan_bundle(
                                     &build, &graph, &sources, &args.file,
                                 );
-                                bundle
-                                    .write(path)
-                                    .map_err(|e| anyhow::anyhow!("cannot write the bundle: {e}"))?;
-                                eprintln!(
-                                    "wrote {} ({} for {}; {})",
-                                    path.display(),
-                                    graph.kernel,
-                                    build.target,
-                                    build.tiling
-                                );
+                                write_bundle(&bundle, path)?;
                             }
                         }
                         Target::Gpu(_) => {
@@ -290,16 +281,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             if let Some(path) = bundle_path {
                                 let bundle =
                                     crate::gpu_device::bundle(&build, &graph, &sources, &args.file);
-                                bundle
-                                    .write(path)
-                                    .map_err(|e| anyhow::anyhow!("cannot write the bundle: {e}"))?;
-                                eprintln!(
-                                    "wrote {} ({} for {}; {})",
-                                    path.display(),
-                                    graph.kernel,
-                                    build.target,
-                                    build.tiling
-                                );
+                                write_bundle(&bundle, path)?;
                             }
                         }
                     }
@@ -477,6 +459,22 @@ pub fn compile_graph(
         ));
     }
     Ok(graph)
+}
+
+/// Writes a bundle and says what it holds (kernel, target and tiling, from its manifest).
+fn write_bundle(bundle: &attnc_bundle::Bundle, path: &Path) -> anyhow::Result<()> {
+    bundle
+        .write(path)
+        .map_err(|e| anyhow::anyhow!("cannot write the bundle: {e}"))?;
+    let m = &bundle.manifest;
+    eprintln!(
+        "wrote {} ({} for {}; {})",
+        path.display(),
+        m.kernel,
+        m.target,
+        m.tiling
+    );
+    Ok(())
 }
 
 /// Prints diagnostics in the format and colour chosen on the command line.

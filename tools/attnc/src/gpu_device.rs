@@ -59,7 +59,7 @@ pub fn open_cuda() -> anyhow::Result<attnc_cuda::CudaDevice> {
 }
 
 /// What one `attnc run --device cuda` (or `vulkan`) measured.
-pub struct CudaRun {
+pub struct GpuRun {
     pub outputs: std::collections::BTreeMap<String, attnc_reference::Tensor>,
     pub compile_seconds: f64,
     pub run_seconds: f64,
@@ -75,8 +75,7 @@ pub fn run_cuda(
     inputs: &std::collections::BTreeMap<String, attnc_tensors::HostTensor>,
     sources: &Sources,
     file: &Path,
-) -> anyhow::Result<CudaRun> {
-    use attnc_device::Device as _;
+) -> anyhow::Result<GpuRun> {
     let start = std::time::Instant::now();
     let preset = preset_for(device.capability())?;
     let target = attnc_passes::tiling::target::Target::preset(preset)
@@ -89,21 +88,13 @@ pub fn run_cuda(
         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
     let build = compile_gpu(&graph, &fused, &tiled, sources)?;
     let bundle = bundle(&build, &graph, sources, file);
-    let compile_seconds = start.elapsed().as_secs_f64();
-    let kernel = device
-        .load(&bundle)
-        .map_err(|e| anyhow::anyhow!("cannot load the kernel on {}: {e}", device.name()))?;
-    let dims: attnc_kernel_abi::DimValues = bindings.dims.clone();
-    let start = std::time::Instant::now();
-    let out = kernel
-        .run(&dims, inputs)
-        .map_err(|e| anyhow::anyhow!("the kernel failed on {}: {e}", device.name()))?;
-    let run_seconds = start.elapsed().as_secs_f64();
-    Ok(CudaRun {
-        outputs: to_reference(out),
-        compile_seconds,
-        run_seconds,
-    })
+    load_and_run(
+        device,
+        &bundle,
+        bindings,
+        inputs,
+        start.elapsed().as_secs_f64(),
+    )
 }
 
 /// Compiles a kernel tiled for a Vulkan target to a SPIR-V compute shader; unsupported
@@ -150,8 +141,7 @@ pub fn run_vulkan(
     inputs: &std::collections::BTreeMap<String, attnc_tensors::HostTensor>,
     sources: &Sources,
     file: &Path,
-) -> anyhow::Result<CudaRun> {
-    use attnc_device::Device as _;
+) -> anyhow::Result<GpuRun> {
     let start = std::time::Instant::now();
     let target = attnc_passes::tiling::target::Target::preset("vulkan")
         .ok_or_else(|| anyhow::anyhow!("internal error: no target preset vulkan"))?;
@@ -163,20 +153,36 @@ pub fn run_vulkan(
         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
     let build = compile_vulkan(&graph, &fused, &tiled, sources)?;
     let bundle = vulkan_bundle(&build, &graph, sources, file);
-    let compile_seconds = start.elapsed().as_secs_f64();
+    load_and_run(
+        device,
+        &bundle,
+        bindings,
+        inputs,
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+/// Loads a compiled bundle on `device` and runs it once on `inputs`, timed by the host around
+/// the launch and copies.
+fn load_and_run(
+    device: &dyn attnc_device::Device,
+    bundle: &Bundle,
+    bindings: &attnc_ir::Bindings,
+    inputs: &std::collections::BTreeMap<String, attnc_tensors::HostTensor>,
+    compile_seconds: f64,
+) -> anyhow::Result<GpuRun> {
     let kernel = device
-        .load(&bundle)
+        .load(bundle)
         .map_err(|e| anyhow::anyhow!("cannot load the kernel on {}: {e}", device.name()))?;
     let dims: attnc_kernel_abi::DimValues = bindings.dims.clone();
     let start = std::time::Instant::now();
     let out = kernel
         .run(&dims, inputs)
         .map_err(|e| anyhow::anyhow!("the kernel failed on {}: {e}", device.name()))?;
-    let run_seconds = start.elapsed().as_secs_f64();
-    Ok(CudaRun {
+    Ok(GpuRun {
         outputs: to_reference(out),
         compile_seconds,
-        run_seconds,
+        run_seconds: start.elapsed().as_secs_f64(),
     })
 }
 

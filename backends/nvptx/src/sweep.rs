@@ -90,6 +90,8 @@ struct Element {
     ri: usize,
     at: At,
     valid: Val,
+    /// Kept and in range by construction (a whole tile): `valid` is the constant true.
+    always: bool,
     local: BTreeMap<NodeIndex, Val>,
 }
 
@@ -595,11 +597,43 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             }
             scores.insert(n, acc);
         }
-        // Every element's position and pair values.
+        // A tile the mask keeps whole and that lies inside the key range (most tiles of a long
+        // sequence) takes a copy of the element code without the per-element mask and bounds
+        // tests: on the GPU those integer tests, not the products, bound the loop's issue rate.
         let bkv = ix(e, bk);
         let k0 = e.mul(kt, &bkv);
         let two = e.i32(2);
         let full = e.cmp(Cmp::Eq, code, &two);
+        let k_end = e.add(&k0, &bkv);
+        let inside = e.cmp(Cmp::Le, &k_end, &self.n_j);
+        let fast = e.and(&full, &inside);
+        e.if_then(&fast);
+        self.pairs(e, sweep, states, &scores, &k0, stage, &full, true)?;
+        e.else_();
+        self.pairs(e, sweep, states, &scores, &k0, stage, &full, false)?;
+        e.end();
+        Ok(())
+    }
+
+    /// The pair values, the mask and every reduction's update for one tile's score fragments;
+    /// `whole` when every pair of the tile is kept and in range (`full` is then true too).
+    #[allow(clippy::too_many_arguments)]
+    fn pairs(
+        &self,
+        e: &mut Emitter,
+        sweep: &Sweep,
+        states: &[State],
+        scores: &BTreeMap<NodeIndex, Vec<Vec<Val>>>,
+        k0: &Val,
+        stage: &Val,
+        full: &Val,
+        whole: bool,
+    ) -> Result<(), NvptxError> {
+        let body = self.body;
+        let ctx = body.ctx;
+        let graph = ctx.graph;
+        let blocks = body.shape.bk / 8;
+        // Every element's position and pair values.
         let mut elements = Vec::new();
         let mut low = ExprLowering::new(graph, &PtxMath);
         for nb in 0..blocks {
@@ -616,9 +650,13 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         e.mul(&body.lane.t, &t2)
                     };
                     let key = e.add(&nbk, &two_t);
-                    let j = e.add(&k0, &key);
-                    let valid = e.cmp(Cmp::Lt, &j, &self.n_j);
-                    let jc = e.min(&j, &self.last_j);
+                    let j = e.add(k0, &key);
+                    let (valid, jc) = if whole {
+                        (e.bool(true), j)
+                    } else {
+                        let valid = e.cmp(Cmp::Lt, &j, &self.n_j);
+                        (valid, e.min(&j, &self.last_j))
+                    };
                     let at = At::Element {
                         row,
                         i,
@@ -627,7 +665,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         stage: stage.clone(),
                     };
                     let mut local = BTreeMap::new();
-                    for (n, acc) in &scores {
+                    for (n, acc) in scores {
                         local.insert(*n, acc[nb][ri * 2 + ci].clone());
                     }
                     for &n in body.order.iter().filter(|n| body.plan.pair.contains(n)) {
@@ -642,6 +680,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         local.insert(n, v);
                     }
                     let keep = match (&body.plan.mask, &self.mask) {
+                        _ if whole => valid.clone(),
                         (Some(m), Some(_)) => {
                             let t = Tree::of_map(
                                 graph,
@@ -659,7 +698,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                             let mv = low
                                 .lower_bool(e, &mut here, &t, None)
                                 .map_err(|err| NvptxError::lowering(graph, *m, err))?;
-                            let m_or_full = e.or(&full, &mv);
+                            let m_or_full = e.or(full, &mv);
                             e.and(&valid, &m_or_full)
                         }
                         _ => valid.clone(),
@@ -668,6 +707,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         ri,
                         at,
                         valid: keep,
+                        always: whole,
                         local,
                     });
                 }
@@ -924,6 +964,10 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         for ri in 0..2 {
             let mut any = get(e, seen, ri);
             for el in elements.iter().filter(|el| el.ri == ri) {
+                if el.always {
+                    any = one_f.clone();
+                    break;
+                }
                 let k = e.cast(&el.valid, &Ty::F32);
                 any = math.max_num(e, &any, &k);
             }

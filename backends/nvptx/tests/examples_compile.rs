@@ -174,15 +174,71 @@ fn ptx_assembles_and_uses_tensor_cores() {
                 .map(|l| l.trim().to_string())
                 .collect::<Vec<_>>()
                 .join("; ");
-            println!("{name:24} {arch:7} HMMA {hmma:5} registers {registers:8} {spills}");
+            let in_loop = local_memory_in_matrix_loops(&sass);
+            println!(
+                "{name:24} {arch:7} HMMA {hmma:5} registers {registers:8} {spills}; local memory in the main loop: {in_loop}"
+            );
             if hmma == 0 {
                 failures.push(format!("{name} {arch}: no HMMA in the SASS"));
+            }
+            if in_loop > 0 {
+                failures.push(format!(
+                    "{name} {arch}: {in_loop} local-memory (spill) instructions in a loop with HMMA ({spills})"
+                ));
             }
             checked += 1;
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 20, "only {checked} kernels checked");
+}
+
+/// The local-memory loads and stores (`LDL`/`STL`: register spills) inside the loops that hold
+/// matrix instructions. A loop is the range of a backward branch; spills outside the main loop
+/// (the prologue's invariants, the epilogue) cost little and are not counted.
+fn local_memory_in_matrix_loops(sass: &str) -> usize {
+    let mut code = Vec::new();
+    for line in sass.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("/*") else {
+            continue;
+        };
+        let Some((addr, text)) = rest.split_once("*/") else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr.trim(), 16) else {
+            continue;
+        };
+        code.push((addr, text.trim().to_string()));
+    }
+    let op = |t: &str| {
+        t.split_whitespace()
+            .find(|w| !w.starts_with('@'))
+            .unwrap_or("")
+            .to_string()
+    };
+    let loops: Vec<(u64, u64)> = code
+        .iter()
+        .filter(|(_, t)| op(t) == "BRA")
+        .filter_map(|(addr, t)| {
+            let target = t.split("0x").nth(1)?;
+            let digits = target
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(target.len());
+            let target = u64::from_str_radix(&target[..digits], 16).ok()?;
+            (target < *addr).then_some((target, *addr))
+        })
+        .filter(|(lo, hi)| {
+            code.iter()
+                .any(|(a, t)| a >= lo && a <= hi && op(t).starts_with("HMMA"))
+        })
+        .collect();
+    code.iter()
+        .filter(|(a, t)| {
+            let o = op(t);
+            (o.starts_with("LDL") || o.starts_with("STL"))
+                && loops.iter().any(|(lo, hi)| a >= lo && a <= hi)
+        })
+        .count()
 }
 
 /// What the PTX of a kernel is made of: its entries and launches, the tiling, and how many of

@@ -29,6 +29,8 @@ pub struct Request {
     /// Shared bytes per query row and per key row of computed values beside the tiles.
     pub extra_query_bytes: usize,
     pub extra_key_bytes: usize,
+    /// Loads of data per pair (a bias table, a block layout), gathered per element.
+    pub pair_loads: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,12 +49,21 @@ pub struct Choice {
 
 const WARPS: &[usize] = &[4, 8];
 const KEY_TILES: &[usize] = &[16, 32, 64, 128];
-/// Registers every thread needs besides its fragments: addresses, indices, loop state,
-/// row statistics and temporaries of the pair values (ptxas reported 255 registers with spills
-/// for an estimate of 208 at key tile 128 with the query fragments in registers, D = 128).
+/// Registers every thread needs besides its fragments: addresses, indices, loop state and
+/// row statistics.
 const BASE_REGISTERS: usize = 80;
 /// Registers ptxas needs as slack to schedule without spilling.
-const REGISTER_SLACK: usize = 31;
+const REGISTER_SLACK: usize = 16;
+/// The pair values of a tile's elements live until the row reductions have read them: about
+/// three registers for every four score accumulators, and one more per element for each
+/// gathered load (ptxas issues them all early). Calibrated on ptxas 13 for sm_90a: without
+/// this term an estimate of 208 (key tile 128, D = 128) compiled to 255 registers with spills
+/// in 6 of 20 examples, while 224 at key tile 16 (two scores) compiled to 237 without; a block
+/// layout gathered per element spilled in the main loop at key tile 64 without the load term.
+fn pair_temporaries(score_acc: usize, pair_loads: usize) -> usize {
+    3 * score_acc / 4 + pair_loads * score_acc
+}
+
 /// f32 operations per pair value per score: the scale, the running maximum, the exponential
 /// (a multiply and `ex2`) and the row sum; a partially masked tile adds the mask.
 const PAIR_FLOPS: f64 = 8.0;
@@ -87,7 +98,11 @@ pub fn predict(
     } else {
         0
     };
-    let registers = BASE_REGISTERS + score_acc + value_acc + query_frag;
+    let registers = BASE_REGISTERS
+        + score_acc
+        + pair_temporaries(score_acc, r.pair_loads)
+        + value_acc
+        + query_frag;
     if registers + REGISTER_SLACK > t.max_registers_per_thread {
         return None;
     }
@@ -254,6 +269,7 @@ mod tests {
             value_operand: ElementType::Bf16,
             extra_query_bytes: 0,
             extra_key_bytes: 0,
+            pair_loads: 0,
         }
     }
 

@@ -225,6 +225,8 @@ struct Shape {
     /// like operand rows, plus their copies in a 16-bit operand type.
     extra_query_bytes: usize,
     extra_key_bytes: usize,
+    /// Loads of data per pair (bias tables, block layouts): gathers per element.
+    pair_loads: usize,
 }
 
 fn shape_of(graph: &Graph, p: &ParallelKernel, b: &Bindings) -> Shape {
@@ -280,6 +282,11 @@ fn shape_of(graph: &Graph, p: &ParallelKernel, b: &Bindings) -> Shape {
         value_operand: uniform(&value_types),
         extra_query_bytes: side_bytes(graph, &p.query_side, b),
         extra_key_bytes: side_bytes(graph, &p.key_side, b),
+        pair_loads: p
+            .pair
+            .iter()
+            .filter(|n| matches!(graph.node(**n).op, Op::Load { .. }))
+            .count(),
     }
 }
 
@@ -472,6 +479,7 @@ fn gpu_tiling(
         value_operand: value_type,
         extra_query_bytes: shape.extra_query_bytes,
         extra_key_bytes: shape.extra_key_bytes,
+        pair_loads: shape.pair_loads,
     };
     let choice = gpu_cost_model::choose(gpu, &request, coverage)
         .ok_or("no tile size fits the target's shared memory and registers")?;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One call on the GPU machine, from the repository root, with .device/pack carried (the check
+# and bench folders packed by bench/gpu/pack.sh, since PTX compresses ~6x and a call carries at
+# most 64 MiB): the correctness table, the tile sweep, then the benchmark. What each step
+# prints goes to $OUT too.
+#   bench/gpu/device_run.sh [check] [tiles] [bench]     (default: all three)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+steps=${*:-check tiles bench}
+tar -xJf .device/pack/all.tar.xz -C .device
+out=${OUT:-/tmp}
+for s in $steps; do
+    echo "=== $s $(date +%T)"
+    case $s in
+    check) timeout 240 bash bench/gpu/check.sh 2>&1 | tail -30 ;;
+    tiles) timeout 150 bash bench/gpu/tile_sweep.sh run 2>&1 | tee "$out/tiles.txt" ;;
+    bench) SHAPES=${SHAPES:-4,16,4096,128} timeout ${BENCH_S:-280} python3 bench/gpu/bench.py 2>&1 | tee "$out/bench.txt" | tail -40 ;;
+    esac
+done
+echo "=== end $(date +%T)"

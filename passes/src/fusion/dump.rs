@@ -216,7 +216,7 @@ fn recurrent(
     r: &RecurrentKernel,
 ) {
     let (form, grid) = match &r.chunked {
-        Ok(()) => (
+        Ok(_) => (
             "chunked form: inside a chunk in parallel, states passed between chunks".to_string(),
             "b, h; t in chunks",
         ),
@@ -248,21 +248,29 @@ fn recurrent(
                 Decay::PerRow(e) => format!("per row {}", arena.render(e, &operands, &states)),
                 Decay::Other => "not of the form decay * S".to_string(),
             };
-            let updates: Vec<String> = s
-                .inputs
+            let mut updates = String::new();
+            for (k, (e, negated)) in s.inputs.iter().enumerate() {
+                let sign = match (k, negated) {
+                    (0, false) => "",
+                    (0, true) => "-",
+                    (_, false) => " + ",
+                    (_, true) => " - ",
+                };
+                updates.push_str(sign);
+                updates.push_str(&arena.render(*e, &operands, &states));
+            }
+            if updates.is_empty() {
+                updates.push('-');
+            }
+            let _ = writeln!(out, "    state {}: decay {decay}; inputs {updates}", s.name);
+        }
+        if let Ok(form) = &r.chunked {
+            let readouts: Vec<String> = form
+                .readouts
                 .iter()
-                .map(|e| arena.render(*e, &operands, &states))
+                .map(|x| arena.render(x.node, &operands, &states))
                 .collect();
-            let _ = writeln!(
-                out,
-                "    state {}: decay {decay}; inputs {}",
-                s.name,
-                if updates.is_empty() {
-                    "-".to_string()
-                } else {
-                    updates.join(" + ")
-                }
-            );
+            let _ = writeln!(out, "    read-outs: {}", readouts.join(", "));
         }
     }
     let _ = writeln!(out, "  epilogue:    {}", list(graph, names, &r.epilogue));

@@ -37,7 +37,10 @@ pub struct TiledKernel {
 pub enum TiledBody {
     Parallel(ParallelTiling),
     Recurrent {
+        /// Steps per chunk of the chunked form; `None` for a scan.
         chunk: Option<usize>,
+        /// Why the recurrence runs as a scan, when it does.
+        why_scan: Option<String>,
         state_bytes: usize,
         place: Place,
     },
@@ -654,6 +657,7 @@ fn recurrent(graph: &Graph, r: &RecurrentKernel, target: &Target, b: &Bindings) 
     };
     TiledBody::Recurrent {
         chunk,
+        why_scan: r.chunked.as_ref().err().cloned(),
         state_bytes,
         place,
     }

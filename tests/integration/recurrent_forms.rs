@@ -1,6 +1,7 @@
 //! Every recurrent example, and recurrences written to stress the chunked form's derivation
 //! (matrix values through lets and functions, subtracted and divided terms, decays that
-//! underflow within a chunk, negative decays, several states), run on the CPU both as the
+//! underflow within a chunk, negative decays, several states, the delta rule with different
+//! left and query vectors beside other terms), run on the CPU both as the
 //! sequential scan and in chunked form at two chunk sizes, against the reference interpreter,
 //! on fresh random inputs, at sequence lengths around the chunk size.
 
@@ -61,7 +62,57 @@ kernel matrix_values_through_lets {
   }
 }",
     ),
+    (
+        "delta_rule_with_two_vectors",
+        "fn l2norm(x) { x / sqrt(sum(x * x) + 1e-6) }
+kernel delta_rule_with_two_vectors {
+  dim B, H, S, D, Dv;
+  input q, k: f32[B, H, S, D];
+  input v: f32[B, H, S, Dv];
+  input c: f32[B, H, S];
+  output o: f32[B, H, S, Dv];
+  recurrence t {
+    let k1 = l2norm(k[b, h, t]);
+    let k2 = l2norm(q[b, h, t]);
+    state kv: [D, Dv] = 0.9 * kv - 0.5 * outer(k1, k2 @ kv) / 2.0 + outer(k1, v[b, h, t]) * sigmoid(c[b, h, t]) + 0.1 * outer(k2, v[b, h, t]);
+    state z: [D] = z + k1;
+    o[b, h, t] = (q[b, h, t] @ kv) / (abs(dot(q[b, h, t], z)) + 1.0);
+  }
+}",
+    ),
 ];
+
+/// A recurrence outside the chunked forms: a per-row decay with the delta rule.
+const SCAN_ONLY: &str = "kernel per_row_delta {
+  dim B, H, S, D, Dv;
+  input q, k, g: f32[B, H, S, D];
+  input v: f32[B, H, S, Dv];
+  output o: f32[B, H, S, Dv];
+  recurrence t {
+    state kv: [D, Dv] = diag(sigmoid(g[b, h, t])) @ kv - 0.5 * outer(k[b, h, t], k[b, h, t] @ kv) + outer(k[b, h, t], v[b, h, t]);
+    o[b, h, t] = q[b, h, t] @ kv;
+  }
+}";
+
+#[test]
+fn a_recurrence_outside_the_chunked_forms_stays_a_scan_and_says_why() {
+    let mut graph = common::compile_source("per_row_delta.attn", SCAN_ONLY);
+    attnc_passes::pass_manager::PassManager::standard()
+        .run(&mut graph, &mut |_, _, _| {})
+        .expect("passes run");
+    let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
+    let Template::Recurrent(r) = &fused.kernels[0].template else {
+        panic!("not recurrent");
+    };
+    let why = r.chunked.as_ref().err().expect("a scan");
+    assert!(
+        why.contains("per-row decay and a delta-rule correction"),
+        "{why}"
+    );
+    let shape = dims(70, 8, 8);
+    let err = max_error("per_row_delta", &graph, &shape, Some(64), seed());
+    assert!(err <= TOLERANCE, "scan: relative error {err:.2e}");
+}
 
 fn dims(s: i64, d: i64, dv: i64) -> BTreeMap<String, i64> {
     [
@@ -188,6 +239,7 @@ fn recurrences_match_the_reference_as_a_scan_and_in_chunks() {
             }
         }
     }
-    // retention, GLA, linear attention, Mamba-2 and the three stress kernels.
-    assert!(chunked >= 7, "only {chunked} recurrences ran chunked");
+    // Every recurrent example (retention, linear attention, GLA, Mamba-2, DeltaNet, Gated
+    // DeltaNet) and the four stress kernels.
+    assert!(chunked >= 10, "only {chunked} recurrences ran chunked");
 }

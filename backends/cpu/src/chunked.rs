@@ -21,7 +21,7 @@ use crate::{CodegenError, Layout};
 use attnc_ir::expr::{ExprArena, ExprId, ExprNode};
 use attnc_ir::graph::{Graph, Op, ValueRef};
 use attnc_mlir::KernelSignature;
-use attnc_passes::fusion::chunked::{ChunkedForm, Factor, RankOne};
+use attnc_passes::fusion::chunked::{ChunkedForm, Factor};
 use attnc_passes::fusion::recurrent::{Decay, RecurrentKernel};
 use std::collections::BTreeMap;
 
@@ -37,7 +37,16 @@ struct StateChunk {
     /// Decay from the chunk's start to each step (inclusive) and from each step to the end.
     to_step: String,
     to_end: String,
+    /// The input terms, then the delta rule's correction as one more term, if any.
     terms: Vec<TermChunk>,
+    delta: Option<DeltaChunk>,
+}
+
+/// The delta rule's correction `c_t left_t (query_t @ S_{t-1})`: its coefficient and query per
+/// step; its left vectors and corrected values `u` are the last term's buffers.
+struct DeltaChunk {
+    coefficient: String,
+    query: String,
 }
 
 struct TermChunk {
@@ -120,6 +129,21 @@ pub fn generate(
             };
             terms.push(TermChunk { scale, left, right });
         }
+        let delta = match &c.delta {
+            Some(_) => {
+                let n = g.body.bini("muli", &cc, &cols);
+                terms.push(TermChunk {
+                    scale: g.body.alloca_zeroed(&cc),
+                    left: Some(g.body.alloca_zeroed(&per_row)),
+                    right: Some(g.body.alloca_zeroed(&n)),
+                });
+                Some(DeltaChunk {
+                    coefficient: g.body.alloca_zeroed(&cc),
+                    query: g.body.alloca_zeroed(&per_row),
+                })
+            }
+            None => None,
+        };
         chunks.push(StateChunk {
             state,
             rows,
@@ -128,6 +152,7 @@ pub fn generate(
             to_step,
             to_end,
             terms,
+            delta,
         });
     }
     let mut readouts = Vec::new();
@@ -190,6 +215,7 @@ pub fn generate(
     };
     ch.gather()?;
     ch.decay_products();
+    ch.corrected_values();
     for r in 0..readouts.len() {
         ch.readout(r)?;
     }
@@ -277,8 +303,9 @@ impl Chunk<'_, '_, '_> {
         for (k, sc) in chunks.iter().enumerate() {
             let cs = &form.states[k];
             match (&cs.decay, &sc.decay) {
-                (Decay::Scalar(e), Some((buf, false))) => {
-                    let v = self.scan.eval(*e, &[])?;
+                (Decay::Scalar(f), Some((buf, false))) => {
+                    let factors: Vec<Factor> = f.iter().map(|e| Factor::Times(*e)).collect();
+                    let v = self.scale(false, &factors)?;
                     self.body().store(&v, buf, &tt);
                 }
                 (Decay::PerRow(d), Some((buf, true))) => {
@@ -288,7 +315,7 @@ impl Chunk<'_, '_, '_> {
                 _ => {}
             }
             for (t, tc) in cs.terms.iter().zip(&sc.terms) {
-                let v = self.scale(t)?;
+                let v = self.scale(t.negated, &t.factors)?;
                 self.body().store(&v, &tc.scale, &tt);
                 if let (Some(l), Some(buf)) = (t.left, &tc.left) {
                     self.store_vector(l, buf, &tt, &sc.rows)?;
@@ -296,6 +323,20 @@ impl Chunk<'_, '_, '_> {
                 if let (Some(r), Some(buf)) = (t.right, &tc.right) {
                     self.store_vector(r, buf, &tt, &sc.cols)?;
                 }
+            }
+        }
+        for (k, sc) in chunks.iter().enumerate() {
+            let (Some(d), Some(dc), Some(tc)) = (&form.states[k].delta, &sc.delta, sc.terms.last())
+            else {
+                continue;
+            };
+            let c = self.scale(d.negated, &d.factors)?;
+            self.body().store(&c, &dc.coefficient, &tt);
+            let one = self.body().f32(1.0);
+            self.body().store(&one, &tc.scale, &tt);
+            self.store_vector(d.query, &dc.query, &tt, &sc.rows)?;
+            if let Some(left) = &tc.left {
+                self.store_vector(d.left, left, &tt, &sc.rows)?;
             }
         }
         for (r, rc) in form.readouts.iter().zip(readouts) {
@@ -307,9 +348,9 @@ impl Chunk<'_, '_, '_> {
     }
 
     /// `± Π factors` of a term at this step.
-    fn scale(&mut self, t: &RankOne) -> Result<String, CodegenError> {
-        let mut v = self.body().f32(if t.negated { -1.0 } else { 1.0 });
-        for f in &t.factors {
+    fn scale(&mut self, negated: bool, factors: &[Factor]) -> Result<String, CodegenError> {
+        let mut v = self.body().f32(if negated { -1.0 } else { 1.0 });
+        for f in factors {
             let (e, op) = match f {
                 Factor::Times(e) => (*e, "mulf"),
                 Factor::Over(e) => (*e, "divf"),
@@ -349,6 +390,131 @@ impl Chunk<'_, '_, '_> {
             self.body().close_fold(&next);
             self.body().close();
         }
+    }
+
+    /// Step 2b, for the delta rule: per step t in order, by forward substitution,
+    /// `u_t = c_t (γ_{t-1} query_t @ S_0 + Σ_{i<t} D[t-1, i] (query_t · left_i) u_i + the input
+    /// terms likewise)`, with `S_0` the state carried into the chunk.
+    fn corrected_values(&mut self) {
+        let chunks = self.chunks;
+        let form = self.form;
+        for (k, sc) in chunks.iter().enumerate() {
+            let (Some(dc), Some(delta)) = (&sc.delta, sc.terms.last()) else {
+                continue;
+            };
+            let (Some(left), Some(u)) = (&delta.left, &delta.right) else {
+                continue;
+            };
+            let (c0, len, c1) = (self.c0(), self.len.clone(), self.c1.clone());
+            let t = self.body().open_for(&c0, &len);
+            let zero = self.body().f32(0.0);
+            let c = self.body().open_for(&c0, &sc.cols);
+            let o = self.body().row_offset(&t, &sc.cols, &c);
+            self.body().store(&zero, u, &o);
+            self.body().close();
+            // γ_{t-1}: 1 at the chunk's first step.
+            let first = self.body().op(&format!("arith.cmpi eq, {t}, {c0} : index"));
+            let before = self.body().bini("subi", &t, &c1);
+            let before = self
+                .body()
+                .op(&format!("arith.maxsi {before}, {c0} : index"));
+            let one = self.body().f32(1.0);
+            let gamma = match &sc.decay {
+                Some((_, false)) => {
+                    let g = self.body().load(&sc.to_step, &before);
+                    self.body().select_f32(&first, &one, &g)
+                }
+                _ => one.clone(),
+            };
+            let r = self.body().open_for(&c0, &sc.rows);
+            let qo = self.body().row_offset(&t, &sc.rows, &r);
+            let x = self.body().load(&dc.query, &qo);
+            let w = self.body().binf("mulf", &x, &gamma);
+            self.accumulate_row(u, &t, &w, &sc.state, &r, &sc.cols);
+            self.body().close();
+            // Earlier steps, latest first, carrying D[t-1, i].
+            let (j, d, _) = self.body().open_fold(&c0, &t, &one);
+            let i = self.body().bini("subi", &before, &j);
+            let w = self.row_dot(&dc.query, &t, Some(left), &i, &sc.rows);
+            let w = self.body().binf("mulf", &w, &d);
+            self.accumulate_row(u, &t, &w, u, &i, &sc.cols);
+            for tc in &sc.terms[..form.states[k].terms.len()] {
+                let p = self.row_dot(&dc.query, &t, tc.left.as_deref(), &i, &sc.rows);
+                let e = self.body().load(&tc.scale, &i);
+                let w = self.body().binf("mulf", &p, &e);
+                let w = self.body().binf("mulf", &w, &d);
+                match &tc.right {
+                    Some(right) => self.accumulate_row(u, &t, &w, right, &i, &sc.cols),
+                    None => {
+                        let c = self.body().open_for(&c0, &sc.cols);
+                        let o = self.body().row_offset(&t, &sc.cols, &c);
+                        let x = self.body().load(u, &o);
+                        let y = self.body().binf("addf", &x, &w);
+                        self.body().store(&y, u, &o);
+                        self.body().close();
+                    }
+                }
+            }
+            let d_next = match &sc.decay {
+                Some((a, false)) => {
+                    let x = self.body().load(a, &i);
+                    self.body().binf("mulf", &d, &x)
+                }
+                _ => d.clone(),
+            };
+            self.body().close_fold(&d_next);
+            let coefficient = self.body().load(&dc.coefficient, &t);
+            let c = self.body().open_for(&c0, &sc.cols);
+            let o = self.body().row_offset(&t, &sc.cols, &c);
+            let x = self.body().load(u, &o);
+            let y = self.body().binf("mulf", &x, &coefficient);
+            self.body().store(&y, u, &o);
+            self.body().close();
+            self.body().close();
+        }
+    }
+
+    /// `Σ_r a[a_row, r] b[b_row, r]` over `n` (b a row of ones when `None`), whole vectors first.
+    fn row_dot(&mut self, a: &str, a_row: &str, b: Option<&str>, b_row: &str, n: &str) -> String {
+        let c0 = self.c0();
+        let split = self.vector_end(n);
+        let mut partial = self.body().f32(0.0);
+        if self.lanes > 1 {
+            let lanes = self.lanes;
+            let ty = format!("vector<{lanes}xf32>");
+            let l = self.body().index(lanes as i64);
+            let zero = self.body().vzero(lanes);
+            let (r, acc, result) = self.body().open_carry(&c0, &split, &l, &[zero], &ty);
+            let ao = self.body().row_offset(a_row, n, &r);
+            let x = self.body().vload(a, &ao, lanes);
+            let next = match b {
+                Some(b) => {
+                    let bo = self.body().row_offset(b_row, n, &r);
+                    let y = self.body().vload(b, &bo, lanes);
+                    self.body().vfma(&x, &y, &acc[0], lanes)
+                }
+                None => self.body().op(&format!(
+                    "arith.addf {}, {x} fastmath<reassoc,contract> : {ty}",
+                    acc[0]
+                )),
+            };
+            self.body().close_carry(&[next], &ty);
+            partial = self.body().op(&format!(
+                "vector.reduction <add>, {} fastmath<reassoc,contract> : {ty} into f32",
+                result[0]
+            ));
+        }
+        let (r, acc, dot) = self.body().open_fold(&split, n, &partial);
+        let ao = self.body().row_offset(a_row, n, &r);
+        let mut x = self.body().load(a, &ao);
+        if let Some(b) = b {
+            let bo = self.body().row_offset(b_row, n, &r);
+            let y = self.body().load(b, &bo);
+            x = self.body().binf("mulf", &x, &y);
+        }
+        let next = self.body().binf("addf", &acc, &x);
+        self.body().close_fold(&next);
+        dot
     }
 
     /// The decay of state `sc` from the chunk's start to step `tt` at row `r` (1 if none).

@@ -34,7 +34,33 @@ pub struct ChunkedForm {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkedState {
     pub decay: Decay,
+    /// The delta rule's rank-one correction of the transition, if any.
+    pub delta: Option<DeltaTerm>,
     pub terms: Vec<RankOne>,
+}
+
+/// A term of an update: `± Π factors · expr`, the factors being scalars that multiplied a sum.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Term {
+    pub expr: ExprId,
+    pub negated: bool,
+    pub factors: Vec<ExprId>,
+}
+
+/// `± Π factors · outer(left, query @ S)`: with it, `S_t = a_t S_{t-1} + left_t u_tᵀ + B_t`
+/// where `u_t = c_t S_{t-1}ᵀ query_t` depends on the earlier steps of the chunk only through
+/// the decay matrix, so a chunk's `u` follow by forward substitution (the UT transform of the
+/// delta rule, written as the triangular solve it is) and then act as right vectors of one more
+/// rank-one term.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeltaTerm {
+    /// The whole term and the scalars it was multiplied by as part of a sum, for dumps.
+    pub term: ExprId,
+    pub distributed: Vec<ExprId>,
+    pub negated: bool,
+    pub factors: Vec<Factor>,
+    pub left: ExprId,
+    pub query: ExprId,
 }
 
 /// One input term of an update: `± Π factors · outer(left, right)`; a missing side is a vector
@@ -71,14 +97,17 @@ pub fn rank_one_terms(
     arena: &ExprArena,
     name: &str,
     feature: &Feature,
-    inputs: &[(ExprId, bool)],
+    inputs: &[Term],
 ) -> Result<Vec<RankOne>, String> {
     inputs
         .iter()
-        .map(|&(t, negated)| {
-            decompose(arena, t, feature, negated).ok_or_else(|| {
+        .map(|t| {
+            let mut r = decompose(arena, t.expr, feature, t.negated).ok_or_else(|| {
                 format!("an input term of `{name}` is not a scalar times outer(a, b)")
-            })
+            })?;
+            r.factors
+                .extend(t.factors.iter().map(|f| Factor::Times(*f)));
+            Ok(r)
         })
         .collect()
 }
@@ -214,13 +243,47 @@ pub(crate) fn state_free(arena: &ExprArena, id: ExprId) -> bool {
     }
 }
 
-/// Whether a term reads the previous state through a rank-one product with it
-/// (`outer(k, k @ S)`): the delta rule's transition `I - β k kᵀ`, not a decay.
-pub(crate) fn delta_rule_term(arena: &ExprArena, id: ExprId) -> bool {
-    match arena.node(id) {
-        ExprNode::Call(Builtin::Outer, args) => args.iter().any(|a| !state_free(arena, *a)),
-        ExprNode::Unary(_, a) => delta_rule_term(arena, *a),
-        ExprNode::Binary(_, a, b) => delta_rule_term(arena, *a) || delta_rule_term(arena, *b),
-        _ => false,
+/// The delta rule's correction in a term: `± Π factors · outer(left, query @ S)` with `S` the
+/// state's previous value and `left`, `query` reading no state. The transition is then
+/// `decay · I + c · left queryᵀ`, a scaled identity plus a rank-one term.
+pub fn delta_term(arena: &ExprArena, term: &Term, state: usize) -> Option<DeltaTerm> {
+    let mut negated = term.negated;
+    let mut factors: Vec<Factor> = term.factors.iter().map(|f| Factor::Times(*f)).collect();
+    let mut id = term.expr;
+    let scalar = |e: ExprId| arena.ty(e).feature == Feature::Scalar && state_free(arena, e);
+    loop {
+        match arena.node(id) {
+            ExprNode::Unary(UnaryOp::Neg, a) => {
+                negated = !negated;
+                id = *a;
+            }
+            ExprNode::Binary(BinaryOp::Mul, a, b) if scalar(*a) => {
+                factors.push(Factor::Times(*a));
+                id = *b;
+            }
+            ExprNode::Binary(BinaryOp::Mul, b, a) if scalar(*a) => {
+                factors.push(Factor::Times(*a));
+                id = *b;
+            }
+            ExprNode::Binary(BinaryOp::Div, b, a) if scalar(*a) => {
+                factors.push(Factor::Over(*a));
+                id = *b;
+            }
+            ExprNode::Call(Builtin::Outer, args) if state_free(arena, args[0]) => {
+                let ExprNode::Binary(BinaryOp::MatMul, x, s) = arena.node(args[1]) else {
+                    return None;
+                };
+                let own = matches!(arena.node(*s), ExprNode::State(k, StateTime::Previous) if *k as usize == state);
+                return (own && state_free(arena, *x)).then(|| DeltaTerm {
+                    term: term.expr,
+                    distributed: term.factors.clone(),
+                    negated,
+                    factors,
+                    left: args[0],
+                    query: *x,
+                });
+            }
+            _ => return None,
+        }
     }
 }

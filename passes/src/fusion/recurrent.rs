@@ -8,10 +8,10 @@
 //! with its normaliser have it; the delta rule, or any other recurrence, runs as a scan, and
 //! `chunked` says why.
 
-use super::chunked::{ChunkedForm, state_free};
+use super::chunked::{ChunkedForm, DeltaTerm, Term, state_free};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
 use attnc_ir::graph::{Graph, Op};
-use attnc_ir::ops::BinaryOp;
+use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::{Feature, FrameIndex, IndexSet};
 use petgraph::stable_graph::NodeIndex;
 
@@ -32,17 +32,18 @@ pub struct RecurrentKernel {
 pub struct StatePlan {
     pub name: String,
     pub decay: Decay,
-    /// Handles of the input terms (`outer(k, v)`, a feature row) in the recurrence's arena,
-    /// each with whether it is subtracted.
-    pub inputs: Vec<(ExprId, bool)>,
+    /// The delta rule's correction `-β outer(k, k @ S)`, if the update has one.
+    pub delta: Option<DeltaTerm>,
+    /// The input terms (`outer(k, v)`, a feature row) in the recurrence's arena.
+    pub inputs: Vec<Term>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decay {
     /// `S + ...`
     None,
-    /// `c * S + ...` with `c` reading no state.
-    Scalar(ExprId),
+    /// `c * S + ...` with `c` (a product of these factors) reading no state.
+    Scalar(Vec<ExprId>),
     /// `diag(d) @ S + ...`
     PerRow(ExprId),
     /// Anything else: no chunked form.
@@ -69,31 +70,50 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
     let mut reasons = Vec::new();
     for (k, s) in states.iter().enumerate() {
         let mut terms = Vec::new();
-        additive(arena, s.update, false, &mut terms);
+        additive(arena, s.update, false, &[], &mut terms);
         let mut decay = Decay::None;
+        let mut delta: Option<DeltaTerm> = None;
         let mut inputs = Vec::new();
         let mut seen_state = false;
-        for (t, negated) in terms {
+        for term in terms {
+            let t = term.expr;
             let was_other = decay == Decay::Other;
+            let scalar_decay = |c: Option<ExprId>| {
+                Decay::Scalar(c.into_iter().chain(term.factors.iter().copied()).collect())
+            };
             match arena.node(t) {
-                _ if state_free(arena, t) => inputs.push((t, negated)),
+                _ if state_free(arena, t) => {
+                    inputs.push(term);
+                    continue;
+                }
                 _ if was_other => {}
-                _ if negated || seen_state => decay = Decay::Other,
-                ExprNode::State(j, StateTime::Previous) if *j as usize == k => seen_state = true,
+                _ if delta.is_none() && super::chunked::delta_term(arena, &term, k).is_some() => {
+                    delta = super::chunked::delta_term(arena, &term, k);
+                }
+                _ if term.negated || seen_state => decay = Decay::Other,
+                ExprNode::State(j, StateTime::Previous) if *j as usize == k => {
+                    seen_state = true;
+                    decay = if term.factors.is_empty() {
+                        Decay::None
+                    } else {
+                        scalar_decay(None)
+                    };
+                }
                 ExprNode::Binary(BinaryOp::Mul, a, b)
                     if is_own_state(arena, *b, k) && state_free(arena, *a) =>
                 {
                     seen_state = true;
-                    decay = Decay::Scalar(*a);
+                    decay = scalar_decay(Some(*a));
                 }
                 ExprNode::Binary(BinaryOp::Mul, a, b)
                     if is_own_state(arena, *a, k) && state_free(arena, *b) =>
                 {
                     seen_state = true;
-                    decay = Decay::Scalar(*b);
+                    decay = scalar_decay(Some(*b));
                 }
                 ExprNode::Binary(BinaryOp::MatMul, d, b)
                     if is_own_state(arena, *b, k)
+                        && term.factors.is_empty()
                         && matches!(arena.node(*d), ExprNode::Call(Builtin::Diag, args) if state_free(arena, args[0])) =>
                 {
                     seen_state = true;
@@ -102,17 +122,10 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
                 _ => decay = Decay::Other,
             }
             if decay == Decay::Other && !was_other {
-                reasons.push(if super::chunked::delta_rule_term(arena, t) {
-                    format!(
-                        "the update of `{}` multiplies the state by a rank-one term (the delta rule), whose chunked form is not derived yet",
-                        s.name
-                    )
-                } else {
-                    format!(
-                        "the update of `{}` is not decay * {0} + terms that read no state",
-                        s.name
-                    )
-                });
+                reasons.push(format!(
+                    "the update of `{}` is not decay * {0} + terms that read no state (or one rank-one correction outer(k, x @ {0}) of the delta rule)",
+                    s.name
+                ));
             }
         }
         if !seen_state && decay != Decay::Other {
@@ -121,10 +134,17 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
                 s.name
             ));
         }
+        if delta.is_some() && matches!(decay, Decay::PerRow(_)) {
+            reasons.push(format!(
+                "the update of `{}` has a per-row decay and a delta-rule correction, whose chunked form is not derived yet",
+                s.name
+            ));
+        }
         if decay != Decay::Other {
             match super::chunked::rank_one_terms(arena, &s.name, &s.feature, &inputs) {
                 Ok(terms) => chunked_states.push(super::chunked::ChunkedState {
                     decay: decay.clone(),
+                    delta: delta.clone(),
                     terms,
                 }),
                 Err(why) => reasons.push(why),
@@ -133,6 +153,7 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
         plans.push(StatePlan {
             name: s.name.clone(),
             decay,
+            delta,
             inputs,
         });
     }
@@ -184,18 +205,41 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
     })
 }
 
-/// The terms of a sum, each with whether it is subtracted.
-fn additive(arena: &ExprArena, id: ExprId, negated: bool, out: &mut Vec<(ExprId, bool)>) {
+/// The terms of a sum, each with whether it is subtracted and the scalars it is multiplied by:
+/// `a * (S - b * outer(k, k @ S))` gives `S` and `b * outer(k, k @ S)`, both times `a`.
+fn additive(arena: &ExprArena, id: ExprId, negated: bool, factors: &[ExprId], out: &mut Vec<Term>) {
+    let is_sum = |e: ExprId| {
+        matches!(
+            arena.node(e),
+            ExprNode::Binary(BinaryOp::Add | BinaryOp::Sub, ..) | ExprNode::Unary(UnaryOp::Neg, _)
+        )
+    };
+    let scalar = |e: ExprId| arena.ty(e).feature == Feature::Scalar && state_free(arena, e);
     match arena.node(id) {
         ExprNode::Binary(BinaryOp::Add, a, b) => {
-            additive(arena, *a, negated, out);
-            additive(arena, *b, negated, out);
+            additive(arena, *a, negated, factors, out);
+            additive(arena, *b, negated, factors, out);
         }
         ExprNode::Binary(BinaryOp::Sub, a, b) => {
-            additive(arena, *a, negated, out);
-            additive(arena, *b, !negated, out);
+            additive(arena, *a, negated, factors, out);
+            additive(arena, *b, !negated, factors, out);
         }
-        _ => out.push((id, negated)),
+        ExprNode::Unary(UnaryOp::Neg, a) if is_sum(*a) => {
+            additive(arena, *a, !negated, factors, out)
+        }
+        ExprNode::Binary(BinaryOp::Mul, a, b) if scalar(*a) && is_sum(*b) => {
+            let more: Vec<ExprId> = factors.iter().copied().chain([*a]).collect();
+            additive(arena, *b, negated, &more, out);
+        }
+        ExprNode::Binary(BinaryOp::Mul, b, a) if scalar(*a) && is_sum(*b) => {
+            let more: Vec<ExprId> = factors.iter().copied().chain([*a]).collect();
+            additive(arena, *b, negated, &more, out);
+        }
+        _ => out.push(Term {
+            expr: id,
+            negated,
+            factors: factors.to_vec(),
+        }),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
             TiledBody::Recurrent {
                 chunk,
                 why_scan,
+                delta_rule,
                 state_bytes,
                 place: p,
             } => {
@@ -51,6 +52,12 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                             out,
                             "      decay between steps: running products over the chunk ({c} x {c}, per row for a diagonal)"
                         );
+                        if *delta_rule {
+                            let _ = writeln!(
+                                out,
+                                "      delta rule: the corrected values u_t by forward substitution over the chunk (the UT transform), then a term outer(k_t, u_t)"
+                            );
+                        }
                         let _ = writeln!(
                             out,
                             "      within the chunk: (read-out rows . left vectors, masked s <= t, times the decay) @ right vectors"

@@ -41,6 +41,8 @@ pub enum TiledBody {
         chunk: Option<usize>,
         /// Why the recurrence runs as a scan, when it does.
         why_scan: Option<String>,
+        /// A state's transition has the delta rule's rank-one correction.
+        delta_rule: bool,
         state_bytes: usize,
         place: Place,
     },
@@ -658,6 +660,10 @@ fn recurrent(graph: &Graph, r: &RecurrentKernel, target: &Target, b: &Bindings) 
     TiledBody::Recurrent {
         chunk,
         why_scan: r.chunked.as_ref().err().cloned(),
+        delta_rule: r
+            .chunked
+            .as_ref()
+            .is_ok_and(|f| f.states.iter().any(|s| s.delta.is_some())),
         state_bytes,
         place,
     }

@@ -104,7 +104,9 @@ fn a_recurrence_outside_the_chunked_forms_stays_a_scan_and_says_why() {
     let Template::Recurrent(r) = &fused.kernels[0].template else {
         panic!("not recurrent");
     };
-    let why = r.chunked.as_ref().err().expect("a scan");
+    let Err(why) = &r.chunked else {
+        panic!("per_row_delta ran chunked");
+    };
     assert!(
         why.contains("per-row decay and a delta-rule correction"),
         "{why}"

@@ -4,6 +4,7 @@
 
 pub mod dead_values;
 pub mod fusion;
+pub mod inline_matrix_values;
 pub mod map_chains;
 pub mod pass_manager;
 pub mod tiling;

@@ -36,6 +36,7 @@ impl PassManager {
     pub fn standard() -> Self {
         PassManager {
             passes: vec![
+                Box::new(crate::inline_matrix_values::InlineMatrixValues),
                 Box::new(crate::dead_values::DeadValues),
                 Box::new(crate::map_chains::MergeMapChains),
             ],

@@ -31,6 +31,16 @@ pub fn compile(path: &Path) -> Graph {
     compile_source(&path.display().to_string(), &text)
 }
 
+/// An example compiled and put through the standard passes, as `attnc build` and `attnc run`
+/// do before fusion (the stages after the graph are dumped from this).
+pub fn compile_with_passes(path: &Path) -> Graph {
+    let mut graph = compile(path);
+    attnc_passes::pass_manager::PassManager::standard()
+        .run(&mut graph, &mut |_, _, _| {})
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    graph
+}
+
 pub fn compile_source(name: &str, text: &str) -> Graph {
     let mut sources = Sources::new();
     let file = sources.add(name, text);

@@ -149,7 +149,7 @@ fn attnc_run_on_the_cpu_checks_itself_against_the_reference() {
 fn mlir_of_every_example() {
     let target = Target::Cpu(CpuTarget::xeon_avx512_2core());
     insta::glob!("../../examples", "*.attn", |path| {
-        let graph = common::compile(path);
+        let graph = common::compile_with_passes(path);
         let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
         let tiled = attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("tiles");
         let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled).expect("generates");
@@ -183,7 +183,7 @@ fn llvm_ir_comes_from_mlirs_translation() {
 fn llvm_ir_of_every_example() {
     let target = Target::Cpu(CpuTarget::xeon_avx512_2core());
     insta::glob!("../../examples", "*.attn", |path| {
-        let graph = common::compile(path);
+        let graph = common::compile_with_passes(path);
         let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
         let tiled = attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("tiles");
         let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled).expect("generates");

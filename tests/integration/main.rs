@@ -10,6 +10,7 @@ mod oracle;
 mod overflow;
 mod parser_fuzz;
 mod plan;
+mod recurrent_forms;
 mod robustness;
 mod run_files;
 mod snapshots;

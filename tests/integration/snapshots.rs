@@ -37,7 +37,7 @@ fn graph_of_every_example() {
 #[test]
 fn fused_kernels_of_every_example() {
     insta::glob!("../../examples", "*.attn", |path| {
-        let graph = common::compile(path);
+        let graph = common::compile_with_passes(path);
         let fused = attnc_passes::fusion::fuse(&graph).expect("every example fuses");
         insta::assert_snapshot!(
             "fused",
@@ -51,7 +51,7 @@ fn fused_kernels_of_every_example() {
 fn tiled_kernels_of_every_example() {
     let target = Target::Cpu(CpuTarget::xeon_avx512_2core());
     insta::glob!("../../examples", "*.attn", |path| {
-        let graph = common::compile(path);
+        let graph = common::compile_with_passes(path);
         let fused = attnc_passes::fusion::fuse(&graph).expect("every example fuses");
         let tiled =
             attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("every example tiles");

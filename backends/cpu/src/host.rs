@@ -29,6 +29,16 @@ impl CompileError {
 
 /// Compiles `graph` for this machine, with tiles chosen for the bound dims.
 pub fn compile_for_host(graph: &Graph, bindings: &Bindings) -> Result<CpuKernel, CompileError> {
+    compile_for_host_as(graph, bindings, false)
+}
+
+/// As [`compile_for_host`]; with `scan`, a recurrence runs as the sequential scan even where
+/// its chunked form applies (to time one against the other).
+pub fn compile_for_host_as(
+    graph: &Graph,
+    bindings: &Bindings,
+    scan: bool,
+) -> Result<CpuKernel, CompileError> {
     let mut graph = graph.clone();
     PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
     let fused = attnc_passes::fusion::fuse(&graph).map_err(CompileError::Fusion)?;
@@ -39,5 +49,13 @@ pub fn compile_for_host(graph: &Graph, bindings: &Bindings) -> Result<CpuKernel,
         Some(bindings),
     )
     .map_err(CompileError::Tiling)?;
+    let mut tiled = tiled;
+    if scan {
+        for k in &mut tiled.kernels {
+            if let attnc_passes::tiling::TiledBody::Recurrent { chunk, .. } = &mut k.body {
+                *chunk = None;
+            }
+        }
+    }
     Ok(CpuKernel::compile(&graph, &fused, &tiled)?)
 }

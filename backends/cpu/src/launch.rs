@@ -1,9 +1,8 @@
 //! Compiling a fused, tiled kernel for the host and running it: MLIR text through MLIR's CPU
 //! pipeline and the JIT once, then one call per (b, h, query tile) work item on all cores.
 
+use crate::parallel;
 use crate::parallel::index_guard::STATUS_LEN;
-use crate::parallel::{self, KERNEL};
-use crate::recurrent::SCAN_KERNEL;
 use crate::{CodegenError, Layout};
 use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op};
@@ -62,7 +61,21 @@ pub fn generate_mlir(
     let plan = match &kernel.template {
         Template::Parallel(plan) => plan,
         Template::Recurrent(r) => {
-            let (function, signature, layout) = crate::recurrent::generate(graph, r, &constants)?;
+            // The chunked form where fusion derived one and the tiling chose its chunk size.
+            let chunk = match &tiles.body {
+                TiledBody::Recurrent { chunk, .. } => *chunk,
+                TiledBody::Parallel(_) => None,
+            };
+            let lanes = match &tiled.target {
+                attnc_passes::tiling::target::Target::Cpu(cpu) => cpu.f32_lanes,
+                attnc_passes::tiling::target::Target::Gpu(_) => 1,
+            };
+            let (function, signature, layout) = match (&r.chunked, chunk) {
+                (Ok(form), Some(c)) => {
+                    crate::chunked::generate(graph, r, form, c.max(1), lanes, &constants)?
+                }
+                _ => crate::recurrent::generate(graph, r, &constants)?,
+            };
             return Ok((format!("module {{\n{function}}}\n"), signature, layout));
         }
     };
@@ -150,7 +163,7 @@ impl CpuKernel {
     }
 
     pub fn signature(&self) -> Result<&KernelSignature, CodegenError> {
-        Ok(self.jit.kernel(KERNEL)?.signature())
+        Ok(self.jit.kernel(self.layout.entry)?.signature())
     }
 
     /// Runs on `inputs` (by name) under `bindings`; outputs start as NaN, so an element no work
@@ -251,7 +264,7 @@ impl CpuKernel {
                     .flat_map(move |h| (0..tiles_per_slice).map(move |q| (b, h, q)))
             })
             .collect();
-        let kernel = self.jit.kernel(if scan { SCAN_KERNEL } else { KERNEL })?;
+        let kernel = self.jit.kernel(self.layout.entry)?;
         // The JIT engine is not shared with the workers: only the reentrant kernel is.
         let layout = &self.layout;
         let mask = layout.mask.map(|m| mask_tree(g, m));

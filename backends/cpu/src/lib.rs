@@ -3,13 +3,14 @@
 //! tile) work items on all cores. Each work item writes its own output tile, which the host
 //! copies into place, so no two threads ever share a writable buffer.
 
+mod chunked;
 mod host;
 mod launch;
 mod mlir_text;
 mod parallel;
 mod recurrent;
 
-pub use host::{CompileError, compile_for_host};
+pub use host::{CompileError, compile_for_host, compile_for_host_as};
 pub use launch::{Array, CpuKernel, RunError, generate_mlir, lower_to_llvm};
 
 use attnc_ir::types::{Dim, FrameIndex};
@@ -41,6 +42,8 @@ pub struct Layout {
     pub mask: Option<NodeIndex>,
     /// A recurrence: one work item per (b, h), each writing every step t.
     pub scan: bool,
+    /// The kernel function's name (a parallel kernel, a scan or a chunked recurrence).
+    pub entry: &'static str,
 }
 
 /// An output as a work item writes it: rows of the query tile, each of the output's last axis.

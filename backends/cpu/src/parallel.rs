@@ -189,6 +189,7 @@ impl<'a> Gen<'a> {
             key_tile: self.bk,
             mask: plan.mask,
             scan: false,
+            entry: KERNEL,
         };
         layout.add_inputs(self.graph, &mut buffers, &mut ints);
         for (n, name, ty) in self.graph.outputs() {

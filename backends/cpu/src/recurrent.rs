@@ -1,8 +1,8 @@
 //! The recurrent template as MLIR for the host: one function scans t for one (b, h) slice. The
 //! per-step inputs (loads, feature maps, gates) are computed at each step, every state's new
 //! value from the previous ones (all updates are simultaneous, so new values go to a second
-//! buffer), then the outputs read the updated states. This is the sequential form; the chunked
-//! form (parallel inside a chunk) is the next step for long sequences.
+//! buffer), then the outputs read the updated states. This is the sequential form, for
+//! recurrences with no chunked form (`chunked.rs` runs the others).
 
 use crate::mlir_text::Body;
 use crate::parallel::Gen;
@@ -17,29 +17,23 @@ use attnc_passes::fusion::recurrent::RecurrentKernel;
 pub const SCAN_KERNEL: &str = "attnc_scan";
 
 /// A state's two buffers and its shape (rows, columns; 1 for missing axes).
-struct StateBuf {
+pub(crate) struct StateBuf {
     current: String,
     next: String,
     rows: String,
     cols: String,
 }
 
-pub fn generate(
+/// Each output's name with the index of the emitted value it writes.
+pub(crate) type Emitted = Vec<(String, usize)>;
+
+/// The parameters and layout of a recurrent kernel (a scan or chunked: the same signature), and
+/// each output's name with the emitted value it writes.
+pub(crate) fn signature(
     graph: &Graph,
     plan: &RecurrentKernel,
-    constants: &std::collections::BTreeMap<String, i64>,
-) -> Result<(String, KernelSignature, Layout), CodegenError> {
-    let order = graph
-        .topo_order()
-        .ok_or_else(|| CodegenError::Internal("cyclic graph".into()))?;
-    let Op::Recurrence {
-        arena,
-        states,
-        emits,
-    } = &graph.node(plan.recurrence).op
-    else {
-        return Err(CodegenError::Internal("no recurrence".into()));
-    };
+    entry: &'static str,
+) -> Result<(Vec<Param>, Layout, Emitted), CodegenError> {
     let mut params = Vec::new();
     let mut ints = Vec::new();
     let mut layout = Layout {
@@ -51,6 +45,7 @@ pub fn generate(
         key_tile: 0,
         mask: None,
         scan: true,
+        entry,
     };
     layout.add_inputs(graph, &mut params, &mut ints);
     let mut emitted: Vec<(String, usize)> = Vec::new();
@@ -100,6 +95,66 @@ pub fn generate(
         });
     }
     params.extend(ints);
+    Ok((params, layout, emitted))
+}
+
+/// A state's rows and columns (1 for a missing axis).
+pub(crate) fn state_shape(g: &mut Gen, f: &Feature) -> (String, String) {
+    match f {
+        Feature::Scalar => (g.body.index(1), g.body.index(1)),
+        Feature::Vector(d) | Feature::Diag(d) => (g.dim(d), g.body.index(1)),
+        Feature::Matrix(a, b) => (g.dim(a), g.dim(b)),
+    }
+}
+
+/// Writes emitted value `id` of step `t` (of `steps`) to `out_{name}`.
+pub(crate) fn write_emit(
+    scan: &mut Scan,
+    name: &str,
+    id: ExprId,
+    t: &str,
+    steps: &str,
+) -> Result<(), CodegenError> {
+    let feature = scan.arena.ty(id).feature.clone();
+    let len = match &feature {
+        Feature::Vector(d) => scan.g.dim(d),
+        _ => scan.g.body.index(1),
+    };
+    let out = scan.g.body.op(&format!(
+        "memref.reinterpret_cast %out_{name} to offset: [0], sizes: [{steps}, {len}], strides: [{len}, 1] : memref<f32> to memref<?x?xf32>"
+    ));
+    let c0 = scan.g.c0.clone();
+    let f = scan.g.body.open_for(&c0, &len);
+    let pos = if feature == Feature::Scalar {
+        Vec::new()
+    } else {
+        vec![f.clone()]
+    };
+    let v = scan.eval(id, &pos)?;
+    scan.g.body.line(&format!(
+        "memref.store {v}, {out}[{t}, {f}] : memref<?x?xf32>"
+    ));
+    scan.g.body.close();
+    Ok(())
+}
+
+pub fn generate(
+    graph: &Graph,
+    plan: &RecurrentKernel,
+    constants: &std::collections::BTreeMap<String, i64>,
+) -> Result<(String, KernelSignature, Layout), CodegenError> {
+    let order = graph
+        .topo_order()
+        .ok_or_else(|| CodegenError::Internal("cyclic graph".into()))?;
+    let Op::Recurrence {
+        arena,
+        states,
+        emits,
+    } = &graph.node(plan.recurrence).op
+    else {
+        return Err(CodegenError::Internal("no recurrence".into()));
+    };
+    let (params, layout, emitted) = signature(graph, plan, SCAN_KERNEL)?;
     let mut g = Gen::new(graph, 1, 1);
     g.constants = constants.clone();
     g.prologue_scan(&params)?;
@@ -111,11 +166,7 @@ pub fn generate(
     }
     let mut bufs = Vec::new();
     for s in states.iter() {
-        let (rows, cols) = match &s.feature {
-            Feature::Scalar => (g.body.index(1), g.body.index(1)),
-            Feature::Vector(d) | Feature::Diag(d) => (g.dim(d), g.body.index(1)),
-            Feature::Matrix(a, b) => (g.dim(a), g.dim(b)),
-        };
+        let (rows, cols) = state_shape(&mut g, &s.feature);
         let size = g.body.bini("muli", &rows, &cols);
         let current = g.body.op(&format!("memref.alloca({size}) : memref<?xf32>"));
         let next = g.body.op(&format!("memref.alloca({size}) : memref<?xf32>"));
@@ -151,6 +202,7 @@ pub fn generate(
         arena,
         operands: &operands,
         states: &bufs,
+        readouts: Vec::new(),
     };
     for (k, s) in states.iter().enumerate() {
         let (rows, cols, next) = (
@@ -177,27 +229,7 @@ pub fn generate(
         scan.g.body.close();
     }
     for (name, k) in &emitted {
-        let id = emits[*k];
-        let feature = arena.ty(id).feature.clone();
-        let len = match &feature {
-            Feature::Vector(d) => scan.g.dim(d),
-            _ => scan.g.body.index(1),
-        };
-        let out = scan.g.body.op(&format!(
-            "memref.reinterpret_cast %out_{name} to offset: [0], sizes: [{steps}, {len}], strides: [{len}, 1] : memref<f32> to memref<?x?xf32>"
-        ));
-        let c0 = scan.g.c0.clone();
-        let f = scan.g.body.open_for(&c0, &len);
-        let pos = if feature == Feature::Scalar {
-            Vec::new()
-        } else {
-            vec![f.clone()]
-        };
-        let v = scan.eval(id, &pos)?;
-        scan.g.body.line(&format!(
-            "memref.store {v}, {out}[{t}, {f}] : memref<?x?xf32>"
-        ));
-        scan.g.body.close();
+        write_emit(&mut scan, name, emits[*k], &t, &steps)?;
     }
     g.body.close();
     g.body.line("return");
@@ -225,11 +257,15 @@ fn position(f: &Feature, r: &str, c: &str) -> Vec<String> {
     }
 }
 
-struct Scan<'a, 'g> {
-    g: &'a mut Gen<'g>,
-    arena: &'a ExprArena,
-    operands: &'a [ValueRef],
-    states: &'a [StateBuf],
+/// Evaluates expressions of a recurrence's arena at one step, element by element.
+pub(crate) struct Scan<'a, 'g> {
+    pub(crate) g: &'a mut Gen<'g>,
+    pub(crate) arena: &'a ExprArena,
+    pub(crate) operands: &'a [ValueRef],
+    pub(crate) states: &'a [StateBuf],
+    /// Read-outs already computed for this step (the chunked form): the node, and the
+    /// buffer element holding it for each column (the step's row offset added).
+    pub(crate) readouts: Vec<(ExprId, String, String)>,
 }
 
 impl Scan<'_, '_> {
@@ -238,8 +274,16 @@ impl Scan<'_, '_> {
     }
 
     /// The value of `id` at element `pos` of its own shape.
-    fn eval(&mut self, id: ExprId, pos: &[String]) -> Result<String, CodegenError> {
+    pub(crate) fn eval(&mut self, id: ExprId, pos: &[String]) -> Result<String, CodegenError> {
         let at = |p: &[String], k: usize| p.get(k).cloned();
+        if let Some((_, buf, row)) = self.readouts.iter().find(|r| r.0 == id).cloned() {
+            // `x @ S` is read at its column; `dot(x, z)` is one value per step.
+            let o = match at(pos, 0) {
+                Some(c) => self.g.body.bini("addi", &row, &c),
+                None => row,
+            };
+            return Ok(self.g.body.load(&buf, &o));
+        }
         Ok(match self.arena.node(id).clone() {
             ExprNode::Operand(k) => {
                 let v = self.operands[k as usize];
@@ -311,7 +355,7 @@ impl Scan<'_, '_> {
     }
 
     /// A child evaluated at the parent's position: a scalar child ignores it.
-    fn broadcast(&mut self, id: ExprId, pos: &[String]) -> Result<String, CodegenError> {
+    pub(crate) fn broadcast(&mut self, id: ExprId, pos: &[String]) -> Result<String, CodegenError> {
         if self.feature(id) == Feature::Scalar {
             self.eval(id, &[])
         } else {

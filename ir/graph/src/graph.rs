@@ -225,6 +225,22 @@ impl Graph {
         }
     }
 
+    /// Replaces every operand of `consumer` by `values`, in order (a pass that rewrites an op's
+    /// expression and the values it reads).
+    pub fn set_operands(&mut self, consumer: NodeIndex, values: &[ValueRef]) {
+        let old: Vec<EdgeIndex> = self
+            .inner
+            .edges_directed(consumer, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.inner.remove_edge(e);
+        }
+        for (k, v) in values.iter().enumerate() {
+            self.connect(*v, consumer, k as u32);
+        }
+    }
+
     /// Removes a node and its edges (passes use it for values nothing reads).
     pub fn remove_node(&mut self, n: NodeIndex) -> Option<Node> {
         self.inner.remove_node(n)

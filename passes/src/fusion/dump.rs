@@ -216,7 +216,7 @@ fn recurrent(
     r: &RecurrentKernel,
 ) {
     let (form, grid) = match &r.chunked {
-        Ok(()) => (
+        Ok(_) => (
             "chunked form: inside a chunk in parallel, states passed between chunks".to_string(),
             "b, h; t in chunks",
         ),
@@ -244,25 +244,63 @@ fn recurrent(
         for s in &r.states {
             let decay = match s.decay {
                 Decay::None => "none".to_string(),
-                Decay::Scalar(e) => format!("scalar {}", arena.render(e, &operands, &states)),
+                Decay::Scalar(ref f) => {
+                    let f: Vec<String> = f
+                        .iter()
+                        .map(|e| arena.render(*e, &operands, &states))
+                        .collect();
+                    format!("scalar {}", f.join(" * "))
+                }
                 Decay::PerRow(e) => format!("per row {}", arena.render(e, &operands, &states)),
                 Decay::Other => "not of the form decay * S".to_string(),
             };
-            let updates: Vec<String> = s
-                .inputs
-                .iter()
-                .map(|e| arena.render(*e, &operands, &states))
-                .collect();
+            let mut updates = String::new();
+            for (k, t) in s.inputs.iter().enumerate() {
+                let sign = match (k, t.negated) {
+                    (0, false) => "",
+                    (0, true) => "-",
+                    (_, false) => " + ",
+                    (_, true) => " - ",
+                };
+                updates.push_str(sign);
+                for f in &t.factors {
+                    updates.push_str(&arena.render(*f, &operands, &states));
+                    updates.push_str(" * ");
+                }
+                updates.push_str(&arena.render(t.expr, &operands, &states));
+            }
+            if updates.is_empty() {
+                updates.push('-');
+            }
+            let delta = match &s.delta {
+                Some(d) => {
+                    let mut f: Vec<String> = d
+                        .distributed
+                        .iter()
+                        .map(|e| arena.render(*e, &operands, &states))
+                        .collect();
+                    f.push(arena.render(d.term, &operands, &states));
+                    format!(
+                        "; delta-rule correction {}{}",
+                        if d.negated { "-" } else { "" },
+                        f.join(" * ")
+                    )
+                }
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "    state {}: decay {decay}; inputs {}",
-                s.name,
-                if updates.is_empty() {
-                    "-".to_string()
-                } else {
-                    updates.join(" + ")
-                }
+                "    state {}: decay {decay}{delta}; inputs {updates}",
+                s.name
             );
+        }
+        if let Ok(form) = &r.chunked {
+            let readouts: Vec<String> = form
+                .readouts
+                .iter()
+                .map(|x| arena.render(x.node, &operands, &states))
+                .collect();
+            let _ = writeln!(out, "    read-outs: {}", readouts.join(", "));
         }
     }
     let _ = writeln!(out, "  epilogue:    {}", list(graph, names, &r.epilogue));

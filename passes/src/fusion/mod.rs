@@ -5,9 +5,10 @@
 //! and every reduction over j is accumulated in a *sweep* over the key tiles. Reductions whose
 //! argument reads statistics of the same sweep are derived in online form (`online.rs`); those
 //! that cannot be get a later sweep, and the dump says why. Nothing of size S x S is ever stored.
-//! A recurrent kernel (index t) becomes one scan, and is checked for the structure from which
-//! its chunked parallel form follows (`recurrent.rs`).
+//! A recurrent kernel (index t) runs per (b, h): in chunks where its chunked parallel form is
+//! derived (`chunked.rs`), else as one scan, with the reason in the dump (`recurrent.rs`).
 
+pub mod chunked;
 pub mod dump;
 pub mod online;
 pub mod recurrent;

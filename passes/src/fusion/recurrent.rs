@@ -1,15 +1,18 @@
-//! The recurrent template: one scan over t per (b, h), and the check for the chunked form.
+//! The recurrent template: one pass over t per (b, h), chunked where the recurrence allows it.
 //!
-//! The chunked (intra-chunk parallel, inter-chunk state passing) form of linear attention
-//! exists when every state is updated as `decay · S + Σ u` (decay a scalar or a per-row
-//! `diag(d) @ S`, the input terms `u`, such as `outer(k, v)`, reading no state) and the outputs
-//! read the states only through linear read-outs `x @ S` or `dot(x, z)`. Retention, gated linear attention and
-//! linear attention with its normaliser all have it; a recurrence without it runs as a scan.
+//! The chunked (intra-chunk parallel, inter-chunk state passing) form exists when every state
+//! is updated as `decay · S + Σ u` (decay a scalar or a per-row `diag(d) @ S`, the input terms
+//! `u`, such as `outer(k, v)`, reading no state and each a scalar times a rank-one product) and
+//! the outputs read the states only through linear read-outs `x @ S` or `dot(x, z)`
+//! (`chunked.rs` derives it). Retention, Mamba-2, gated linear attention and linear attention
+//! with its normaliser have it; the delta rule, or any other recurrence, runs as a scan, and
+//! `chunked` says why.
 
+use super::chunked::{ChunkedForm, DeltaTerm, Term, state_free};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
 use attnc_ir::graph::{Graph, Op};
-use attnc_ir::ops::BinaryOp;
-use attnc_ir::types::{FrameIndex, IndexSet};
+use attnc_ir::ops::{BinaryOp, UnaryOp};
+use attnc_ir::types::{Feature, FrameIndex, IndexSet};
 use petgraph::stable_graph::NodeIndex;
 
 #[derive(Clone, Debug)]
@@ -20,8 +23,8 @@ pub struct RecurrentKernel {
     pub step_inputs: Vec<NodeIndex>,
     pub recurrence: NodeIndex,
     pub states: Vec<StatePlan>,
-    /// `Ok` when the chunked form applies, else why not.
-    pub chunked: Result<(), String>,
+    /// The chunked form when it applies, else why not.
+    pub chunked: Result<ChunkedForm, String>,
     pub epilogue: Vec<NodeIndex>,
 }
 
@@ -29,16 +32,18 @@ pub struct RecurrentKernel {
 pub struct StatePlan {
     pub name: String,
     pub decay: Decay,
-    /// Handles of the input terms (`outer(k, v)`, a feature row) in the recurrence's arena.
-    pub inputs: Vec<ExprId>,
+    /// The delta rule's correction `-β outer(k, k @ S)`, if the update has one.
+    pub delta: Option<DeltaTerm>,
+    /// The input terms (`outer(k, v)`, a feature row) in the recurrence's arena.
+    pub inputs: Vec<Term>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decay {
     /// `S + ...`
     None,
-    /// `c * S + ...` with `c` reading no state.
-    Scalar(ExprId),
+    /// `c * S + ...` with `c` (a product of these factors) reading no state.
+    Scalar(Vec<ExprId>),
     /// `diag(d) @ S + ...`
     PerRow(ExprId),
     /// Anything else: no chunked form.
@@ -61,46 +66,66 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
         return Err("not a recurrence".to_string());
     };
     let mut plans = Vec::new();
+    let mut chunked_states = Vec::new();
     let mut reasons = Vec::new();
     for (k, s) in states.iter().enumerate() {
         let mut terms = Vec::new();
-        additive(arena, s.update, &mut terms);
+        additive(arena, s.update, false, &[], &mut terms);
         let mut decay = Decay::None;
+        let mut delta: Option<DeltaTerm> = None;
         let mut inputs = Vec::new();
         let mut seen_state = false;
-        for t in terms {
+        for term in terms {
+            let t = term.expr;
+            let was_other = decay == Decay::Other;
+            let scalar_decay = |c: Option<ExprId>| {
+                Decay::Scalar(c.into_iter().chain(term.factors.iter().copied()).collect())
+            };
             match arena.node(t) {
-                ExprNode::State(j, StateTime::Previous) if *j as usize == k && !seen_state => {
-                    seen_state = true
+                _ if state_free(arena, t) => {
+                    inputs.push(term);
+                    continue;
+                }
+                _ if was_other => {}
+                _ if delta.is_none() && super::chunked::delta_term(arena, &term, k).is_some() => {
+                    delta = super::chunked::delta_term(arena, &term, k);
+                }
+                _ if term.negated || seen_state => decay = Decay::Other,
+                ExprNode::State(j, StateTime::Previous) if *j as usize == k => {
+                    seen_state = true;
+                    decay = if term.factors.is_empty() {
+                        Decay::None
+                    } else {
+                        scalar_decay(None)
+                    };
                 }
                 ExprNode::Binary(BinaryOp::Mul, a, b)
-                    if is_own_state(arena, *b, k) && state_free(arena, *a) && !seen_state =>
+                    if is_own_state(arena, *b, k) && state_free(arena, *a) =>
                 {
                     seen_state = true;
-                    decay = Decay::Scalar(*a);
+                    decay = scalar_decay(Some(*a));
                 }
                 ExprNode::Binary(BinaryOp::Mul, a, b)
-                    if is_own_state(arena, *a, k) && state_free(arena, *b) && !seen_state =>
+                    if is_own_state(arena, *a, k) && state_free(arena, *b) =>
                 {
                     seen_state = true;
-                    decay = Decay::Scalar(*b);
+                    decay = scalar_decay(Some(*b));
                 }
                 ExprNode::Binary(BinaryOp::MatMul, d, b)
                     if is_own_state(arena, *b, k)
-                        && !seen_state
+                        && term.factors.is_empty()
                         && matches!(arena.node(*d), ExprNode::Call(Builtin::Diag, args) if state_free(arena, args[0])) =>
                 {
                     seen_state = true;
                     decay = Decay::PerRow(*d);
                 }
-                _ if state_free(arena, t) => inputs.push(t),
-                _ => {
-                    decay = Decay::Other;
-                    reasons.push(format!(
-                        "the update of `{}` is not decay * {0} + terms that read no state",
-                        s.name
-                    ));
-                }
+                _ => decay = Decay::Other,
+            }
+            if decay == Decay::Other && !was_other {
+                reasons.push(format!(
+                    "the update of `{}` is not decay * {0} + terms that read no state (or one rank-one correction outer(k, x @ {0}) of the delta rule)",
+                    s.name
+                ));
             }
         }
         if !seen_state && decay != Decay::Other {
@@ -109,18 +134,34 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
                 s.name
             ));
         }
+        if delta.is_some() && matches!(decay, Decay::PerRow(_)) {
+            reasons.push(format!(
+                "the update of `{}` has a per-row decay and a delta-rule correction, whose chunked form is not derived yet",
+                s.name
+            ));
+        }
+        if decay != Decay::Other {
+            match super::chunked::rank_one_terms(arena, &s.name, &s.feature, &inputs) {
+                Ok(terms) => chunked_states.push(super::chunked::ChunkedState {
+                    decay: decay.clone(),
+                    delta: delta.clone(),
+                    terms,
+                }),
+                Err(why) => reasons.push(why),
+            }
+        }
         plans.push(StatePlan {
             name: s.name.clone(),
             decay,
+            delta,
             inputs,
         });
     }
-    for e in emits {
-        if !linear_readouts_only(arena, *e, None) {
-            reasons
-                .push("an output reads a state other than through x @ S or dot(x, z)".to_string());
-        }
-    }
+    let features: Vec<Feature> = states.iter().map(|s| s.feature.clone()).collect();
+    let readouts = super::chunked::readouts(arena, emits, &features).unwrap_or_else(|why| {
+        reasons.push(why);
+        Vec::new()
+    });
     let mut per_head = Vec::new();
     let mut step_inputs = Vec::new();
     let mut epilogue = Vec::new();
@@ -153,7 +194,10 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
         recurrence,
         states: plans,
         chunked: if reasons.is_empty() {
-            Ok(())
+            Ok(ChunkedForm {
+                states: chunked_states,
+                readouts,
+            })
         } else {
             Err(reasons.join("; "))
         },
@@ -161,60 +205,44 @@ pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
     })
 }
 
-fn additive(arena: &ExprArena, id: ExprId, out: &mut Vec<ExprId>) {
+/// The terms of a sum, each with whether it is subtracted and the scalars it is multiplied by:
+/// `a * (S - b * outer(k, k @ S))` gives `S` and `b * outer(k, k @ S)`, both times `a`.
+fn additive(arena: &ExprArena, id: ExprId, negated: bool, factors: &[ExprId], out: &mut Vec<Term>) {
+    let is_sum = |e: ExprId| {
+        matches!(
+            arena.node(e),
+            ExprNode::Binary(BinaryOp::Add | BinaryOp::Sub, ..) | ExprNode::Unary(UnaryOp::Neg, _)
+        )
+    };
+    let scalar = |e: ExprId| arena.ty(e).feature == Feature::Scalar && state_free(arena, e);
     match arena.node(id) {
         ExprNode::Binary(BinaryOp::Add, a, b) => {
-            additive(arena, *a, out);
-            additive(arena, *b, out);
+            additive(arena, *a, negated, factors, out);
+            additive(arena, *b, negated, factors, out);
         }
-        _ => out.push(id),
+        ExprNode::Binary(BinaryOp::Sub, a, b) => {
+            additive(arena, *a, negated, factors, out);
+            additive(arena, *b, !negated, factors, out);
+        }
+        ExprNode::Unary(UnaryOp::Neg, a) if is_sum(*a) => {
+            additive(arena, *a, !negated, factors, out)
+        }
+        ExprNode::Binary(BinaryOp::Mul, a, b) if scalar(*a) && is_sum(*b) => {
+            let more: Vec<ExprId> = factors.iter().copied().chain([*a]).collect();
+            additive(arena, *b, negated, &more, out);
+        }
+        ExprNode::Binary(BinaryOp::Mul, b, a) if scalar(*a) && is_sum(*b) => {
+            let more: Vec<ExprId> = factors.iter().copied().chain([*a]).collect();
+            additive(arena, *b, negated, &more, out);
+        }
+        _ => out.push(Term {
+            expr: id,
+            negated,
+            factors: factors.to_vec(),
+        }),
     }
 }
 
 fn is_own_state(arena: &ExprArena, id: ExprId, k: usize) -> bool {
     matches!(arena.node(id), ExprNode::State(j, StateTime::Previous) if *j as usize == k)
-}
-
-fn state_free(arena: &ExprArena, id: ExprId) -> bool {
-    match arena.node(id) {
-        ExprNode::State(..) => false,
-        ExprNode::Unary(_, a) => state_free(arena, *a),
-        ExprNode::Binary(_, a, b) | ExprNode::Extract(a, b) => {
-            state_free(arena, *a) && state_free(arena, *b)
-        }
-        ExprNode::Call(_, args) => args.iter().all(|a| state_free(arena, *a)),
-        _ => true,
-    }
-}
-
-/// Whether every state read under `id` is the operand of a linear read-out with a state-free
-/// other side. `parent_ok` is set when `id` itself sits in such a read-out.
-fn linear_readouts_only(arena: &ExprArena, id: ExprId, parent_ok: Option<()>) -> bool {
-    if let Some((x, s)) = readout_sides(arena, id) {
-        return state_free(arena, x) && linear_readouts_only(arena, s, Some(()));
-    }
-    match arena.node(id) {
-        ExprNode::State(..) => parent_ok.is_some(),
-        ExprNode::Unary(_, a) => linear_readouts_only(arena, *a, None),
-        ExprNode::Binary(_, a, b) | ExprNode::Extract(a, b) => {
-            linear_readouts_only(arena, *a, None) && linear_readouts_only(arena, *b, None)
-        }
-        ExprNode::Call(_, args) => args.iter().all(|a| linear_readouts_only(arena, *a, None)),
-        _ => true,
-    }
-}
-
-/// For `x @ S`, `S @ x`, `dot(x, z)`, `dot(z, x)` with one side a state: (other side, state side).
-fn readout_sides(arena: &ExprArena, id: ExprId) -> Option<(ExprId, ExprId)> {
-    let (a, b) = match arena.node(id) {
-        ExprNode::Binary(BinaryOp::MatMul, a, b) => (*a, *b),
-        ExprNode::Call(Builtin::Dot, args) if args.len() == 2 => (args[0], args[1]),
-        _ => return None,
-    };
-    let is_state = |e: ExprId| matches!(arena.node(e), ExprNode::State(..));
-    match (is_state(a), is_state(b)) {
-        (false, true) => Some((a, b)),
-        (true, false) => Some((b, a)),
-        _ => None,
-    }
 }

@@ -31,6 +31,8 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
             },
             TiledBody::Recurrent {
                 chunk,
+                why_scan,
+                delta_rule,
                 state_bytes,
                 place: p,
             } => {
@@ -44,15 +46,36 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                         let _ = writeln!(out, "    for chunk in t / {c}:");
                         let _ = writeln!(
                             out,
-                            "      within the chunk: pair block ({c} x {c}) of the read-outs with the decay between steps"
+                            "      per step of the chunk: the decay, the read-out rows and the terms' vectors"
                         );
                         let _ = writeln!(
                             out,
-                            "      across chunks: read out the carried states, then advance them by the chunk"
+                            "      decay between steps: running products over the chunk ({c} x {c}, per row for a diagonal)"
+                        );
+                        if *delta_rule {
+                            let _ = writeln!(
+                                out,
+                                "      delta rule: the corrected values u_t by forward substitution over the chunk (the UT transform), then a term outer(k_t, u_t)"
+                            );
+                        }
+                        let _ = writeln!(
+                            out,
+                            "      within the chunk: (read-out rows . left vectors, masked s <= t, times the decay) @ right vectors"
+                        );
+                        let _ = writeln!(
+                            out,
+                            "      across chunks: read-out rows times the decay since the chunk began @ the carried states"
+                        );
+                        let _ = writeln!(
+                            out,
+                            "      state passing: states = total decay * states + sum over the chunk of decay to its end * terms"
                         );
                     }
                     None => {
                         let _ = writeln!(out, "kernel {}: step by step", k.name);
+                        if let Some(why) = why_scan {
+                            let _ = writeln!(out, "  no chunked form: {why}");
+                        }
                         let _ = writeln!(
                             out,
                             "  parallel for (b, h): one work item per core at a time"

@@ -37,7 +37,12 @@ pub struct TiledKernel {
 pub enum TiledBody {
     Parallel(ParallelTiling),
     Recurrent {
+        /// Steps per chunk of the chunked form; `None` for a scan.
         chunk: Option<usize>,
+        /// Why the recurrence runs as a scan, when it does.
+        why_scan: Option<String>,
+        /// A state's transition has the delta rule's rank-one correction.
+        delta_rule: bool,
         state_bytes: usize,
         place: Place,
     },
@@ -662,6 +667,11 @@ fn recurrent(graph: &Graph, r: &RecurrentKernel, target: &Target, b: &Bindings) 
     };
     TiledBody::Recurrent {
         chunk,
+        why_scan: r.chunked.as_ref().err().cloned(),
+        delta_rule: r
+            .chunked
+            .as_ref()
+            .is_ok_and(|f| f.states.iter().any(|s| s.delta.is_some())),
         state_bytes,
         place,
     }

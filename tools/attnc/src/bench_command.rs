@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run a recurrence as the sequential scan even where its chunked form applies (to time
+    /// one against the other).
+    #[arg(long)]
+    pub scan: bool,
     /// Also time the reference interpreter (slow: small shapes only).
     #[arg(long)]
     pub reference: bool,
@@ -105,7 +109,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let useful = useful_flops(&graph, &bindings, &inputs)?;
     let progress = Progress::spinner("compiling the CPU kernel");
     let start = Instant::now();
-    let kernel = crate::cpu_device::compile(&graph, &bindings, &sources)?;
+    let kernel = crate::cpu_device::compile_as(&graph, &bindings, &sources, args.scan)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     drop(progress);
     let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;

@@ -11,7 +11,17 @@ use std::collections::BTreeMap;
 /// The path is `attnc_cpu::compile_for_host` (the generator's harness compiles the same way);
 /// here its errors become located diagnostics.
 pub fn compile(graph: &Graph, bindings: &Bindings, sources: &Sources) -> anyhow::Result<CpuKernel> {
-    attnc_cpu::compile_for_host(graph, bindings).map_err(|e| match e {
+    compile_as(graph, bindings, sources, false)
+}
+
+/// As [`compile`]; with `scan`, a recurrence runs as the scan even where it could run chunked.
+pub fn compile_as(
+    graph: &Graph,
+    bindings: &Bindings,
+    sources: &Sources,
+    scan: bool,
+) -> anyhow::Result<CpuKernel> {
+    attnc_cpu::compile_for_host_as(graph, bindings, scan).map_err(|e| match e {
         CompileError::Passes(e) => crate::ice::pass_failed(e, graph, sources),
         CompileError::Fusion(message) => crate::ice::internal_at("fusion", message, graph, sources),
         CompileError::Tiling(message) => anyhow::anyhow!("tiling failed: {message}"),

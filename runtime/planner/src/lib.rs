@@ -79,6 +79,7 @@
 pub mod compare;
 pub mod cost;
 pub mod devices;
+mod device_groups;
 mod evaluate;
 pub mod model;
 mod plan;

@@ -1,7 +1,7 @@
-//! Planner step 5: cut the layers into contiguous pipeline stages over groups of devices,
-//! for one micro-batch count.
+//! Planner step 5: cut the layers into contiguous pipeline stages over runs of memory
+//! pools, for one micro-batch count.
 //!
-//! Grouping: a stage runs on a group of whole memory pools that are neighbours in the
+//! Runs of pools: a stage runs on a run of whole memory pools that are neighbours in the
 //! profile's device order (a phone's CPU and GPU share its DRAM, so they form one pool and
 //! always land in the same stage; a discrete GPU is a pool of its own). Stages follow the
 //! device order, and a pool may be left out. So a phone can be one stage, or two phones
@@ -12,72 +12,99 @@
 //! The limit: the search never reorders devices, so a profile should list them so that
 //! neighbours have fast links.
 //!
-//! Search: each (group, run of layers) offers one best split per candidate primary (the
-//! primary decides the links in and out). A dynamic program over (layers placed, last
-//! group used) then picks among them. What it minimises is
+//! Groups: runs of interchangeable pools ([`crate::device_groups`]) are searched by how
+//! many members a stage takes, never which. A stage is a *shape*: `k` members of one
+//! group, wherever the pipeline has got to in it (the same cost from any member), or a
+//! fixed span from the last members of one group to the first members of a later one
+//! (through every group between). A shape that leaves one of its end members idle costs
+//! the same as the shape without it and uses more pools, so ends hold at most `kv_heads`
+//! members.
+//!
+//! Search: a dynamic program over (layers placed, next free pool). What it minimises is
 //! the predicted time of the whole batch, `Σ t + (m − 1) · max t` over stages and links
-//! (see [`crate::evaluate`]). That is not a sum, so each state keeps the Pareto front of
-//! (sum, max) pairs of the partial pipelines that reach it; the best total is on the front
-//! because the total grows with both. Fronts stay small (a handful of entries), so the
-//! search costs about (layers × groups)² stage look-ups.
+//! (see [`crate::evaluate`]). That is not a sum, so it keeps, per number of layers placed,
+//! the Pareto front of partial pipelines by (sum, max, next free pool), among those whose
+//! last primary is of the same class (links out of interchangeable devices are alike):
+//! the best total is on the front because it grows with sum and max, and a pipeline that
+//! has used fewer pools can do anything one that used more can (pools may be skipped).
+//! So the search is exact for the splits `split_heads` offers.
+//!
+//! Bounds: every layer of kind `k` costs at least `τ_k`, the time its halves would take
+//! spread ideally over the `kv_heads` fastest devices with no launch, transfer or shared
+//! traffic (any split's slowest device is at least that slow). With `U` the best total
+//! known, a partial pipeline whose sum plus the bound of the layers left plus `(m − 1) ·
+//! max` exceeds `U` cannot win, and no stage of a winning plan is bounded above
+//! `(U − Σ τ) / (m − 1)`. The search therefore first runs with a small cap on stage length,
+//! doubling it until it covers that bound for the best plan found; the last run is
+//! exact. Cost: about `layers × front × shapes × stage lengths under the cap`, with
+//! `shapes` ~ `groups² · kv_heads²` and stage costs for one layer kind looked up on a
+//! ladder of splits built once per shape, so the group sizes do not enter.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use indicatif::ProgressBar;
-
 use crate::cost::transfer_time;
+use crate::device_groups::{DeviceGroup, device_groups};
 use crate::plan::{Placement, StagePlacement};
-use crate::split_heads::{Split, best_splits};
-use crate::stage_time::{Workload, kind_counts};
+use crate::split_heads::{
+    SYMMETRIC_LIMIT, Split, best_splits, for_each_symmetric, symmetric_count, symmetric_splits,
+};
+use crate::stage_time::{KindPrefix, Workload, primary, stage_fits, stage_load, time_for};
 
-/// Contiguous pools and their devices.
-struct Group {
-    pools: Range<usize>,
+/// Where a stage sits in the pools.
+#[derive(Clone)]
+enum Start {
+    /// `k` members of group `group`, from wherever the pipeline has got to in it.
+    Inside { group: usize, k: usize },
+    /// A fixed run of pools.
+    Span(Range<usize>),
+}
+
+/// One split of a ladder: fastest among the splits that fit `max_layers` layers.
+struct Rung {
+    split: usize,
+    max_layers: usize,
+}
+
+struct Shape {
+    start: Start,
+    /// The devices it prices. For `Inside` a group's first `k` members stand for any `k`.
     devices: Vec<usize>,
+    /// Interchangeable devices, as ranges of positions in `devices`.
+    classes: Vec<Range<usize>>,
+    /// Splits are searched exhaustively (see `split_heads`), else greedily.
+    exact: bool,
+    /// One layer kind, exact search: per primary class, rungs by time and layers held.
+    ladders: Option<Vec<Vec<Rung>>>,
+    /// Otherwise: the splits for each layer count vector, one per primary class.
+    memo: BTreeMap<Vec<u32>, Vec<usize>>,
 }
 
-fn groups(w: &Workload) -> Vec<Group> {
-    let pools = &w.profile.pools;
-    let mut groups = Vec::new();
-    for first in 0..pools.len() {
-        for last in first..pools.len() {
-            groups.push(Group {
-                pools: first..last + 1,
-                devices: (pools[first].devices.start..pools[last].devices.end).collect(),
-            });
-        }
-    }
-    groups
-}
-
-/// A stage's best split for one primary, and that primary as a device index: its link
-/// carries hidden states in and out of the stage.
-struct Choice {
-    split: Split,
-    primary: usize,
-}
-
-/// A partial pipeline ending in some state: the sum and max of its element times, and how
-/// it got there.
+/// A partial pipeline ending after some number of layers.
 #[derive(Clone, Copy)]
 struct Label {
     sum: f64,
     max: f64,
-    /// The last stage's primary device: the next link starts there, so labels with
-    /// different primaries are not comparable.
-    primary: usize,
-    /// (layers placed, group, label index) of the state before the last stage.
-    from: Option<(usize, usize, usize)>,
-    /// The last stage: its first layer and its choice (an index into the choice list).
+    /// The first pool no stage has taken.
+    next_pool: usize,
+    /// The last stage's primary device (its link carries the next hop) and its class.
+    primary: Option<usize>,
+    class: usize,
+    /// (layers placed, label index) before the last stage.
+    from: Option<(usize, usize)>,
+    /// The last stage: shape, first pool, first layer, split (an arena index).
+    shape: usize,
+    first_pool: usize,
     first_layer: usize,
-    choice: usize,
+    split: usize,
 }
 
-/// Adds `label` to a Pareto front unless an entry with the same primary is at least as good
-/// in both sum and max.
+/// Adds `label` to a Pareto front unless an entry of the same class is at least as good in
+/// sum, max and pools used.
 fn insert(front: &mut Vec<Label>, label: Label) {
-    let covers = |a: &Label, b: &Label| a.primary == b.primary && a.sum <= b.sum && a.max <= b.max;
+    let covers = |a: &Label, b: &Label| {
+        a.class == b.class && a.next_pool <= b.next_pool && a.sum <= b.sum && a.max <= b.max
+    };
     if front.iter().any(|l| covers(l, &label)) {
         return;
     }
@@ -85,125 +112,457 @@ fn insert(front: &mut Vec<Label>, label: Label) {
     front.push(label);
 }
 
-/// The best placement at `w.micro_batches` micro-batches and its predicted total time, or
-/// `None` if nothing fits. Ticks `progress` once per group.
-pub(crate) fn best_placement(w: &Workload, progress: &ProgressBar) -> Option<(f64, Placement)> {
+struct Search<'a> {
+    w: &'a Workload<'a>,
+    groups: Vec<DeviceGroup>,
+    /// Group of each pool.
+    group_of: Vec<usize>,
+    /// Link class of each device: a group's first device for its members, else itself.
+    class_of: Vec<usize>,
+    shapes: Vec<Shape>,
+    /// Shapes by the group they start in: `Inside` ones by `k - 1`, then spans.
+    inside: Vec<Vec<usize>>,
+    spans: Vec<Vec<usize>>,
+    arena: Vec<Split>,
+    prefix: KindPrefix,
+    /// `bound[a]`: lower bound on the time of layers `0..a` in any stage.
+    bound: Vec<f64>,
+    single_kind: bool,
+}
+
+/// The best placement at `w.micro_batches` micro-batches whose predicted total is at most
+/// `known` (the best total found so far, or infinity), and that total; `None` if none fits
+/// or none is as fast.
+pub(crate) fn best_placement(w: &Workload, known: f64) -> Option<(f64, Placement)> {
     let layers = w.model.layers();
-    let groups = groups(w);
-    // stage[g][a][b - a - 1]: the choices for layers a..b on group g, one per primary
-    // for which a split fits.
-    let mut choices: Vec<Choice> = Vec::new();
-    let mut memo: BTreeMap<(usize, Vec<u32>), Vec<usize>> = BTreeMap::new();
-    let mut stage: Vec<Vec<Vec<Vec<usize>>>> = Vec::with_capacity(groups.len());
-    for (g, group) in groups.iter().enumerate() {
-        let mut rows = Vec::with_capacity(layers);
-        for a in 0..layers {
-            let mut row = Vec::with_capacity(layers - a);
-            for b in a + 1..=layers {
-                let counts = kind_counts(w.model, a..b);
-                let found = memo.entry((g, counts.clone())).or_insert_with(|| {
-                    best_splits(w, &group.devices, &counts)
-                        .into_iter()
-                        .map(|split| {
-                            let primary = group.devices[split.primary];
-                            choices.push(Choice { split, primary });
-                            choices.len() - 1
-                        })
-                        .collect()
-                });
-                row.push(found.clone());
-            }
-            rows.push(row);
+    let mut search = Search::new(w);
+    let spread = search.bound[layers];
+    let m1 = (w.micro_batches - 1) as f64;
+    let mut best = known;
+    let mut found = None;
+    let mut cap = if m1 == 0.0 || spread <= 0.0 {
+        f64::INFINITY
+    } else if known.is_finite() {
+        (known - spread) / m1
+    } else {
+        spread / layers.min(w.profile.pools.len()) as f64
+    };
+    loop {
+        if let Some((t, placement)) = search.run(cap, best) {
+            best = t;
+            found = Some((t, placement));
         }
-        stage.push(rows);
-        progress.inc(1);
-    }
-    let hop =
-        |from: usize, to: usize| transfer_time(w.profile.link(from, to), w.work.hidden_state_bytes);
-    let mut fronts: Vec<Vec<Vec<Label>>> = vec![vec![Vec::new(); groups.len()]; layers + 1];
-    for (g, row) in stage.iter().enumerate() {
-        for (len, found) in row[0].iter().enumerate() {
-            for &c in found {
-                let t = choices[c].split.time;
-                let label = Label {
-                    sum: t,
-                    max: t,
-                    primary: choices[c].primary,
-                    from: None,
-                    first_layer: 0,
-                    choice: c,
-                };
-                insert(&mut fronts[len + 1][g], label);
+        if cap.is_infinite() {
+            break;
+        }
+        if best.is_finite() {
+            // No stage of a plan faster than `best` is bounded above `need`.
+            let need = (best - spread) / m1 * (1.0 + 1e-9);
+            if cap >= need {
+                break;
             }
+            cap = if need <= 2.0 * cap { need } else { 2.0 * cap };
+        } else if cap >= spread {
+            break;
+        } else {
+            cap *= 2.0;
         }
     }
-    for a in 1..layers {
-        for g in 0..groups.len() {
-            if fronts[a][g].is_empty() {
-                continue;
-            }
-            for next in 0..groups.len() {
-                if groups[next].pools.start < groups[g].pools.end {
-                    continue;
+    found
+}
+
+impl<'a> Search<'a> {
+    fn new(w: &'a Workload<'a>) -> Self {
+        let profile = w.profile;
+        let groups = device_groups(profile);
+        let mut group_of = vec![0; profile.pools.len()];
+        let mut class_of: Vec<usize> = (0..profile.devices.len()).collect();
+        for (g, group) in groups.iter().enumerate() {
+            let first = profile.pools[group.pools.start].devices.start;
+            for p in group.pools.clone() {
+                group_of[p] = g;
+                if group.members() > 1 {
+                    class_of[profile.pools[p].devices.start] = first;
                 }
-                for (len, &c) in stage[next][a]
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(len, found)| found.iter().map(move |c| (len, c)))
-                {
-                    let t = choices[c].split.time;
-                    for i in 0..fronts[a][g].len() {
-                        let l = fronts[a][g][i];
-                        let link = hop(l.primary, choices[c].primary);
-                        let label = Label {
-                            sum: l.sum + link + t,
-                            max: l.max.max(link).max(t),
-                            primary: choices[c].primary,
-                            from: Some((a, g, i)),
-                            first_layer: a,
-                            choice: c,
-                        };
-                        insert(&mut fronts[a + len + 1][next], label);
+            }
+        }
+        let prefix = KindPrefix::new(w.model);
+        let per_layer = layer_bounds(w);
+        let mut bound = vec![0.0];
+        for &k in &w.model.layer_kernel {
+            bound.push(bound[bound.len() - 1] + per_layer[k]);
+        }
+        let mut search = Search {
+            w,
+            group_of,
+            class_of,
+            shapes: Vec::new(),
+            inside: vec![Vec::new(); groups.len()],
+            spans: vec![Vec::new(); groups.len()],
+            groups,
+            arena: Vec::new(),
+            prefix,
+            bound,
+            single_kind: w.model.kernels.len() == 1,
+        };
+        search.make_shapes();
+        search
+    }
+
+    /// The devices of a group's pools `pools`, in classes.
+    fn part(&self, g: usize, pools: Range<usize>, devices: &mut Vec<usize>) -> Vec<Range<usize>> {
+        let profile = self.w.profile;
+        let start = devices.len();
+        for p in pools {
+            devices.extend(profile.pools[p].devices.clone());
+        }
+        if self.groups[g].members() > 1 {
+            vec![start..devices.len()]
+        } else {
+            (start..devices.len()).map(|i| i..i + 1).collect()
+        }
+    }
+
+    fn push_shape(&mut self, start: Start, devices: Vec<usize>, classes: Vec<Range<usize>>) {
+        let exact = symmetric_count(&classes, self.w.model.kv_heads) <= SYMMETRIC_LIMIT;
+        self.shapes.push(Shape {
+            start,
+            devices,
+            classes,
+            exact,
+            ladders: None,
+            memo: BTreeMap::new(),
+        });
+    }
+
+    fn make_shapes(&mut self) {
+        let kv = self.w.model.kv_heads as usize;
+        // How many members a stage may take at the end of a group: all of a lone pool,
+        // up to `kv` of a group of interchangeable ones.
+        let ends = |g: &DeviceGroup| {
+            if g.members() > 1 {
+                1..g.members().min(kv) + 1
+            } else {
+                1..2
+            }
+        };
+        for g in 0..self.groups.len() {
+            let group = self.groups[g].clone();
+            for k in ends(&group) {
+                let mut devices = Vec::new();
+                let classes = self.part(g, group.pools.start..group.pools.start + k, &mut devices);
+                self.inside[g].push(self.shapes.len());
+                self.push_shape(Start::Inside { group: g, k }, devices, classes);
+            }
+            for last in g + 1..self.groups.len() {
+                let end_group = self.groups[last].clone();
+                for t in ends(&group) {
+                    for h in ends(&end_group) {
+                        let fleet_ends = [(&group, t), (&end_group, h)]
+                            .iter()
+                            .filter(|(g, _)| g.members() > 1)
+                            .map(|(_, n)| n)
+                            .sum::<usize>();
+                        if fleet_ends > kv {
+                            continue;
+                        }
+                        let mut devices = Vec::new();
+                        let mut classes =
+                            self.part(g, group.pools.end - t..group.pools.end, &mut devices);
+                        for between in g + 1..last {
+                            let pools = self.groups[between].pools.clone();
+                            let priced = pools.start..pools.start + pools.len().min(kv);
+                            classes.extend(self.part(between, priced, &mut devices));
+                        }
+                        let head = end_group.pools.start..end_group.pools.start + h;
+                        classes.extend(self.part(last, head.clone(), &mut devices));
+                        self.spans[g].push(self.shapes.len());
+                        let pools = group.pools.end - t..head.end;
+                        self.push_shape(Start::Span(pools), devices, classes);
                     }
                 }
             }
         }
     }
-    let total = |l: &Label| l.sum + (w.micro_batches - 1) as f64 * l.max;
-    let mut best: Option<(f64, usize, usize)> = None;
-    for (g, front) in fronts[layers].iter().enumerate() {
-        for (i, l) in front.iter().enumerate() {
-            if best.is_none_or(|(t, _, _)| total(l) < t) {
-                best = Some((total(l), g, i));
+
+    /// The splits a shape offers for layers `a..b`, one per primary class, as arena
+    /// indices; empty when nothing fits.
+    fn choices(&mut self, s: usize, a: usize, b: usize, out: &mut Vec<usize>) {
+        out.clear();
+        let w = self.w;
+        if self.single_kind && self.shapes[s].exact {
+            if self.shapes[s].ladders.is_none() {
+                let ladders = self.ladders(s);
+                self.shapes[s].ladders = Some(ladders);
+            }
+            for ladder in self.shapes[s].ladders.iter().flatten() {
+                let i = ladder.partition_point(|r| r.max_layers < b - a);
+                if let Some(r) = ladder.get(i) {
+                    out.push(r.split);
+                }
+            }
+            return;
+        }
+        let counts = self.prefix.counts(a..b);
+        if let Some(found) = self.shapes[s].memo.get(&counts) {
+            out.extend(found);
+            return;
+        }
+        let shape = &self.shapes[s];
+        let splits = if shape.exact {
+            symmetric_splits(w, &shape.devices, &shape.classes, &counts)
+        } else {
+            let candidates = shape.classes.iter().map(|c| c.start);
+            best_splits(w, &shape.devices, &counts, candidates)
+        };
+        let first = self.arena.len();
+        self.arena.extend(splits);
+        let found: Vec<usize> = (first..self.arena.len()).collect();
+        out.extend(&found);
+        self.shapes[s].memo.insert(counts, found);
+    }
+
+    /// For one layer kind: every symmetric split of shape `s` that fits one layer, per
+    /// primary class, reduced to those that are fastest for some number of layers. A split
+    /// that fits `n` layers fits fewer, so the fastest split for `n` layers is the first
+    /// rung holding at least `n`.
+    fn ladders(&mut self, s: usize) -> Vec<Vec<Rung>> {
+        let w = self.w;
+        let layers = w.model.layers();
+        let shape = &self.shapes[s];
+        let (devices, classes) = (&shape.devices, &shape.classes);
+        let mut found: Vec<Vec<(f64, usize, Split)>> = vec![Vec::new(); classes.len()];
+        for_each_symmetric(classes, devices.len(), w.model.kv_heads, &mut |groups, p| {
+            if primary(w, devices, groups) != p || !stage_fits(w, devices, &[1], groups) {
+                return;
+            }
+            // Memory grows with the layers held: the most that fit, by bisection.
+            let (mut fits, mut over) = (1, layers + 1);
+            while over - fits > 1 {
+                let mid = (fits + over) / 2;
+                if stage_fits(w, devices, &[mid as u32], groups) {
+                    fits = mid;
+                } else {
+                    over = mid;
+                }
+            }
+            let load = stage_load(w, devices, &[1], groups);
+            let split = Split {
+                kv_groups: groups.to_vec(),
+                primary: p,
+                time: load.time,
+                slowest: load.slowest,
+            };
+            if let Some(c) = classes.iter().position(|c| c.start == p) {
+                found[c].push((load.time, fits, split));
+            }
+        });
+        let mut ladders = Vec::with_capacity(found.len());
+        for mut splits in found {
+            splits.sort_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)));
+            let mut ladder: Vec<Rung> = Vec::new();
+            for (_, max_layers, split) in splits {
+                if ladder.last().is_none_or(|r| max_layers > r.max_layers) {
+                    self.arena.push(split);
+                    ladder.push(Rung {
+                        split: self.arena.len() - 1,
+                        max_layers,
+                    });
+                }
+            }
+            ladders.push(ladder);
+        }
+        ladders
+    }
+
+    /// The fastest plan whose total is at most `best`, trying stages bounded at most `cap`.
+    fn run(&mut self, cap: f64, best: f64) -> Option<(f64, Placement)> {
+        let w = self.w;
+        let layers = w.model.layers();
+        let m1 = (w.micro_batches - 1) as f64;
+        let rest = |bound: &[f64], a: usize| bound[layers] - bound[a];
+        let mut fronts: Vec<Vec<Label>> = vec![Vec::new(); layers + 1];
+        fronts[0].push(Label {
+            sum: 0.0,
+            max: 0.0,
+            next_pool: 0,
+            primary: None,
+            class: usize::MAX,
+            from: None,
+            shape: 0,
+            first_pool: 0,
+            first_layer: 0,
+            split: 0,
+        });
+        let mut choices = Vec::new();
+        let mut best = best;
+        for a in 0..layers {
+            for i in 0..fronts[a].len() {
+                let label = fronts[a][i];
+                if label.sum + rest(&self.bound, a) + m1 * label.max > best {
+                    continue;
+                }
+                let Some(&g0) = self.group_of.get(label.next_pool) else {
+                    continue;
+                };
+                for g in g0..self.groups.len() {
+                    let group = &self.groups[g].pools;
+                    let start = label.next_pool.max(group.start);
+                    let mut tries: Vec<(usize, usize)> = self.inside[g]
+                        .iter()
+                        .filter(|&&s| match self.shapes[s].start {
+                            Start::Inside { k, .. } => start + k <= group.end,
+                            Start::Span(_) => false,
+                        })
+                        .map(|&s| (s, start))
+                        .collect();
+                    tries.extend(self.spans[g].iter().filter_map(|&s| match &self.shapes[s].start {
+                        Start::Span(pools) if pools.start >= label.next_pool => {
+                            Some((s, pools.start))
+                        }
+                        _ => None,
+                    }));
+                    for (s, first_pool) in tries {
+                        let next_pool = match &self.shapes[s].start {
+                            Start::Inside { k, .. } => first_pool + k,
+                            Start::Span(pools) => pools.end,
+                        };
+                        for b in a + 1..=layers {
+                            let stage_bound = self.bound[b] - self.bound[a];
+                            if stage_bound > cap
+                                || label.sum + rest(&self.bound, a) + m1 * label.max.max(stage_bound)
+                                    > best
+                            {
+                                break;
+                            }
+                            self.choices(s, a, b, &mut choices);
+                            if choices.is_empty() {
+                                // Memory only grows with the layers held.
+                                break;
+                            }
+                            for &c in &choices {
+                                let split = &self.arena[c];
+                                let time = if self.single_kind {
+                                    time_for(&split.slowest, &[(b - a) as u32])
+                                } else {
+                                    time_for(&split.slowest, &self.prefix.counts(a..b))
+                                };
+                                let device = self.device(s, first_pool, split.primary);
+                                let hop = label.primary.map_or(0.0, |p| {
+                                    transfer_time(w.profile.link(p, device), w.work.hidden_state_bytes)
+                                });
+                                let next = Label {
+                                    sum: label.sum + hop + time,
+                                    max: label.max.max(hop).max(time),
+                                    next_pool,
+                                    primary: Some(device),
+                                    class: self.class_of[device],
+                                    from: Some((a, i)),
+                                    shape: s,
+                                    first_pool,
+                                    first_layer: a,
+                                    split: c,
+                                };
+                                let total = next.sum + m1 * next.max;
+                                if next.sum + rest(&self.bound, b) + m1 * next.max > best {
+                                    continue;
+                                }
+                                if b == layers {
+                                    best = best.min(total);
+                                }
+                                insert(&mut fronts[b], next);
+                            }
+                        }
+                    }
+                }
             }
         }
+        let total = |l: &Label| l.sum + m1 * l.max;
+        let mut end: Option<(f64, usize)> = None;
+        for (i, l) in fronts[layers].iter().enumerate() {
+            if total(l) <= best && end.is_none_or(|(t, _)| total(l) < t) {
+                end = Some((total(l), i));
+            }
+        }
+        let (time, mut i) = end?;
+        let mut b = layers;
+        let mut stages = Vec::new();
+        loop {
+            let l = fronts[b][i];
+            let split = &self.arena[l.split];
+            let devices = (0..split.kv_groups.len())
+                .map(|pos| self.device(l.shape, l.first_pool, pos))
+                .collect();
+            stages.push(StagePlacement {
+                devices,
+                layers: l.first_layer..b,
+                kv_groups: split.kv_groups.clone(),
+            });
+            match l.from {
+                Some((a, j)) if a > 0 || fronts[a][j].from.is_some() => (b, i) = (a, j),
+                _ => break,
+            }
+        }
+        stages.reverse();
+        Some((
+            time,
+            Placement {
+                micro_batches: w.micro_batches,
+                stages,
+            },
+        ))
     }
-    let (time, mut g, mut i) = best?;
-    let mut end = layers;
-    let mut stages = Vec::new();
-    loop {
-        let l = fronts[end][g][i];
-        stages.push(StagePlacement {
-            devices: groups[g].devices.clone(),
-            layers: l.first_layer..end,
-            kv_groups: choices[l.choice].split.kv_groups.clone(),
-        });
-        match l.from {
-            Some((a, prev, j)) => (end, g, i) = (a, prev, j),
-            None => break,
+
+    /// The device at priced position `pos` of shape `s` placed from pool `first_pool`.
+    fn device(&self, s: usize, first_pool: usize, pos: usize) -> usize {
+        let shape = &self.shapes[s];
+        match shape.start {
+            Start::Inside { group, .. } if self.groups[group].members() > 1 => {
+                self.w.profile.pools[first_pool + pos].devices.start
+            }
+            _ => shape.devices[pos],
         }
     }
-    stages.reverse();
-    Some((
-        time,
-        Placement {
-            micro_batches: w.micro_batches,
-            stages,
-        },
-    ))
 }
 
-/// How many groups [`best_placement`] ticks the progress bar for.
-pub(crate) fn group_count(pools: usize) -> u64 {
-    (pools * (pools + 1) / 2) as u64
+/// Per layer kind, a lower bound on the time of one layer in any stage: each half spread
+/// over the `kv_heads` devices that would finish it soonest, in continuous shares, with
+/// no launch, shared traffic or transfer. A device `d` with share `s` takes at least
+/// `s · r_d`, `r_d` its roofline time for the whole half, and the slowest of shares
+/// summing to one is smallest when `s_d ∝ 1 / r_d`, giving `1 / Σ 1 / r_d`.
+fn layer_bounds(w: &Workload) -> Vec<f64> {
+    let devices = &w.profile.devices;
+    let take = (w.model.kv_heads as usize).min(devices.len());
+    w.work
+        .kinds
+        .iter()
+        .map(|kind| {
+            let o = &kind.ops;
+            let halves = [
+                &[o.qkv, o.attention, o.out_proj][..],
+                &[o.mlp_up, o.mlp_down][..],
+            ];
+            halves
+                .iter()
+                .map(|ops| {
+                    let mut rates: Vec<f64> = devices
+                        .iter()
+                        .map(|d| {
+                            let r: f64 = ops
+                                .iter()
+                                .map(|op| {
+                                    (op.flops / d.peak(w.model.dtype))
+                                        .max(op.split_bytes / d.memory_bandwidth)
+                                })
+                                .sum();
+                            1.0 / r
+                        })
+                        .collect();
+                    rates.sort_by(|x, y| y.total_cmp(x));
+                    let rate: f64 = rates[..take].iter().sum();
+                    if rate.is_finite() { 1.0 / rate } else { 0.0 }
+                })
+                .sum()
+        })
+        .collect()
 }

@@ -67,6 +67,11 @@ impl KindPrefix {
         KindPrefix(rows)
     }
 
+    /// Layers of kind `kind` from layer `first` to the end.
+    pub fn after(&self, first: usize, kind: usize) -> u32 {
+        self.0[self.0.len() - 1][kind] - self.0[first][kind]
+    }
+
     pub fn counts(&self, layers: std::ops::Range<usize>) -> Vec<u32> {
         let (a, b) = (&self.0[layers.start], &self.0[layers.end]);
         a.iter().zip(b).map(|(x, y)| y - x).collect()

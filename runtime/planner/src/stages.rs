@@ -78,6 +78,11 @@ struct Shape {
     ladders: Option<Vec<Vec<Rung>>>,
     /// Otherwise: the splits for each layer count vector, one per primary class.
     memo: BTreeMap<Vec<u32>, Vec<usize>>,
+    /// Another shape takes no more pools and is never slower (see [`Search::prune_shapes`]).
+    dominated: bool,
+    /// One layer kind: a lower bound on a layer's time in this shape (its fastest
+    /// one-layer split, or the ideal spread).
+    per_layer: f64,
 }
 
 /// A partial pipeline ending after some number of layers.
@@ -127,6 +132,9 @@ struct Search<'a> {
     prefix: KindPrefix,
     /// `bound[a]`: lower bound on the time of layers `0..a` in any stage.
     bound: Vec<f64>,
+    /// `later[g][k]`: lower bound on one layer of kind `k` in a stage starting in group
+    /// `g` or after it, to bound what a partial pipeline still has to pay.
+    later: Vec<Vec<f64>>,
     single_kind: bool,
 }
 
@@ -140,36 +148,47 @@ pub(crate) fn best_placement(w: &Workload, known: f64) -> Option<(f64, Placement
     let m1 = (w.micro_batches - 1) as f64;
     let mut best = known;
     let mut found = None;
-    let mut cap = if m1 == 0.0 || spread <= 0.0 {
-        f64::INFINITY
-    } else if known.is_finite() {
-        (known - spread) / m1
-    } else {
-        spread / layers.min(w.profile.pools.len()) as f64
-    };
-    loop {
-        if let Some((t, placement)) = search.run(cap, best) {
-            best = t;
+    let mut keep = |run: Option<(f64, Placement)>, best: &mut f64| {
+        if let Some((t, placement)) = run {
+            *best = t;
             found = Some((t, placement));
         }
-        if cap.is_infinite() {
-            break;
+    };
+    // No stage of a plan faster than `best` is bounded above `need(best)`.
+    let need = |best: f64| {
+        if m1 == 0.0 || spread <= 0.0 || !best.is_finite() {
+            f64::INFINITY
+        } else {
+            (best - spread) / m1 * (1.0 + 1e-9)
         }
-        if best.is_finite() {
-            // No stage of a plan faster than `best` is bounded above `need`.
-            let need = (best - spread) / m1 * (1.0 + 1e-9);
-            if cap >= need {
+    };
+    // Balanced pipelines inside one group, priced in closed form, bound the search from
+    // the start (slightly loosened: the search adds the same times in another order).
+    best = best.min(search.balanced() * (1.0 + 1e-9));
+    if !best.is_finite() {
+        // A first plan, to bound the exact search: beam searches under a stage cap that
+        // doubles until it covers the bound for the best plan they found.
+        let mut cap = if need(1.0).is_infinite() {
+            f64::INFINITY
+        } else {
+            spread / layers.min(w.profile.pools.len()) as f64
+        };
+        loop {
+            let run = search.run(cap, best, Some(BEAM));
+            keep(run, &mut best);
+            if cap >= need(best) || (cap >= spread && !best.is_finite()) {
                 break;
             }
-            cap = if need <= 2.0 * cap { need } else { 2.0 * cap };
-        } else if cap >= spread {
-            break;
-        } else {
-            cap *= 2.0;
+            cap = (2.0 * cap).min(need(best));
         }
     }
+    let run = search.run(need(best), best, None);
+    keep(run, &mut best);
     found
 }
+
+/// Partial pipelines per layer count that the first, inexact searches keep.
+const BEAM: usize = 4;
 
 impl<'a> Search<'a> {
     fn new(w: &'a Workload<'a>) -> Self {
@@ -187,11 +206,6 @@ impl<'a> Search<'a> {
             }
         }
         let prefix = KindPrefix::new(w.model);
-        let per_layer = layer_bounds(w);
-        let mut bound = vec![0.0];
-        for &k in &w.model.layer_kernel {
-            bound.push(bound[bound.len() - 1] + per_layer[k]);
-        }
         let mut search = Search {
             w,
             group_of,
@@ -202,11 +216,210 @@ impl<'a> Search<'a> {
             groups,
             arena: Vec::new(),
             prefix,
-            bound,
+            bound: vec![0.0],
+            later: Vec::new(),
             single_kind: w.model.kernels.len() == 1,
         };
         search.make_shapes();
+        search.later = search.layer_bounds();
+        search.prune_shapes();
+        for &k in &w.model.layer_kernel {
+            let last = search.bound[search.bound.len() - 1];
+            search.bound.push(last + search.later[0][k]);
+        }
         search
+    }
+
+    /// Marks shapes another shape makes useless: both `k` members of one group, or both
+    /// spans between the same two groups, the other taking no more members at either end,
+    /// and for every primary class and every number of layers at least as fast and fitting
+    /// (one layer kind, exact ladders only). Fives members splitting 8 K/V groups as
+    /// 2, 2, 2, 1, 1 are as slow as four splitting 2, 2, 2, 2, for one.
+    fn prune_shapes(&mut self) {
+        if !self.single_kind {
+            return;
+        }
+        let layers = self.w.model.layers();
+        // Per shape: where it sits and how many members it takes at each end.
+        let place = |shape: &Shape, group_of: &[usize], groups: &[DeviceGroup]| match &shape
+            .start
+        {
+            Start::Inside { group, k } => ((*group, *group), (0, *k)),
+            Start::Span(pools) => {
+                let (g, h) = (group_of[pools.start], group_of[pools.end - 1]);
+                ((g, h), (groups[g].pools.end - pools.start, pools.end - groups[h].pools.start))
+            }
+        };
+        let n = self.shapes.len();
+        for b in 0..n {
+            let (where_b, ends_b) = place(&self.shapes[b], &self.group_of, &self.groups);
+            let covered = (0..n).any(|a| {
+                if a == b || self.shapes[a].dominated {
+                    return false;
+                }
+                let (where_a, ends_a) = place(&self.shapes[a], &self.group_of, &self.groups);
+                if where_a != where_b
+                    || ends_a.0 > ends_b.0
+                    || ends_a.1 > ends_b.1
+                    || (ends_a == ends_b && a > b)
+                {
+                    return false;
+                }
+                self.faster_everywhere(a, b, layers)
+            });
+            self.shapes[b].dominated = covered;
+        }
+    }
+
+    /// Whether shape `a` offers, for every primary class shape `b` offers, a split at least
+    /// as fast for every number of layers `b` can hold.
+    fn faster_everywhere(&self, a: usize, b: usize, layers: usize) -> bool {
+        let (Some(la), Some(lb)) = (&self.shapes[a].ladders, &self.shapes[b].ladders) else {
+            return false;
+        };
+        let class = |s: usize, c: usize| {
+            let shape = &self.shapes[s];
+            self.class_of[shape.devices[shape.classes[c].start]]
+        };
+        lb.iter().enumerate().all(|(cb, rungs_b)| {
+            let Some(ca) = (0..la.len()).find(|&ca| class(a, ca) == class(b, cb)) else {
+                return rungs_b.is_empty();
+            };
+            let rungs_a = &la[ca];
+            let time = |rungs: &[Rung], l: usize| {
+                let i = rungs.partition_point(|r| r.max_layers < l);
+                rungs.get(i).map(|r| self.arena[r.split].time)
+            };
+            // Both are step functions of the layer count; compare where either steps.
+            let mut steps: Vec<usize> = std::iter::once(1)
+                .chain(rungs_a.iter().chain(rungs_b).map(|r| r.max_layers + 1))
+                .filter(|&l| l <= layers)
+                .collect();
+            steps.sort_unstable();
+            steps.into_iter().all(|l| match (time(rungs_a, l), time(rungs_b, l)) {
+                (_, None) => true,
+                (Some(ta), Some(tb)) => ta <= tb,
+                (None, Some(_)) => false,
+            })
+        })
+    }
+
+    /// The best total of the plans that cut one layer kind into `S` stages of `k` members
+    /// of one group each, layer counts differing by at most one: by symmetry they cost the
+    /// same wherever they sit, so each is priced from its shape's ladder without a search.
+    /// Infinity when none fits.
+    fn balanced(&self) -> f64 {
+        let w = self.w;
+        let layers = w.model.layers();
+        let m1 = (w.micro_batches - 1) as f64;
+        let mut best = f64::INFINITY;
+        if !self.single_kind {
+            return best;
+        }
+        for shape in self.shapes.iter().filter(|s| !s.dominated) {
+            let (Start::Inside { group, k }, Some(ladders)) = (&shape.start, &shape.ladders) else {
+                continue;
+            };
+            let members = self.groups[*group].members();
+            let Some(rungs) = ladders.first() else {
+                continue;
+            };
+            let time = |l: usize| {
+                let i = rungs.partition_point(|r| r.max_layers < l);
+                rungs
+                    .get(i)
+                    .map(|r| time_for(&self.arena[r.split].slowest, &[l as u32]))
+            };
+            let pools = &w.profile.pools;
+            let hop = if members > 1 {
+                let (a, b) = (self.groups[*group].pools.start, self.groups[*group].pools.start + 1);
+                let link = w.profile.link(pools[a].devices.start, pools[b].devices.start);
+                transfer_time(link, w.work.hidden_state_bytes)
+            } else {
+                0.0
+            };
+            for stages in 1..=(members / k).min(layers) {
+                let (short, long) = (layers / stages, layers.div_ceil(stages));
+                let longer = layers - short * stages;
+                let (Some(t_long), Some(t_short)) = (time(long), time(short.max(1))) else {
+                    continue;
+                };
+                let hops = (stages - 1) as f64;
+                let sum = longer as f64 * t_long + (stages - longer) as f64 * t_short + hops * hop;
+                let max = if stages > 1 { t_long.max(hop) } else { t_long };
+                best = best.min(sum + m1 * max);
+            }
+        }
+        best
+    }
+
+    /// A lower bound on the time of layers `a..` on stages from group `g` on.
+    fn rest(&self, a: usize, g: usize) -> f64 {
+        self.later[g]
+            .iter()
+            .enumerate()
+            .map(|(k, t)| f64::from(self.prefix.after(a, k)) * t)
+            .sum()
+    }
+
+    /// Per layer kind, a lower bound on one layer's time in any stage: the fastest one-layer
+    /// split of every shape searched exhaustively (exact, so no split of that shape is
+    /// faster, and a split fits one layer whenever it fits more), and for the others the
+    /// ideal spread of [`spread_bound`]. One row per group: over the shapes that start in
+    /// it or after it.
+    fn layer_bounds(&mut self) -> Vec<Vec<f64>> {
+        let w = self.w;
+        let kinds = w.model.kernels.len();
+        let mut rows = vec![vec![f64::INFINITY; kinds]; self.groups.len() + 1];
+        for s in 0..self.shapes.len() {
+            let g = match &self.shapes[s].start {
+                Start::Inside { group, .. } => *group,
+                Start::Span(pools) => self.group_of[pools.start],
+            };
+            for k in 0..kinds {
+                let t = if !self.shapes[s].exact {
+                    spread_bound(w, &self.shapes[s].devices, k)
+                } else if self.single_kind {
+                    if self.shapes[s].ladders.is_none() {
+                        let ladders = self.ladders(s);
+                        self.shapes[s].ladders = Some(ladders);
+                    }
+                    self.shapes[s]
+                        .ladders
+                        .iter()
+                        .flatten()
+                        .filter_map(|l| l.first())
+                        .map(|r| self.arena[r.split].time)
+                        .fold(f64::INFINITY, f64::min)
+                } else {
+                    let mut one = vec![0; kinds];
+                    one[k] = 1;
+                    let shape = &self.shapes[s];
+                    symmetric_splits(w, &shape.devices, &shape.classes, &one)
+                        .iter()
+                        .map(|split| split.time)
+                        .fold(f64::INFINITY, f64::min)
+                };
+                rows[g][k] = rows[g][k].min(t);
+                if self.single_kind && t.is_finite() {
+                    self.shapes[s].per_layer = t;
+                }
+            }
+        }
+        for g in (0..self.groups.len()).rev() {
+            let (row, next) = rows.split_at_mut(g + 1);
+            for (t, n) in row[g].iter_mut().zip(&next[0]) {
+                *t = t.min(*n);
+            }
+        }
+        rows.pop();
+        // A kind no stage can hold leaves nothing to bound; the search then finds no plan.
+        for t in rows.iter_mut().flatten() {
+            if !t.is_finite() {
+                *t = 0.0;
+            }
+        }
+        rows
     }
 
     /// The devices of a group's pools `pools`, in classes.
@@ -232,6 +445,8 @@ impl<'a> Search<'a> {
             exact,
             ladders: None,
             memo: BTreeMap::new(),
+            dominated: false,
+            per_layer: 0.0,
         });
     }
 
@@ -376,11 +591,12 @@ impl<'a> Search<'a> {
     }
 
     /// The fastest plan whose total is at most `best`, trying stages bounded at most `cap`.
-    fn run(&mut self, cap: f64, best: f64) -> Option<(f64, Placement)> {
+    /// With a `beam`, only that many partial pipelines per layer count go on (the most
+    /// promising by their bound): fast, not exact, and used only to find a good `best`.
+    fn run(&mut self, cap: f64, best: f64, beam: Option<usize>) -> Option<(f64, Placement)> {
         let w = self.w;
         let layers = w.model.layers();
         let m1 = (w.micro_batches - 1) as f64;
-        let rest = |bound: &[f64], a: usize| bound[layers] - bound[a];
         let mut fronts: Vec<Vec<Label>> = vec![Vec::new(); layers + 1];
         fronts[0].push(Label {
             sum: 0.0,
@@ -396,20 +612,33 @@ impl<'a> Search<'a> {
         });
         let mut choices = Vec::new();
         let mut best = best;
+        let mut dbg_labels = 0usize; let mut dbg_len = 0usize;
+        let dbg_t = std::time::Instant::now();
         for a in 0..layers {
+            if let Some(width) = beam.filter(|&n| fronts[a].len() > n) {
+                let key = |l: &Label| {
+                    let g = self.group_of.get(l.next_pool).copied();
+                    l.sum + m1 * l.max + g.map_or(0.0, |g| self.rest(a, g))
+                };
+                fronts[a].sort_by(|x, y| key(x).total_cmp(&key(y)));
+                fronts[a].truncate(width);
+            }
             for i in 0..fronts[a].len() {
                 let label = fronts[a][i];
-                if label.sum + rest(&self.bound, a) + m1 * label.max > best {
-                    continue;
-                }
                 let Some(&g0) = self.group_of.get(label.next_pool) else {
                     continue;
                 };
+                let left = self.rest(a, g0);
+                if label.sum + left + m1 * label.max > best {
+                    continue;
+                }
+                dbg_labels += 1;
                 for g in g0..self.groups.len() {
                     let group = &self.groups[g].pools;
                     let start = label.next_pool.max(group.start);
                     let mut tries: Vec<(usize, usize)> = self.inside[g]
                         .iter()
+                        .filter(|&&s| !self.shapes[s].dominated)
                         .filter(|&&s| match self.shapes[s].start {
                             Start::Inside { k, .. } => start + k <= group.end,
                             Start::Span(_) => false,
@@ -417,6 +646,7 @@ impl<'a> Search<'a> {
                         .map(|&s| (s, start))
                         .collect();
                     tries.extend(self.spans[g].iter().filter_map(|&s| match &self.shapes[s].start {
+                        _ if self.shapes[s].dominated => None,
                         Start::Span(pools) if pools.start >= label.next_pool => {
                             Some((s, pools.start))
                         }
@@ -427,14 +657,27 @@ impl<'a> Search<'a> {
                             Start::Inside { k, .. } => first_pool + k,
                             Start::Span(pools) => pools.end,
                         };
+                        let after = self.group_of.get(next_pool).copied();
+                        let own = self.shapes[s].per_layer;
                         for b in a + 1..=layers {
-                            let stage_bound = self.bound[b] - self.bound[a];
+                            let mut stage_bound = self.bound[b] - self.bound[a];
+                            if self.single_kind {
+                                stage_bound = stage_bound.max((b - a) as f64 * own);
+                            }
+                            // Monotone in `b`: the stage and what follows cost at least
+                            // what is left from here.
                             if stage_bound > cap
-                                || label.sum + rest(&self.bound, a) + m1 * label.max.max(stage_bound)
-                                    > best
+                                || label.sum + left + m1 * label.max.max(stage_bound) > best
                             {
                                 break;
                             }
+                            let later = after.map_or(0.0, |g| self.rest(b, g));
+                            if label.sum + stage_bound + later + m1 * label.max.max(stage_bound)
+                                > best
+                            {
+                                continue;
+                            }
+                            dbg_len += 1;
                             self.choices(s, a, b, &mut choices);
                             if choices.is_empty() {
                                 // Memory only grows with the layers held.
@@ -464,7 +707,13 @@ impl<'a> Search<'a> {
                                     split: c,
                                 };
                                 let total = next.sum + m1 * next.max;
-                                if next.sum + rest(&self.bound, b) + m1 * next.max > best {
+                                let after = self
+                                    .group_of
+                                    .get(next_pool)
+                                    .map_or(0.0, |&g| self.rest(b, g));
+                                if next.sum + after + m1 * next.max > best
+                                    || (b < layers && next_pool >= self.group_of.len())
+                                {
                                     continue;
                                 }
                                 if b == layers {
@@ -477,6 +726,7 @@ impl<'a> Search<'a> {
                 }
             }
         }
+        if std::env::var("PLAN_DEBUG").is_ok() { eprintln!("run m={} cap={cap:e} best={best:e}: labels {dbg_labels} lengths {dbg_len} shapes {} fronts max {} time {:?}", w.micro_batches, self.shapes.len(), fronts.iter().map(|f| f.len()).max().unwrap_or(0), dbg_t.elapsed()); }
         let total = |l: &Label| l.sum + m1 * l.max;
         let mut end: Option<(f64, usize)> = None;
         for (i, l) in fronts[layers].iter().enumerate() {
@@ -525,44 +775,37 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Per layer kind, a lower bound on the time of one layer in any stage: each half spread
+/// A lower bound on the time of one layer of kind `kind` on `devices`: each half spread
 /// over the `kv_heads` devices that would finish it soonest, in continuous shares, with
 /// no launch, shared traffic or transfer. A device `d` with share `s` takes at least
 /// `s · r_d`, `r_d` its roofline time for the whole half, and the slowest of shares
 /// summing to one is smallest when `s_d ∝ 1 / r_d`, giving `1 / Σ 1 / r_d`.
-fn layer_bounds(w: &Workload) -> Vec<f64> {
-    let devices = &w.profile.devices;
+fn spread_bound(w: &Workload, devices: &[usize], kind: usize) -> f64 {
     let take = (w.model.kv_heads as usize).min(devices.len());
-    w.work
-        .kinds
+    let o = &w.work.kinds[kind].ops;
+    let halves = [
+        &[o.qkv, o.attention, o.out_proj][..],
+        &[o.mlp_up, o.mlp_down][..],
+    ];
+    halves
         .iter()
-        .map(|kind| {
-            let o = &kind.ops;
-            let halves = [
-                &[o.qkv, o.attention, o.out_proj][..],
-                &[o.mlp_up, o.mlp_down][..],
-            ];
-            halves
+        .map(|ops| {
+            let mut rates: Vec<f64> = devices
                 .iter()
-                .map(|ops| {
-                    let mut rates: Vec<f64> = devices
+                .map(|&d| {
+                    let d = &w.profile.devices[d];
+                    let r: f64 = ops
                         .iter()
-                        .map(|d| {
-                            let r: f64 = ops
-                                .iter()
-                                .map(|op| {
-                                    (op.flops / d.peak(w.model.dtype))
-                                        .max(op.split_bytes / d.memory_bandwidth)
-                                })
-                                .sum();
-                            1.0 / r
+                        .map(|op| {
+                            (op.flops / d.peak(w.model.dtype)).max(op.split_bytes / d.memory_bandwidth)
                         })
-                        .collect();
-                    rates.sort_by(|x, y| y.total_cmp(x));
-                    let rate: f64 = rates[..take].iter().sum();
-                    if rate.is_finite() { 1.0 / rate } else { 0.0 }
+                        .sum();
+                    1.0 / r
                 })
-                .sum()
+                .collect();
+            rates.sort_by(|x, y| y.total_cmp(x));
+            let rate: f64 = rates[..take].iter().sum();
+            if rate.is_finite() { 1.0 / rate } else { 0.0 }
         })
-        .collect()
+        .sum()
 }

@@ -241,13 +241,17 @@ impl<'a> Search<'a> {
         }
         let layers = self.w.model.layers();
         // Per shape: where it sits and how many members it takes at each end.
-        let place = |shape: &Shape, group_of: &[usize], groups: &[DeviceGroup]| match &shape
-            .start
-        {
+        let place = |shape: &Shape, group_of: &[usize], groups: &[DeviceGroup]| match &shape.start {
             Start::Inside { group, k } => ((*group, *group), (0, *k)),
             Start::Span(pools) => {
                 let (g, h) = (group_of[pools.start], group_of[pools.end - 1]);
-                ((g, h), (groups[g].pools.end - pools.start, pools.end - groups[h].pools.start))
+                (
+                    (g, h),
+                    (
+                        groups[g].pools.end - pools.start,
+                        pools.end - groups[h].pools.start,
+                    ),
+                )
             }
         };
         let n = self.shapes.len();
@@ -296,11 +300,13 @@ impl<'a> Search<'a> {
                 .filter(|&l| l <= layers)
                 .collect();
             steps.sort_unstable();
-            steps.into_iter().all(|l| match (time(rungs_a, l), time(rungs_b, l)) {
-                (_, None) => true,
-                (Some(ta), Some(tb)) => ta <= tb,
-                (None, Some(_)) => false,
-            })
+            steps
+                .into_iter()
+                .all(|l| match (time(rungs_a, l), time(rungs_b, l)) {
+                    (_, None) => true,
+                    (Some(ta), Some(tb)) => ta <= tb,
+                    (None, Some(_)) => false,
+                })
         })
     }
 
@@ -332,8 +338,13 @@ impl<'a> Search<'a> {
             };
             let pools = &w.profile.pools;
             let hop = if members > 1 {
-                let (a, b) = (self.groups[*group].pools.start, self.groups[*group].pools.start + 1);
-                let link = w.profile.link(pools[a].devices.start, pools[b].devices.start);
+                let (a, b) = (
+                    self.groups[*group].pools.start,
+                    self.groups[*group].pools.start + 1,
+                );
+                let link = w
+                    .profile
+                    .link(pools[a].devices.start, pools[b].devices.start);
                 transfer_time(link, w.work.hidden_state_bytes)
             } else {
                 0.0
@@ -547,31 +558,36 @@ impl<'a> Search<'a> {
         let shape = &self.shapes[s];
         let (devices, classes) = (&shape.devices, &shape.classes);
         let mut found: Vec<Vec<(f64, usize, Split)>> = vec![Vec::new(); classes.len()];
-        for_each_symmetric(classes, devices.len(), w.model.kv_heads, &mut |groups, p| {
-            if primary(w, devices, groups) != p || !stage_fits(w, devices, &[1], groups) {
-                return;
-            }
-            // Memory grows with the layers held: the most that fit, by bisection.
-            let (mut fits, mut over) = (1, layers + 1);
-            while over - fits > 1 {
-                let mid = (fits + over) / 2;
-                if stage_fits(w, devices, &[mid as u32], groups) {
-                    fits = mid;
-                } else {
-                    over = mid;
+        for_each_symmetric(
+            classes,
+            devices.len(),
+            w.model.kv_heads,
+            &mut |groups, p| {
+                if primary(w, devices, groups) != p || !stage_fits(w, devices, &[1], groups) {
+                    return;
                 }
-            }
-            let load = stage_load(w, devices, &[1], groups);
-            let split = Split {
-                kv_groups: groups.to_vec(),
-                primary: p,
-                time: load.time,
-                slowest: load.slowest,
-            };
-            if let Some(c) = classes.iter().position(|c| c.start == p) {
-                found[c].push((load.time, fits, split));
-            }
-        });
+                // Memory grows with the layers held: the most that fit, by bisection.
+                let (mut fits, mut over) = (1, layers + 1);
+                while over - fits > 1 {
+                    let mid = (fits + over) / 2;
+                    if stage_fits(w, devices, &[mid as u32], groups) {
+                        fits = mid;
+                    } else {
+                        over = mid;
+                    }
+                }
+                let load = stage_load(w, devices, &[1], groups);
+                let split = Split {
+                    kv_groups: groups.to_vec(),
+                    primary: p,
+                    time: load.time,
+                    slowest: load.slowest,
+                };
+                if let Some(c) = classes.iter().position(|c| c.start == p) {
+                    found[c].push((load.time, fits, split));
+                }
+            },
+        );
         let mut ladders = Vec::with_capacity(found.len());
         for mut splits in found {
             splits.sort_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)));
@@ -612,8 +628,6 @@ impl<'a> Search<'a> {
         });
         let mut choices = Vec::new();
         let mut best = best;
-        let mut dbg_labels = 0usize; let mut dbg_len = 0usize;
-        let dbg_t = std::time::Instant::now();
         for a in 0..layers {
             if let Some(width) = beam.filter(|&n| fronts[a].len() > n) {
                 let key = |l: &Label| {
@@ -632,7 +646,6 @@ impl<'a> Search<'a> {
                 if label.sum + left + m1 * label.max > best {
                     continue;
                 }
-                dbg_labels += 1;
                 for g in g0..self.groups.len() {
                     let group = &self.groups[g].pools;
                     let start = label.next_pool.max(group.start);
@@ -645,13 +658,15 @@ impl<'a> Search<'a> {
                         })
                         .map(|&s| (s, start))
                         .collect();
-                    tries.extend(self.spans[g].iter().filter_map(|&s| match &self.shapes[s].start {
-                        _ if self.shapes[s].dominated => None,
-                        Start::Span(pools) if pools.start >= label.next_pool => {
-                            Some((s, pools.start))
-                        }
-                        _ => None,
-                    }));
+                    tries.extend(self.spans[g].iter().filter_map(
+                        |&s| match &self.shapes[s].start {
+                            _ if self.shapes[s].dominated => None,
+                            Start::Span(pools) if pools.start >= label.next_pool => {
+                                Some((s, pools.start))
+                            }
+                            _ => None,
+                        },
+                    ));
                     for (s, first_pool) in tries {
                         let next_pool = match &self.shapes[s].start {
                             Start::Inside { k, .. } => first_pool + k,
@@ -677,7 +692,6 @@ impl<'a> Search<'a> {
                             {
                                 continue;
                             }
-                            dbg_len += 1;
                             self.choices(s, a, b, &mut choices);
                             if choices.is_empty() {
                                 // Memory only grows with the layers held.
@@ -692,7 +706,10 @@ impl<'a> Search<'a> {
                                 };
                                 let device = self.device(s, first_pool, split.primary);
                                 let hop = label.primary.map_or(0.0, |p| {
-                                    transfer_time(w.profile.link(p, device), w.work.hidden_state_bytes)
+                                    transfer_time(
+                                        w.profile.link(p, device),
+                                        w.work.hidden_state_bytes,
+                                    )
                                 });
                                 let next = Label {
                                     sum: label.sum + hop + time,
@@ -726,7 +743,6 @@ impl<'a> Search<'a> {
                 }
             }
         }
-        if std::env::var("PLAN_DEBUG").is_ok() { eprintln!("run m={} cap={cap:e} best={best:e}: labels {dbg_labels} lengths {dbg_len} shapes {} fronts max {} time {:?}", w.micro_batches, self.shapes.len(), fronts.iter().map(|f| f.len()).max().unwrap_or(0), dbg_t.elapsed()); }
         let total = |l: &Label| l.sum + m1 * l.max;
         let mut end: Option<(f64, usize)> = None;
         for (i, l) in fronts[layers].iter().enumerate() {
@@ -797,7 +813,8 @@ fn spread_bound(w: &Workload, devices: &[usize], kind: usize) -> f64 {
                     let r: f64 = ops
                         .iter()
                         .map(|op| {
-                            (op.flops / d.peak(w.model.dtype)).max(op.split_bytes / d.memory_bandwidth)
+                            (op.flops / d.peak(w.model.dtype))
+                                .max(op.split_bytes / d.memory_bandwidth)
                         })
                         .sum();
                     1.0 / r

@@ -93,20 +93,32 @@ mod tests {
 
     #[test]
     fn runs_of_alike_devices_with_alike_links_form_groups() {
-        let mut text = "name = \"p\"\ndefault_link = { bandwidth_gbs = 1, latency_us = 10 }\n"
-            .to_string();
-        for (name, tflops) in [("a0", 1.0), ("a1", 1.0), ("a2", 1.0), ("b0", 2.0), ("a3", 1.0)] {
+        let mut text =
+            "name = \"p\"\ndefault_link = { bandwidth_gbs = 1, latency_us = 10 }\n".to_string();
+        for (name, tflops) in [
+            ("a0", 1.0),
+            ("a1", 1.0),
+            ("a2", 1.0),
+            ("b0", 2.0),
+            ("a3", 1.0),
+        ] {
             text += &gpu(name, tflops);
         }
         let profile = Profile::parse(&text, Path::new("p.toml")).unwrap();
-        let pools: Vec<_> = device_groups(&profile).into_iter().map(|g| g.pools).collect();
+        let pools: Vec<_> = device_groups(&profile)
+            .into_iter()
+            .map(|g| g.pools)
+            .collect();
         assert_eq!(pools, vec![0..3, 3..4, 4..5]);
         // A fast link between a2 and b0 sets a2 apart: b0 no longer sees a0 and a2 alike.
         let linked = format!(
             "{text}[[link]]\nbetween = [\"a2\", \"b0\"]\nbandwidth_gbs = 50\nlatency_us = 1\n"
         );
         let profile = Profile::parse(&linked, Path::new("p.toml")).unwrap();
-        let pools: Vec<_> = device_groups(&profile).into_iter().map(|g| g.pools).collect();
+        let pools: Vec<_> = device_groups(&profile)
+            .into_iter()
+            .map(|g| g.pools)
+            .collect();
         assert_eq!(pools, vec![0..2, 2..3, 3..4, 4..5]);
     }
 }

@@ -78,8 +78,8 @@
 
 pub mod compare;
 pub mod cost;
-pub mod devices;
 mod device_groups;
+pub mod devices;
 mod evaluate;
 pub mod model;
 mod plan;

@@ -64,7 +64,9 @@ fn progress_bar(options: &SearchOptions, steps: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(steps);
-    if let Ok(style) = ProgressStyle::with_template("planning {bar:40} {pos}/{len} micro-batch counts") {
+    if let Ok(style) =
+        ProgressStyle::with_template("planning {bar:40} {pos}/{len} micro-batch counts")
+    {
         bar.set_style(style);
     }
     bar

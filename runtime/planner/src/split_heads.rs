@@ -191,18 +191,23 @@ pub(crate) fn symmetric_splits(
     counts: &[u32],
 ) -> Vec<Split> {
     let mut best: Vec<Option<Split>> = vec![None; classes.len()];
-    for_each_symmetric(classes, devices.len(), w.model.kv_heads, &mut |groups, p| {
-        if primary(w, devices, groups) != p || !stage_fits(w, devices, counts, groups) {
-            return;
-        }
-        let split = priced(w, devices, counts, groups.to_vec());
-        let Some(c) = classes.iter().position(|c| c.start == p) else {
-            return;
-        };
-        if best[c].as_ref().is_none_or(|b| split.time < b.time) {
-            best[c] = Some(split);
-        }
-    });
+    for_each_symmetric(
+        classes,
+        devices.len(),
+        w.model.kv_heads,
+        &mut |groups, p| {
+            if primary(w, devices, groups) != p || !stage_fits(w, devices, counts, groups) {
+                return;
+            }
+            let split = priced(w, devices, counts, groups.to_vec());
+            let Some(c) = classes.iter().position(|c| c.start == p) else {
+                return;
+            };
+            if best[c].as_ref().is_none_or(|b| split.time < b.time) {
+                best[c] = Some(split);
+            }
+        },
+    );
     best.into_iter().flatten().collect()
 }
 

@@ -36,7 +36,14 @@ fn device_spec() -> impl Strategy<Value = DeviceSpec> {
         prop::sample::select(vec![1usize, 1, 2, 3]),
     )
         .prop_map(
-            |((joins_previous_pool, gpu), tflops, bandwidth_gbs, launch_us, capacity_factor, copies)| {
+            |(
+                (joins_previous_pool, gpu),
+                tflops,
+                bandwidth_gbs,
+                launch_us,
+                capacity_factor,
+                copies,
+            )| {
                 DeviceSpec {
                     joins_previous_pool,
                     gpu,

@@ -45,6 +45,7 @@ use std::ops::Range;
 
 use crate::cost::transfer_time;
 use crate::device_groups::{DeviceGroup, device_groups};
+use crate::evaluate::evaluate;
 use crate::plan::{Placement, StagePlacement};
 use crate::split_heads::{
     SYMMETRIC_LIMIT, Split, best_splits, for_each_symmetric, symmetric_count, symmetric_splits,
@@ -147,13 +148,14 @@ pub(crate) fn best_placement(w: &Workload, known: f64) -> Option<(f64, Placement
     let spread = search.bound[layers];
     let m1 = (w.micro_batches - 1) as f64;
     let mut best = known;
-    let mut found = None;
-    let mut keep = |run: Option<(f64, Placement)>, best: &mut f64| {
-        if let Some((t, placement)) = run {
-            *best = t;
-            found = Some((t, placement));
-        }
-    };
+    let mut found: Option<(f64, Placement)> = None;
+    let keep =
+        |run: Option<(f64, Placement)>, best: &mut f64, found: &mut Option<(f64, Placement)>| {
+            if let Some((t, placement)) = run {
+                *best = t;
+                *found = Some((t, placement));
+            }
+        };
     // No stage of a plan faster than `best` is bounded above `need(best)`.
     let need = |best: f64| {
         if m1 == 0.0 || spread <= 0.0 || !best.is_finite() {
@@ -165,6 +167,14 @@ pub(crate) fn best_placement(w: &Workload, known: f64) -> Option<(f64, Placement
     // Balanced pipelines inside one group, priced in closed form, bound the search from
     // the start (slightly loosened: the search adds the same times in another order).
     best = best.min(search.balanced() * (1.0 + 1e-9));
+    // Layers given to the groups cheapest per layer first, under a range of stage caps: a
+    // real placement, priced exactly, kept in case the exact search finds nothing faster.
+    if let Some((t, placement)) = search.by_groups() {
+        if t < best {
+            best = t * (1.0 + 1e-9);
+            found = Some((t, placement));
+        }
+    }
     if !best.is_finite() {
         // A first plan, to bound the exact search: beam searches under a stage cap that
         // doubles until it covers the bound for the best plan they found.
@@ -175,7 +185,7 @@ pub(crate) fn best_placement(w: &Workload, known: f64) -> Option<(f64, Placement
         };
         loop {
             let run = search.run(cap, best, Some(BEAM));
-            keep(run, &mut best);
+            keep(run, &mut best, &mut found);
             if cap >= need(best) || (cap >= spread && !best.is_finite()) {
                 break;
             }
@@ -183,7 +193,7 @@ pub(crate) fn best_placement(w: &Workload, known: f64) -> Option<(f64, Placement
         }
     }
     let run = search.run(need(best), best, None);
-    keep(run, &mut best);
+    keep(run, &mut best, &mut found);
     found
 }
 
@@ -362,6 +372,128 @@ impl<'a> Search<'a> {
             }
         }
         best
+    }
+
+    /// A first plan for one layer kind, to bound the exact search: for each stage cap `T`
+    /// on a geometric grid, every group takes the shape and split cheapest per layer among
+    /// those that hold a layer within `T`, as many stages of it as its members allow; layers
+    /// go to the groups cheapest per layer first, evenly over each group's stages, and the
+    /// placement is priced by [`evaluate`]. Not exact (one shape per group), but close when
+    /// a few groups of many members dominate, where the beam search is weakest.
+    fn by_groups(&self) -> Option<(f64, Placement)> {
+        if !self.single_kind {
+            return None;
+        }
+        let w = self.w;
+        let layers = w.model.layers();
+        let spread = self.bound[layers];
+        if spread <= 0.0 || !spread.is_finite() {
+            return None;
+        }
+        // Per group: (time of one layer, layers it holds, shape, split) of every rung.
+        let mut options: Vec<Vec<(f64, usize, usize, usize)>> = vec![Vec::new(); self.groups.len()];
+        for (s, shape) in self.shapes.iter().enumerate() {
+            let (Start::Inside { group, .. }, Some(ladders)) = (&shape.start, &shape.ladders)
+            else {
+                continue;
+            };
+            for rung in ladders.iter().flatten() {
+                let time = self.arena[rung.split].time;
+                options[*group].push((time, rung.max_layers, s, rung.split));
+            }
+        }
+        let mut best: Option<(f64, Placement)> = None;
+        let pools = w.profile.pools.len().max(1) as f64;
+        let mut cap = spread / pools.min(layers as f64);
+        while cap <= 4.0 * spread {
+            if let Some(found) = self.filled(&options, cap) {
+                if best.as_ref().is_none_or(|(t, _)| found.0 < *t) {
+                    best = Some(found);
+                }
+            }
+            cap *= 1.03;
+        }
+        best
+    }
+
+    /// The placement of [`Self::by_groups`] for stage cap `cap`, and its total.
+    fn filled(
+        &self,
+        options: &[Vec<(f64, usize, usize, usize)>],
+        cap: f64,
+    ) -> Option<(f64, Placement)> {
+        let w = self.w;
+        let layers = w.model.layers();
+        // Per group: (time per layer, layers per stage, stages, shape, split).
+        let mut chosen: Vec<Option<(f64, usize, usize, usize, usize)>> =
+            vec![None; self.groups.len()];
+        for (g, opts) in options.iter().enumerate() {
+            for &(time, max_layers, s, split) in opts {
+                let per_stage = max_layers.min((cap / time).floor() as usize).min(layers);
+                let Start::Inside { k, .. } = self.shapes[s].start else {
+                    continue;
+                };
+                let stages = self.groups[g].members() / k;
+                if per_stage == 0 || stages == 0 {
+                    continue;
+                }
+                if chosen[g].is_none_or(|c| time < c.0) {
+                    chosen[g] = Some((time, per_stage, stages, s, split));
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| chosen[g].is_some())
+            .collect();
+        order.sort_by(|&x, &y| {
+            let (a, b) = (
+                chosen[x].map_or(0.0, |c| c.0),
+                chosen[y].map_or(0.0, |c| c.0),
+            );
+            a.total_cmp(&b)
+        });
+        let mut given = vec![0usize; self.groups.len()];
+        let mut left = layers;
+        for g in order {
+            if let Some((_, per_stage, stages, _, _)) = chosen[g] {
+                given[g] = left.min(per_stage.saturating_mul(stages));
+                left -= given[g];
+            }
+        }
+        if left > 0 {
+            return None;
+        }
+        let mut stages = Vec::new();
+        let mut first_layer = 0;
+        for (g, &x) in given.iter().enumerate() {
+            let Some((_, per_stage, _, s, split)) = chosen[g].filter(|_| x > 0) else {
+                continue;
+            };
+            let Start::Inside { k, .. } = self.shapes[s].start else {
+                continue;
+            };
+            let count = x.div_ceil(per_stage);
+            for i in 0..count {
+                let held = x / count + usize::from(i < x % count);
+                let first_pool = self.groups[g].pools.start + i * k;
+                let kv_groups = self.arena[split].kv_groups.clone();
+                let devices = (0..kv_groups.len())
+                    .map(|pos| self.device(s, first_pool, pos))
+                    .collect();
+                stages.push(StagePlacement {
+                    devices,
+                    layers: first_layer..first_layer + held,
+                    kv_groups,
+                });
+                first_layer += held;
+            }
+        }
+        let placement = Placement {
+            micro_batches: w.micro_batches,
+            stages,
+        };
+        let plan = evaluate(w, &placement).ok()?;
+        Some((plan.total_s, placement))
     }
 
     /// A lower bound on the time of layers `a..` on stages from group `g` on.

@@ -106,9 +106,9 @@ fn a_million_tokens() {
     assert!(p.total_s.is_finite());
 }
 
-/// Ten times deeper, in the normal suite: 6.7 s in the test profile (opt-level 1) and
-/// 5.4 s in a release build on a loaded 2-core machine; 23 s in release before
-/// `stages::Search::rest_bound`.
+/// Ten times deeper, in the normal suite: on a 2-core machine at load 5 to 10, 6.7 s in
+/// the test profile (opt-level 1, what `cargo test` builds), 4 to 5.4 s in release (23 s
+/// before `stages::Search::rest_bound`), 75 s with the planner at opt-level 0.
 #[test]
 fn a_thousand_devices_and_ten_thousand_layers() {
     let (p, took) = plan_within(

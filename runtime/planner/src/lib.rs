@@ -78,6 +78,7 @@
 
 pub mod compare;
 pub mod cost;
+mod device_groups;
 pub mod devices;
 mod evaluate;
 pub mod model;

@@ -195,12 +195,12 @@ impl RawModel {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
-        // The stage search keeps a table over pairs of layer boundaries; the deepest
-        // models have about 130 layers.
-        if self.layers > 512 {
+        // The stage search keeps a Pareto front per layer boundary and looks stages up by
+        // length; the deepest models have about 130 layers, and 100,000 plan in seconds.
+        if self.layers > 100_000 {
             return Err(invalid(
                 "layers",
-                format!("{} is more than 512", self.layers),
+                format!("{} is more than 100000", self.layers),
             ));
         }
         if self.kv_heads > self.heads || !self.heads.is_multiple_of(self.kv_heads) {

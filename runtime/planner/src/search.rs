@@ -37,18 +37,20 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let mut cache = WorkCache::new(work);
     let counts = divisors(model.batch);
-    let progress = progress_bar(
-        options,
-        counts.len() as u64 * crate::stages::group_count(profile.pools.len()),
-    );
+    let progress = progress_bar(options, counts.len() as u64);
+    // A failing work source is reported for the whole batch, whatever count comes first.
+    workload(model, profile, &mut cache, 1)?;
     let mut best: Option<(f64, Workload, Placement)> = None;
-    for &m in &counts {
+    // The most micro-batches first: at scale they are usually fastest, and the best total
+    // so far bounds the search of every later count. A later count that ties wins, so
+    // among equals the fewest micro-batches are kept.
+    for &m in counts.iter().rev() {
         let w = workload(model, profile, &mut cache, m)?;
-        if let Some((time, placement)) = crate::stages::best_placement(&w, &progress)
-            && best.as_ref().is_none_or(|(t, _, _)| time < *t)
-        {
+        let known = best.as_ref().map_or(f64::INFINITY, |(t, _, _)| *t);
+        if let Some((time, placement)) = crate::stages::best_placement(&w, known) {
             best = Some((time, w, placement));
         }
+        progress.inc(1);
     }
     progress.finish_and_clear();
     match best {
@@ -62,7 +64,9 @@ fn progress_bar(options: &SearchOptions, steps: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(steps);
-    if let Ok(style) = ProgressStyle::with_template("planning {bar:40} {pos}/{len} device groups") {
+    if let Ok(style) =
+        ProgressStyle::with_template("planning {bar:40} {pos}/{len} micro-batch counts")
+    {
         bar.set_style(style);
     }
     bar

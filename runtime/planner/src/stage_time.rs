@@ -52,6 +52,32 @@ pub(crate) fn kind_counts(model: &Model, layers: std::ops::Range<usize>) -> Vec<
     counts
 }
 
+/// Layers of each kind before each layer boundary, so that the search gets the counts of
+/// any run of layers in time independent of its length.
+pub(crate) struct KindPrefix(Vec<Vec<u32>>);
+
+impl KindPrefix {
+    pub fn new(model: &Model) -> Self {
+        let mut rows = vec![vec![0; model.kernels.len()]];
+        for &k in &model.layer_kernel {
+            let mut next = rows[rows.len() - 1].clone();
+            next[k] += 1;
+            rows.push(next);
+        }
+        KindPrefix(rows)
+    }
+
+    /// Layers of kind `kind` from layer `first` to the end.
+    pub fn after(&self, first: usize, kind: usize) -> u32 {
+        self.0[self.0.len() - 1][kind] - self.0[first][kind]
+    }
+
+    pub fn counts(&self, layers: std::ops::Range<usize>) -> Vec<u32> {
+        let (a, b) = (&self.0[layers.start], &self.0[layers.end]);
+        a.iter().zip(b).map(|(x, y)| y - x).collect()
+    }
+}
+
 /// Where the stage's residual stream lives: the device with the most K/V groups, so the
 /// device doing the most work pays no transfers (the faster, then the earlier, of equals).
 /// Returns a position in `devices`.
@@ -79,6 +105,25 @@ pub(crate) struct StageLoad {
     pub time: f64,
     pub compute: Vec<f64>,
     pub transfer: Vec<f64>,
+    /// Per layer kind, the slowest device of each half for one layer (zero for kinds the
+    /// stage does not run), so that the stage time for other layer counts under the same
+    /// split is [`time_for`] without pricing every device again.
+    pub slowest: Vec<[f64; 2]>,
+}
+
+/// The time of a stage whose one-layer halves are `slowest`, running `counts` layers per
+/// kind: the same sum, in the same order, as [`stage_load`], so the two agree to the bit.
+pub(crate) fn time_for(slowest: &[[f64; 2]], counts: &[u32]) -> f64 {
+    let mut time = 0.0;
+    for (halves, &count) in slowest.iter().zip(counts) {
+        if count == 0 {
+            continue;
+        }
+        for s in halves {
+            time += f64::from(count) * s;
+        }
+    }
+    time
 }
 
 /// One device's time for one half of one layer kind: its kernels plus, for a helper, the
@@ -106,6 +151,7 @@ pub(crate) fn stage_load(
         time: 0.0,
         compute: vec![0.0; n],
         transfer: vec![0.0; n],
+        slowest: vec![[0.0; 2]; counts.len()],
     };
     let hops: Vec<f64> = (0..n)
         .map(|i| {
@@ -117,16 +163,19 @@ pub(crate) fn stage_load(
             }
         })
         .collect();
-    for (kind, &count) in w.work.kinds.iter().zip(counts) {
+    for (k, (kind, &count)) in w.work.kinds.iter().zip(counts).enumerate() {
         if count == 0 {
             continue;
         }
         let count = f64::from(count);
         let o = &kind.ops;
-        for half in [
+        for (h, half) in [
             &[o.qkv, o.attention, o.out_proj][..],
             &[o.mlp_up, o.mlp_down][..],
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let mut slowest: f64 = 0.0;
             for i in 0..n {
                 let share = kv_groups[i] as f64 / w.model.kv_heads as f64;
@@ -136,6 +185,7 @@ pub(crate) fn stage_load(
                 slowest = slowest.max(c + t);
             }
             load.time += count * slowest;
+            load.slowest[k][h] = slowest;
         }
     }
     load

@@ -3,7 +3,10 @@
 //! The enumeration tries every micro-batch count, every sequence of stage groups (runs of
 //! neighbouring memory pools, in order, any left out), every cut of the layers among them,
 //! and every split of the K/V groups over each stage's devices, pricing each placement
-//! with the public `evaluate_placement`. The planner's plan must be within 1% of the best.
+//! with the public `evaluate_placement`. The planner's plan must be as fast as the best:
+//! at these sizes every split is searched exhaustively (identical devices by their
+//! symmetric splits, see `split_heads`), so the planner is exact. Cases include runs of
+//! identical devices (groups), alone or among others.
 
 mod cases;
 mod common;
@@ -180,7 +183,7 @@ fn the_primary_is_chosen_with_the_links_in_view() {
     .unwrap();
     let best = best.unwrap();
     assert!(
-        p.total_s <= best * 1.01,
+        p.total_s <= best * (1.0 + 1e-9),
         "planner {} s, brute force {best} s",
         p.total_s
     );
@@ -192,14 +195,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn planner_is_within_one_percent_of_brute_force(case in cases::case(8, 4)) {
+    fn planner_equals_brute_force(case in cases::case(8, 4)) {
         let (best, tried) = brute_force(&case.model, &case.profile);
         prop_assert!(tried > 0);
         let planned = plan(&case.model, &case.profile, &common::ClosedForm, &SearchOptions::default());
         match (best, planned) {
             (None, Err(PlanError::DoesNotFit { .. })) => {}
             (Some(best), Ok(p)) => {
-                prop_assert!(p.total_s <= best * 1.01, "planner {} s, brute force {} s", p.total_s, best);
+                prop_assert!(p.total_s <= best * (1.0 + 1e-9), "planner {} s, brute force {} s", p.total_s, best);
                 prop_assert!(p.total_s >= best * (1.0 - 1e-9), "planner {} s beats brute force {} s", p.total_s, best);
             }
             (best, planned) => prop_assert!(false, "brute force {best:?}, planner {planned:?}"),

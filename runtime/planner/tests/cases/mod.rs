@@ -16,27 +16,43 @@ pub struct Case {
 #[derive(Clone, Debug)]
 struct DeviceSpec {
     joins_previous_pool: bool,
+    gpu: bool,
     tflops: f64,
     bandwidth_gbs: f64,
     launch_us: f64,
     capacity_factor: f64,
+    /// How many identical devices, each its own pool, follow one another (a group when
+    /// the links allow).
+    copies: usize,
 }
 
 fn device_spec() -> impl Strategy<Value = DeviceSpec> {
     (
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         0.05f64..100.0,
         5.0f64..3000.0,
         0.0f64..50.0,
         0.15f64..3.0,
+        prop::sample::select(vec![1usize, 1, 2, 3]),
     )
         .prop_map(
-            |(joins_previous_pool, tflops, bandwidth_gbs, launch_us, capacity_factor)| DeviceSpec {
-                joins_previous_pool,
+            |(
+                (joins_previous_pool, gpu),
                 tflops,
                 bandwidth_gbs,
                 launch_us,
                 capacity_factor,
+                copies,
+            )| {
+                DeviceSpec {
+                    joins_previous_pool,
+                    gpu,
+                    tflops,
+                    bandwidth_gbs,
+                    launch_us,
+                    capacity_factor,
+                    copies,
+                }
             },
         )
 }
@@ -66,7 +82,17 @@ pub fn case(max_layers: u64, max_devices: usize) -> impl Strategy<Value = Case> 
     );
     let devices = prop::collection::vec(device_spec(), 1..=max_devices);
     let links = prop::collection::vec((0.05f64..50.0, 1.0f64..3000.0), 7);
-    (model, devices, links).prop_map(|(m, devices, links)| {
+    let explicit_links = any::<bool>();
+    (model, devices, links, explicit_links).prop_map(move |(m, specs, links, explicit_links)| {
+        let mut devices = Vec::new();
+        for spec in specs {
+            for copy in 0..spec.copies {
+                let mut d = spec.clone();
+                d.joins_previous_pool &= copy == 0;
+                devices.push(d);
+            }
+        }
+        devices.truncate(max_devices);
         let (layers, kv, per_group, head_dim, hidden, mlp, dtype, batch, seq, hybrid) = m;
         let mut text = format!(
             "name = \"random\"\nlayers = {layers}\nhidden = {hidden}\nheads = {}\nkv_heads = {kv}\n\
@@ -89,7 +115,7 @@ pub fn case(max_layers: u64, max_devices: usize) -> impl Strategy<Value = Case> 
             if i == 0 || !d.joins_previous_pool {
                 pools.push((format!("pool{}", pools.len()), d.capacity_factor * size));
             }
-            let kind = if i % 2 == 0 { "gpu" } else { "cpu" };
+            let kind = if d.gpu { "gpu" } else { "cpu" };
             let _ = write!(
                 p,
                 "[[device]]\nname = \"d{i}\"\nkind = \"{kind}\"\n\
@@ -114,7 +140,7 @@ pub fn case(max_layers: u64, max_devices: usize) -> impl Strategy<Value = Case> 
         let mut next = 1;
         for a in 0..devices.len() {
             for b in a + 1..devices.len() {
-                if next < links.len() && (a + b) % 2 == 1 {
+                if explicit_links && next < links.len() && (a + b) % 2 == 1 {
                     let (bw, lat) = links[next];
                     let _ = write!(
                         p,

@@ -6,6 +6,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dir=.device/check
+# BUNDLES: another folder of .device/check with the same bundle names (one compiler variant
+# against the same cases).
+bundles=${BUNDLES:-bundles}
+# CASES: an extended regular expression; only the cases whose line of cases.tsv matches run.
 log=${OUT:-/tmp}/check.jsonl
 : > "$log"
 nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader || true
@@ -13,14 +17,14 @@ run=$dir/attnc-run
 [ -x "$run" ] || run=.device/cuda/attnc-run
 [ -x "$run" ] || run=.device/bench/attnc-run
 while IFS=$'\t' read -r case bundle inputs ref tol dtype shape; do
-    res=$(timeout 60 "$run" "$dir/bundles/$bundle" --inputs "$dir/cases/$inputs" --check "$dir/cases/$ref" \
+    res=$(timeout 60 "$run" "$dir/$bundles/$bundle" --inputs "$dir/cases/$inputs" --check "$dir/cases/$ref" \
         --tolerance "$tol" --format json 2> /tmp/attnc-check.stderr; echo " $?")
     code=${res##* }
     res=$(printf '%s' "${res% *}" | tr '\n' ' ')
     [ -n "${res// /}" ] || res='{}'
     if [ "$code" != 0 ]; then { echo "== $case"; cat /tmp/attnc-check.stderr; } >> "${OUT:-/tmp}/check-stderr.log"; fi
     echo "{\"case\": \"$case\", \"dtype\": \"$dtype\", \"shape\": \"$shape\", \"exit\": $code, \"run\": $res}" >> "$log"
-done < "$dir/cases.tsv"
+done < <(grep -E "${CASES:-.}" "$dir/cases.tsv")
 python3 - "$log" "${OUT:-/tmp}/check.txt" <<'EOF'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

@@ -3,7 +3,9 @@
 # and bench folders packed by bench/gpu/pack.sh, since PTX compresses ~6x and a call carries at
 # most 64 MiB): the correctness table, the tile sweep, then the benchmark. What each step
 # prints goes to $OUT too.
-#   bench/gpu/device_run.sh [check] [tiles] [bench]     (default: all three)
+#   bench/gpu/device_run.sh [check] [check:FOLDER] [tiles] [bench]     (default: check tiles bench)
+# check:FOLDER runs the check with the bundles of .device/check/FOLDER (a compiler variant), on
+# the cases CASES selects (all by default).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 steps=${*:-check tiles bench}
@@ -12,7 +14,9 @@ out=${OUT:-/tmp}
 for s in $steps; do
     echo "=== $s $(date +%T)"
     case $s in
-    check) timeout 240 bash bench/gpu/check.sh 2>&1 | tail -30 ;;
+    check) CASES=. timeout 240 bash bench/gpu/check.sh 2>&1 | tail -30 ;;
+    check:*) BUNDLES=${s#check:} CASES=${CASES:-.} timeout 240 bash bench/gpu/check.sh 2>&1 | tail -12
+        cp "$out/check.txt" "$out/check-${s#check:}.txt" ;;
     tiles) timeout 150 bash bench/gpu/tile_sweep.sh run 2>&1 | tee "$out/tiles.txt" ;;
     bench) SHAPES=${SHAPES:-4,16,4096,128} timeout ${BENCH_S:-280} python3 bench/gpu/bench.py 2>&1 | tee "$out/bench.txt" | tail -40 ;;
     esac

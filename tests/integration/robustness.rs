@@ -176,6 +176,49 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
 }
 
 #[test]
+fn flags_that_do_not_go_together_and_bad_model_files_exit_with_their_kind() {
+    let k = "examples/softmax_causal.attn";
+    let model = "runtime/planner/models/llama_1b.toml";
+    let phones = "runtime/planner/profiles/phones.toml";
+    let usage: &[&[&str]] = &[
+        &["build", k, "--emit", "ast,graph", "-o", "k.txt"],
+        &["build", k, "--tile", "64x64"],
+        &["build", k, "--emit", "ptx"],
+        &["build", k, "--target", "vulkan", "--emit", "mlir"],
+        &["build", k, "--target", "cuda:sm_80", "--emit", "spirv"],
+        &["build", k, "--print-after-all", "--format", "json"],
+        &["build", k, "--out-dir", "no/such/folder"],
+        &[
+            "plan",
+            model,
+            "--devices",
+            phones,
+            "--compare",
+            "--format",
+            "json",
+        ],
+        &["plan", "no/such/model.toml", "--devices", phones],
+        &["plan", model, "--devices", "no/such/profile.toml"],
+    ];
+    for args in usage {
+        let out = common::attnc(args);
+        assert_eq!(code(&out), 2, "attnc {}: {}", args.join(" "), stderr(&out));
+    }
+    // A model file whose field is wrong is the user's input, like a kernel (exit 1).
+    let dir = scratch("model");
+    let shipped = std::fs::read_to_string(common::repo_root().join(model)).expect("the model");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, shipped.replace("kv_heads = 8", "kv_heads = 5")).expect("write");
+    let out = common::attnc(&["plan", bad.to_str().expect("utf-8"), "--devices", phones]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("field `kv_heads`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_unsupported_or_internal_failure_of_the_cpu_backend_names_a_place() {
     // issue 17: `float(` replaced by `max_j(` in t5_bucketed_bias; the reference runs it.
     let dir = scratch("t5");

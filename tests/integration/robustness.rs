@@ -176,6 +176,29 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
 }
 
 #[test]
+fn a_panic_reaches_the_user_as_an_internal_compiler_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_attnc"))
+        .args(["build", "examples/softmax_causal.attn"])
+        .current_dir(common::repo_root())
+        .env("ATTNC_DEBUG_PANIC", "1")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the attnc binary runs");
+    assert_eq!(code(&out), 101, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("internal compiler error: attnc panicked at ")
+            && err.contains("ATTNC_DEBUG_PANIC is set")
+            && err.contains("please report it"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("thread '") && !err.contains("RUST_BACKTRACE"),
+        "Rust's own panic message reached the user:\n{err}"
+    );
+}
+
+#[test]
 fn flags_that_do_not_go_together_and_bad_model_files_exit_with_their_kind() {
     let k = "examples/softmax_causal.attn";
     let model = "runtime/planner/models/llama_1b.toml";

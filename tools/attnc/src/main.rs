@@ -180,6 +180,12 @@ fn main() -> ExitCode {
 }
 
 fn run_command_line(cli: &Cli) -> ExitCode {
+    // Debug builds only: the tests' way to check that a panic reaches the user as an internal
+    // compiler error with its exit status, not as Rust's panic message and backtrace hint.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("ATTNC_DEBUG_PANIC").is_some() {
+        panic!("ATTNC_DEBUG_PANIC is set");
+    }
     let result = match &cli.command {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),

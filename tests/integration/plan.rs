@@ -57,7 +57,105 @@ fn json_plan_is_one_document_and_the_svg_is_written() {
         drawn.contains("s23-gpu"),
         "the timeline has no row for the devices"
     );
+    draws_what_issue_19_asks(&drawn, &parsed);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The text between `start` and the next `end` after it, for each `start` in `text`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Vec<&'a str> {
+    text.split(start)
+        .skip(1)
+        .filter_map(|rest| rest.split(end).next())
+        .collect()
+}
+
+/// What the SVG must show (issue 19): each device's memory against its pool's capacity, the
+/// heads, K/V groups and layers of each working device, transfers on the sending device's
+/// row, and a `<title>` tooltip on every bar.
+fn draws_what_issue_19_asks(svg: &str, plan: &serde_json::Value) {
+    let gib = |bytes: &serde_json::Value| {
+        format!(
+            "{:.2} GiB",
+            bytes.as_f64().unwrap_or(-1.0) / f64::from(1u32 << 30)
+        )
+    };
+    let memory = plan["memory"].as_array().expect("memory");
+    for m in memory {
+        let shown = format!(
+            "{} / {}",
+            gib(&m["used_bytes"]),
+            gib(&m["pool_capacity_bytes"])
+        );
+        assert!(svg.contains(&shown), "no `{shown}` for {}", m["device"]);
+    }
+    // Row tops in drawing order, and the device each row is for.
+    let tops: Vec<f64> = between(svg, r#"<rect x="10" y=""#, "\"")
+        .iter()
+        .filter_map(|y| y.parse().ok())
+        .collect();
+    // Bold texts: the title, then each row's `NAME (stage N)` or `NAME (unused)`.
+    let names: Vec<&str> = between(svg, r#"font-weight="bold">"#, "</text>")
+        .iter()
+        .skip(1)
+        .filter_map(|t| t.split(" (").next())
+        .collect();
+    assert_eq!(names.len(), memory.len(), "one row per device");
+    assert_eq!(tops.len(), memory.len(), "one row band per device");
+    for stage in plan["stages"].as_array().expect("stages") {
+        for d in stage["devices"].as_array().expect("devices") {
+            let (h, g) = (&d["heads"], &d["kv_groups"]);
+            let range = |r: &serde_json::Value, i: usize| r[i].as_u64().unwrap_or(0);
+            let span = |r: &serde_json::Value| match range(r, 1) - range(r, 0) {
+                1 => format!("{}", range(r, 0)),
+                _ => format!("{}-{}", range(r, 0), range(r, 1) - 1),
+            };
+            let label = format!(
+                "heads {}, K/V {}, layers {}-{}",
+                span(h),
+                span(g),
+                stage["first_layer"],
+                stage["last_layer"]
+            );
+            assert!(svg.contains(&label), "no `{label}` for {}", d["device"]);
+        }
+    }
+    let links = between(svg, "<title>hidden state of ", "/></g>");
+    assert!(!links.is_empty(), "no transfers drawn");
+    for link in links {
+        let from = between(link, ": ", " to ")
+            .first()
+            .copied()
+            .unwrap_or_default();
+        let row = names
+            .iter()
+            .position(|n| *n == from)
+            .expect("the sender has a row");
+        let y: f64 = between(link, r#" y=""#, "\"")
+            .first()
+            .and_then(|y| y.parse().ok())
+            .expect("the transfer's y");
+        assert!(
+            tops[row] <= y && y < tops[row] + 60.0,
+            "a transfer from {from} drawn outside its row: {link}"
+        );
+    }
+    // One bar per working device and micro-batch, each in a group with its tooltip.
+    let working: u64 = plan["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .flat_map(|s| s["devices"].as_array().cloned().unwrap_or_default())
+        .filter(|d| d["heads"][0] != d["heads"][1])
+        .count() as u64;
+    let bars = working * plan["micro_batches"].as_u64().unwrap_or(0);
+    let titled_bars = between(svg, "<g><title>stage ", "</g>")
+        .iter()
+        .filter(|g| g.contains("<rect "))
+        .count() as u64;
+    assert!(
+        bars > 0 && titled_bars == bars,
+        "{titled_bars} of {bars} bars have a tooltip"
+    );
 }
 
 /// The fields and types docs/output-formats.md lists for `plan --format json`, and the

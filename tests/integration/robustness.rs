@@ -222,6 +222,8 @@ fn flags_that_do_not_go_together_and_bad_model_files_exit_with_their_kind() {
         ],
         &["plan", "no/such/model.toml", "--devices", phones],
         &["plan", model, "--devices", "no/such/profile.toml"],
+        &["run", k, "--inputs", "no/such/inputs.npz"],
+        &["bench", k, "--inputs", "no/such/inputs.npz"],
     ];
     for args in usage {
         let out = common::attnc(args);

@@ -28,7 +28,7 @@ use std::process::ExitCode;
     name = "attnc",
     version,
     about = "A compiler for attention mechanisms written in .attn",
-    after_help = "Exit status:\n  0    success (also when stdout is closed early, as by `| head`)\n  1    the program or its inputs are wrong (a diagnostic says where), or a model or profile file\n  2    the command line is wrong: a flag, flags that do not go together, a FILE, MODEL or --devices file that cannot be read\n  3    --check found a difference from the reference interpreter\n  4    a device or runtime error (no driver, a file that cannot be written, memory; a model that does not fit its devices)\n  101  internal compiler error: a bug in attnc, please report it"
+    after_help = "Exit status:\n  0    success (also when stdout is closed early, as by `| head`)\n  1    the program or its inputs are wrong (a diagnostic says where), or a model or profile file\n  2    the command line is wrong: a flag, flags that do not go together, a FILE, MODEL, --devices or --inputs file that cannot be read\n  3    --check found a difference from the reference interpreter\n  4    a device or runtime error (no driver, a file that cannot be written, memory; a model that does not fit its devices)\n  101  internal compiler error: a bug in attnc, please report it"
 )]
 struct Cli {
     #[command(subcommand)]

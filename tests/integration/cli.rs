@@ -360,3 +360,49 @@ fn rank_0_inputs_are_used_by_name_as_documented() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Runs attnc under a pseudo-terminal (util-linux `script`), returning what the terminal
+/// showed, or `None` where `script` is not installed.
+fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> Option<String> {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_attnc"));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .envs(env.iter().copied())
+        .current_dir(common::repo_root())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn progress_and_colour_on_a_terminal_only() {
+    let run = format!("run {KERNEL} --shape B=1,H=2,S=64,D=8 --check");
+    let Some(terminal) = on_a_terminal(&run, &[]) else {
+        println!("skipped: no `script` to give attnc a terminal");
+        return;
+    };
+    assert!(
+        terminal.contains("checking against the f64 reference interpreter"),
+        "no progress on a terminal:\n{terminal}"
+    );
+    let piped = common::attnc(&["run", KERNEL, "--shape", "B=1,H=2,S=64,D=8", "--check"]);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(stderr(&piped), "", "progress in a pipe");
+
+    let build = "build tests/ui/unknown_builtin_typo.attn";
+    let coloured = on_a_terminal(build, &[]).unwrap_or_default();
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour on a terminal:\n{coloured}"
+    );
+    let plain = on_a_terminal(build, &[("NO_COLOR", "1")]).unwrap_or_default();
+    assert!(
+        plain.contains("sofmax") && !plain.contains('\u{1b}'),
+        "NO_COLOR ignored:\n{plain}"
+    );
+    let never = on_a_terminal(&format!("{build} --color never"), &[]).unwrap_or_default();
+    assert!(
+        never.contains("sofmax") && !never.contains('\u{1b}'),
+        "--color never ignored:\n{never}"
+    );
+}

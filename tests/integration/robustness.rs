@@ -176,6 +176,74 @@ fn exit_codes_tell_the_kinds_of_failure_apart() {
 }
 
 #[test]
+fn a_panic_reaches_the_user_as_an_internal_compiler_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_attnc"))
+        .args(["build", "examples/softmax_causal.attn"])
+        .current_dir(common::repo_root())
+        .env("ATTNC_DEBUG_PANIC", "1")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the attnc binary runs");
+    assert_eq!(code(&out), 101, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("internal compiler error: attnc panicked at ")
+            && err.contains("ATTNC_DEBUG_PANIC is set")
+            && err.contains("please report it"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("thread '") && !err.contains("RUST_BACKTRACE"),
+        "Rust's own panic message reached the user:\n{err}"
+    );
+}
+
+#[test]
+fn flags_that_do_not_go_together_and_bad_model_files_exit_with_their_kind() {
+    let k = "examples/softmax_causal.attn";
+    let model = "runtime/planner/models/llama_1b.toml";
+    let phones = "runtime/planner/profiles/phones.toml";
+    let usage: &[&[&str]] = &[
+        &["build", k, "--emit", "ast,graph", "-o", "k.txt"],
+        &["build", k, "--tile", "64x64"],
+        &["build", k, "--emit", "ptx"],
+        &["build", k, "--target", "vulkan", "--emit", "mlir"],
+        &["build", k, "--target", "cuda:sm_80", "--emit", "spirv"],
+        &["build", k, "--print-after-all", "--format", "json"],
+        &["build", k, "--out-dir", "no/such/folder"],
+        &[
+            "plan",
+            model,
+            "--devices",
+            phones,
+            "--compare",
+            "--format",
+            "json",
+        ],
+        &["plan", "no/such/model.toml", "--devices", phones],
+        &["plan", model, "--devices", "no/such/profile.toml"],
+        &["run", k, "--inputs", "no/such/inputs.npz"],
+        &["bench", k, "--inputs", "no/such/inputs.npz"],
+    ];
+    for args in usage {
+        let out = common::attnc(args);
+        assert_eq!(code(&out), 2, "attnc {}: {}", args.join(" "), stderr(&out));
+    }
+    // A model file whose field is wrong is the user's input, like a kernel (exit 1).
+    let dir = scratch("model");
+    let shipped = std::fs::read_to_string(common::repo_root().join(model)).expect("the model");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, shipped.replace("kv_heads = 8", "kv_heads = 5")).expect("write");
+    let out = common::attnc(&["plan", bad.to_str().expect("utf-8"), "--devices", phones]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("field `kv_heads`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_unsupported_or_internal_failure_of_the_cpu_backend_names_a_place() {
     // issue 17: `float(` replaced by `max_j(` in t5_bucketed_bias; the reference runs it.
     let dir = scratch("t5");

@@ -272,6 +272,35 @@ impl Builder<'_> {
         Err(self.error(Diagnostic::error(msg, span, label)))
     }
 
+    /// The frame index an undefined name written as an index most likely stands for: the one
+    /// index a single edit away (`jj`, `j1` for `j`) that can range over `dim`. The general
+    /// "did you mean" allows no edit to names this short, and a bare letter such as `x` is
+    /// one edit from every index, so it gets no suggestion.
+    fn misspelt_index(
+        &self,
+        n: &str,
+        dim: &attnc_ir::types::Dim,
+        scope: &Scope,
+    ) -> Option<FrameIndex> {
+        let defined = scope.get(n).is_some()
+            || self.inputs.contains_key(n)
+            || self.outputs.contains_key(n)
+            || self.dims.contains_key(n)
+            || self.functions.contains_key(n)
+            || self.lets_ahead.contains_key(n);
+        if defined || n.chars().count() < 2 {
+            return None;
+        }
+        let mut near = FrameIndex::ALL.into_iter().filter(|fi| {
+            attnc_source::suggest::edit_distance(n, fi.name()) == 1
+                && self.graph.extents.get(fi).is_none_or(|d| d == dim)
+        });
+        match (near.next(), near.next()) {
+            (Some(fi), None) => Some(fi),
+            _ => None,
+        }
+    }
+
     /// The frame index a tensor name written as an index most likely stands for: the index
     /// that tensor is itself read with on an axis of the same size (`v[b, h, k]` after
     /// `k[b, h, j]` means `j`), else an index of the query or key axes with that size.
@@ -462,6 +491,15 @@ impl Builder<'_> {
                     format!("`{n}` is an input tensor, not an index of `{name}`"),
                     idx.span,
                     label,
+                )));
+            }
+            if let ExprKind::Name(n) = &idx.kind
+                && let Some(fi) = self.misspelt_index(n, &ty.dims[axis], scope)
+            {
+                return Err(self.error(Diagnostic::error(
+                    format!("unknown name `{n}`"),
+                    idx.span,
+                    format!("did you mean the index `{}`?", fi.name()),
                 )));
             }
             let mut ctx = Ctx::map();

@@ -2,12 +2,15 @@
 //! about unknown functions, names, dims and indices.
 
 /// The candidate closest to `name`, if it is close enough to be a likely typo: at most one
-/// edit per three characters (so a one-letter name only matches another case of itself, not
-/// every other one-letter dim). A candidate that differs only in case always qualifies (dims
-/// are case-sensitive).
+/// edit per three characters, and one for a name of two (`qq` for `q`, as rustc allows), but
+/// none for a one-letter name, which is one edit from every other one-letter dim or index. A
+/// candidate that differs only in case always qualifies (dims are case-sensitive). Two
+/// different candidates equally close give no suggestion rather than an arbitrary one.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = name.chars().count() / 3;
+    let length = name.chars().count();
+    let limit = if length < 2 { 0 } else { length.max(3) / 3 };
     let mut best: Option<(usize, &'a str)> = None;
+    let mut tied = false;
     for c in candidates {
         if c == name {
             continue;
@@ -17,11 +20,19 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         } else {
             edit_distance(name, c)
         };
-        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
+        if d > limit {
+            continue;
+        }
+        match best {
+            Some((bd, b)) if d == bd && b != c => tied = true,
+            Some((bd, _)) if d >= bd => {}
+            _ => {
+                best = Some((d, c));
+                tied = false;
+            }
         }
     }
-    best.map(|(_, c)| c)
+    if tied { None } else { best.map(|(_, c)| c) }
 }
 
 /// Levenshtein distance, counting a swap of two neighbouring characters as one edit (the most
@@ -69,6 +80,13 @@ mod tests {
         assert_eq!(closest("sparsemax", builtins), None);
         assert_eq!(closest("d", ["B", "D", "S"]), Some("D"));
         assert_eq!(closest("D", ["B", "H", "S"]), None);
+        assert_eq!(closest("qq", ["q", "k", "v"]), Some("q"));
+        assert_eq!(
+            closest("kv", ["q", "k", "v"]),
+            None,
+            "as close to k as to v"
+        );
+        assert_eq!(closest("sofmax", ["softmax", "softmax"]), Some("softmax"));
         assert_eq!(
             closest("exp", builtins),
             None,

@@ -271,12 +271,14 @@ pub fn render_svg(plan: &Plan) -> String {
                 let link = &plan.links[l];
                 let y = TOP + row_of(&link.from) as f64 * ROW + LANE_TOP;
                 let tooltip = format!(
-                    "hidden state of micro-batch {micro_batch}, stage {l} to {}: {} to {}, {:.2} MiB in {}",
+                    "hidden state of micro-batch {micro_batch}, stage {l} to {}: {} to {}, {:.2} MiB in {} ({} to {})",
                     l + 1,
                     link.from,
                     link.to,
                     link.bytes / (1u64 << 20) as f64,
-                    seconds(link.time_s)
+                    seconds(link.time_s),
+                    seconds(slot.start),
+                    seconds(slot.end)
                 );
                 let _ = writeln!(
                     out,

@@ -95,8 +95,13 @@ pub fn render_text(plan: &Plan) -> String {
                 let _ = writeln!(out, "  {:width$}  idle", d.device);
                 continue;
             }
+            let groups = if d.kv_groups[1] - d.kv_groups[0] == 1 {
+                "group"
+            } else {
+                "groups"
+            };
             let share = format!(
-                "heads {} (K/V groups {})",
+                "heads {} (K/V {groups} {})",
                 range(d.heads),
                 range(d.kv_groups)
             );

@@ -279,16 +279,23 @@ fn peak_rss_mb() -> f64 {
 /// straightforward implementation, in f32, parallel over slices like the kernel.
 fn unfused(inputs: &BTreeMap<String, Tensor>, kind: Unfused) -> anyhow::Result<Tensor> {
     let get = |n: &str| {
-        inputs
-            .get(n)
-            .ok_or_else(|| anyhow::anyhow!("--unfused needs an input `{n}` of shape [B, H, S, D]"))
+        inputs.get(n).ok_or_else(|| {
+            crate::usage(anyhow::anyhow!(
+                "--unfused needs an input `{n}` of shape [B, H, S, D]"
+            ))
+        })
     };
     let (q, k, v) = (get("q")?, get("k")?, get("v")?);
     let [b, h, s, d] = q.shape[..] else {
-        anyhow::bail!("--unfused needs q of rank 4, got {:?}", q.shape);
+        return Err(crate::usage(anyhow::anyhow!(
+            "--unfused needs q of rank 4, got {:?}",
+            q.shape
+        )));
     };
     if k.shape != q.shape || v.shape != q.shape {
-        anyhow::bail!("--unfused needs q, k and v of one shape");
+        return Err(crate::usage(anyhow::anyhow!(
+            "--unfused needs q, k and v of one shape"
+        )));
     }
     let to32 = |t: &Tensor| t.data.iter().map(|x| *x as f32).collect::<Vec<f32>>();
     let (q, k, v) = (to32(q), to32(k), to32(v));

@@ -101,10 +101,23 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.out_dir
         && !dir.is_dir()
     {
-        anyhow::bail!("--out-dir {}: no such folder", dir.display());
+        return Err(crate::usage(anyhow::anyhow!(
+            "--out-dir {}: no such folder",
+            dir.display()
+        )));
+    }
+    // Checked here, not where the tiles are chosen: with `--emit graph` tiling never runs,
+    // and the flag would be ignored without a word.
+    if args.tile.is_some() && matches!(args.target, Target::Cpu(_)) {
+        return Err(crate::usage(anyhow::anyhow!(
+            "--tile is for GPU targets (--target cuda:sm_90a, vulkan); --target {} chooses its own tiles",
+            args.target
+        )));
     }
     if args.format == OutputFormat::Json && args.print_after_all {
-        anyhow::bail!("--print-after-all prints text: use it with --format text");
+        return Err(crate::usage(anyhow::anyhow!(
+            "--print-after-all prints text: use it with --format text"
+        )));
     }
     let (mut sources, file) = load_source(&args.file)?;
     let fixed =
@@ -117,10 +130,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     if bundle_path.is_some() {
         last = Stage::Spirv;
     } else if args.output.is_some() && stages.len() != 1 {
-        anyhow::bail!(
+        return Err(crate::usage(anyhow::anyhow!(
             "-o writes one stage (or a .attnb bundle), but --emit names {}; use --out-dir DIR",
             stages.len()
-        );
+        )));
     }
     let mut laps = Laps::default();
     let mut emit = Emitter::new(args, stages.len());
@@ -186,7 +199,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                 if let Some(tiles) = args.tile {
                     match &mut target {
                         Target::Gpu(g) => g.pinned_tiles = Some(tiles),
-                        Target::Cpu(_) => anyhow::bail!("--tile is for GPU targets"),
+                        Target::Cpu(_) => {
+                            return Err(crate::internal(anyhow::anyhow!(
+                                "--tile reached the CPU tiler past the check of the flags"
+                            )));
+                        }
                     }
                 }
                 let tiled = match &target {
@@ -220,10 +237,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 || stages.contains(&Stage::Ptx)
                                 || stages.contains(&Stage::Spirv)
                             {
-                                anyhow::bail!(
+                                return Err(crate::usage(anyhow::anyhow!(
                                     "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
                                     args.target
-                                );
+                                )));
                             }
                             let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
                             laps.lap("write mlir");
@@ -241,10 +258,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 .iter()
                                 .any(|s| matches!(s, Stage::Mlir | Stage::Llvm | Stage::Ptx))
                             {
-                                anyhow::bail!(
+                                return Err(crate::usage(anyhow::anyhow!(
                                     "--target {} writes SPIR-V directly (rspirv): it has no MLIR, LLVM IR or PTX stage; use --emit spirv",
                                     g.id
-                                );
+                                )));
                             }
                             let build = crate::gpu_device::compile_vulkan(
                                 &graph, &fused, &tiled, &sources,
@@ -262,9 +279,9 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                         }
                         Target::Gpu(_) => {
                             if stages.contains(&Stage::Spirv) {
-                                anyhow::bail!(
+                                return Err(crate::usage(anyhow::anyhow!(
                                     "--emit spirv is for Vulkan targets (--target vulkan); CUDA targets emit mlir, llvm and ptx"
-                                );
+                                )));
                             }
                             let build =
                                 crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;

@@ -28,7 +28,7 @@ use std::process::ExitCode;
     name = "attnc",
     version,
     about = "A compiler for attention mechanisms written in .attn",
-    after_help = "Exit status:\n  0    success (also when stdout is closed early, as by `| head`)\n  1    the program or its inputs are wrong (a diagnostic says where)\n  2    the command line is wrong\n  3    --check found a difference from the reference interpreter\n  4    a device or runtime error (no driver, a file, memory)\n  101  internal compiler error: a bug in attnc, please report it"
+    after_help = "Exit status:\n  0    success (also when stdout is closed early, as by `| head`)\n  1    the program or its inputs are wrong (a diagnostic says where), or a model or profile file\n  2    the command line is wrong: a flag, flags that do not go together, a FILE, MODEL, --devices or --inputs file that cannot be read\n  3    --check found a difference from the reference interpreter\n  4    a device or runtime error (no driver, a file that cannot be written, memory; a model that does not fit its devices)\n  101  internal compiler error: a bug in attnc, please report it"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -122,6 +122,16 @@ pub fn usage(error: impl Into<anyhow::Error>) -> anyhow::Error {
     .into()
 }
 
+/// Tags a mistake in a file the command reads, explained by its message rather than a
+/// located diagnostic, such as a model file's field (exit status 1).
+pub fn user_error(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    Failure {
+        code: exit_code::USER_ERROR,
+        error: error.into(),
+    }
+    .into()
+}
+
 /// Tags a compiler bug (exit status 101).
 pub fn internal(error: impl Into<anyhow::Error>) -> anyhow::Error {
     Failure {
@@ -170,6 +180,12 @@ fn main() -> ExitCode {
 }
 
 fn run_command_line(cli: &Cli) -> ExitCode {
+    // Debug builds only: the tests' way to check that a panic reaches the user as an internal
+    // compiler error with its exit status, not as Rust's panic message and backtrace hint.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("ATTNC_DEBUG_PANIC").is_some() {
+        panic!("ATTNC_DEBUG_PANIC is set");
+    }
     let result = match &cli.command {
         Command::Build(args) => build_command::run(args),
         Command::Run(args) => run_command::run(args),

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use crate::output_format::OutputFormat;
 use anyhow::Context;
-use attnc_planner::{AttentionWorkSource, Model, Profile, SearchOptions};
+use attnc_planner::{
+    AttentionWorkSource, Model, ModelError, PlanError, Profile, ProfileError, SearchOptions,
+};
 use clap::Args;
 
 #[derive(Args)]
@@ -35,14 +37,22 @@ pub struct PlanArgs {
 pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()> {
     // stdout must stay one JSON document for the programs that read it.
     if args.compare && args.format == OutputFormat::Json {
-        anyhow::bail!("--compare prints a table: use it with --format text");
+        return Err(crate::usage(anyhow::anyhow!(
+            "--compare prints a table: use it with --format text"
+        )));
     }
-    let model = Model::load(&args.model)?;
-    let profile = Profile::load(&args.devices)?;
+    let model = Model::load(&args.model).map_err(|e| match e {
+        ModelError::Read { .. } => crate::usage(e),
+        _ => crate::user_error(e),
+    })?;
+    let profile = Profile::load(&args.devices).map_err(|e| match e {
+        ProfileError::Read { .. } => crate::usage(e),
+        _ => crate::user_error(e),
+    })?;
     let options = SearchOptions {
         progress: std::io::stderr().is_terminal(),
     };
-    let plan = attnc_planner::plan(&model, &profile, work, &options)?;
+    let plan = attnc_planner::plan(&model, &profile, work, &options).map_err(plan_error)?;
     match args.format {
         OutputFormat::Text => out!("{}", attnc_planner::render_text(&plan)),
         OutputFormat::Json => outln!("{}", plan.to_json()?),
@@ -55,9 +65,20 @@ pub fn run(args: &PlanArgs, work: &dyn AttentionWorkSource) -> anyhow::Result<()
         let progress = crate::progress::Progress::spinner(
             "planning the even-split and single-device baselines",
         );
-        let rows = attnc_planner::compare(&[model], &[profile], work)?;
+        let rows = attnc_planner::compare(&[model], &[profile], work).map_err(plan_error)?;
         drop(progress);
         out!("\n{}", attnc_planner::render_comparison(&rows));
     }
     Ok(())
+}
+
+/// The exit status of a failed plan: a kernel that does not compile or does not match the
+/// model is the user's to fix (1), a model too large for the devices is a want of memory (4),
+/// and a placement that breaks its own rules is a bug (101).
+fn plan_error(e: PlanError) -> anyhow::Error {
+    match e {
+        PlanError::Work(_) => crate::user_error(e),
+        PlanError::DoesNotFit { .. } => e.into(),
+        PlanError::BadPlacement(_) => crate::internal(e),
+    }
 }

@@ -286,6 +286,14 @@ pub(crate) fn load_inputs(
     fixed: &BTreeMap<String, i64>,
     sources: &Sources,
 ) -> anyhow::Result<(Bindings, Inputs)> {
+    // A file the command line names that is not there is a usage error, as for FILE; what a
+    // file that is there holds is the user's input (exit 1).
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(crate::usage(anyhow::anyhow!(
+            "cannot read the inputs: {}: {e}",
+            path.display()
+        )));
+    }
     let inputs = tensor_inputs::read_inputs(path, graph).map_err(|d| report(&d, sources))?;
     let shapes: BTreeMap<String, Vec<usize>> = inputs
         .iter()

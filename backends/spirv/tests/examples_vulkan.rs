@@ -375,10 +375,3 @@ fn indices_out_of_range_are_reported_through_the_status_word() {
         );
     }
 }
-
-#[test]
-fn softmax_causal_disassembly() {
-    let (graph, sources) = graph_of(&example("softmax_causal"));
-    let (build, _) = build(&graph, &sources, &parse_shape("D=4")).unwrap();
-    insta::assert_snapshot!(build.disassembly);
-}

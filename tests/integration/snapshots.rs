@@ -61,9 +61,12 @@ fn tiled_kernels_of_every_example() {
 
 /// The examples the SPIR-V back end refuses (recurrences; a vector over the sequence).
 const NOT_ON_SPIRV: &[&str] = &[
+    "deltanet",
     "forgetting_attention",
+    "gated_deltanet",
     "gated_linear_attention",
     "linear_attention",
+    "mamba2",
     "retention",
 ];
 

@@ -59,6 +59,46 @@ fn tiled_kernels_of_every_example() {
     });
 }
 
+/// The examples the SPIR-V back end refuses (recurrences; a vector over the sequence).
+const NOT_ON_SPIRV: &[&str] = &[
+    "deltanet",
+    "forgetting_attention",
+    "gated_deltanet",
+    "gated_linear_attention",
+    "linear_attention",
+    "mamba2",
+    "retention",
+];
+
+/// `attnc build FILE --target vulkan --emit spirv` (rspirv's disassembly of the shader, at the
+/// examples' default head dims) for every example the back end compiles; the others must be
+/// refused as unsupported, and only those in [`NOT_ON_SPIRV`]. The snapshots are compared across
+/// processes, so a shader that depended on hash-map order would show here.
+#[test]
+fn spirv_of_every_example() {
+    insta::glob!("../../examples", "*.attn", |path| {
+        let rel = relative_name(path);
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let out = common::attnc(&["build", &rel, "--target", "vulkan", "--emit", "spirv"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if NOT_ON_SPIRV.contains(&stem.as_str()) {
+            assert!(
+                !out.status.success() && stderr.contains("unsupported by the SPIR-V back end"),
+                "{rel} is listed as unsupported on SPIR-V: {stderr}"
+            );
+            return;
+        }
+        assert!(
+            out.status.success(),
+            "attnc build {rel} for vulkan: {stderr}"
+        );
+        insta::assert_snapshot!("spirv", String::from_utf8_lossy(&out.stdout));
+    });
+}
+
 /// The template and the sweeps are what the kernels will be built from: check the facts that
 /// matter, beside the snapshots.
 #[test]

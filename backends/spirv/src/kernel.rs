@@ -6,9 +6,14 @@
 //! `exp(Z_old - Z_new)` when their running shift moves), after each sweep the finished
 //! reductions and the per-row values that depend on them, and last the output row.
 //!
-//! Statistics and accumulators stay in the invocation's registers; key and value rows are read
-//! from their storage buffers where they are used. No workgroup memory and no barriers are
-//! needed, so invocations past the last query row simply return.
+//! Statistics and accumulators stay in the invocation's registers. The key-side values of a
+//! key tile are computed once per workgroup, each invocation taking some of its keys, into
+//! `Workgroup` arrays (`sweep.rs`), behind a barrier; a second barrier ends the tile before the
+//! next one overwrites them. Every invocation must reach every barrier, so one past the last
+//! query row computes the last row again and writes nothing. Without staging ([`Options`]),
+//! every invocation reads key rows from the storage buffers where they are used.
+//!
+//! [`Options`]: crate::Options
 
 use crate::error::{Result, SpirvError};
 use crate::expr::{Lower, ty_of};
@@ -27,11 +32,35 @@ mod online;
 mod sweep;
 
 /// The geometry of the shader: query rows per workgroup (one invocation each) and keys per
-/// tile of the tile rule.
+/// tile of the tile rule (and of the workgroup-memory staging, where values are staged).
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
     pub query_tile: u32,
     pub key_tile: u32,
+}
+
+/// Keys per staged tile at most: 64 keys of a bf16 K and V row of 64 features fill 32 KiB of
+/// f32s; longer rows take fewer keys per tile.
+const MAX_STAGED_KEYS: u32 = 64;
+
+/// A key-side value staged in workgroup memory: its `Workgroup` array holds it for every key
+/// of the tile, at `slot · len`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Staged {
+    pub node: NodeIndex,
+    pub var: Word,
+    pub ty: Ty,
+    pub len: Option<u32>,
+}
+
+/// What [`write`] built besides the module.
+pub(crate) struct Written {
+    pub module: rspirv::dr::Module,
+    pub guards: Vec<crate::values::GuardSite>,
+    /// The shape used: the key tile shrinks so that the staged values fit.
+    pub shape: Shape,
+    /// Bytes of workgroup memory the staged values take.
+    pub shared_bytes: u32,
 }
 
 pub(crate) struct Gen<'g> {
@@ -47,32 +76,53 @@ pub(crate) struct Gen<'g> {
     globals: Globals,
     /// The first query row of the invocation's workgroup, once the prologue ran.
     tile_start: Option<Val>,
+    /// The invocation's row within the workgroup, and whether its query row exists (an
+    /// invocation past the last row computes the last row again and writes nothing, so that
+    /// every invocation reaches every barrier).
+    local_row: Option<Val>,
+    inside: Option<Val>,
+    /// The key-side values read from workgroup memory; empty where nothing is staged (every
+    /// invocation then reads key rows from their buffers itself).
+    staged: Vec<Staged>,
 }
 
 fn vref(node: NodeIndex) -> ValueRef {
     ValueRef { node, result: 0 }
 }
 
-/// Writes the entry point `entry` of the kernel into a new module; returns the shader and the
-/// guards it checks.
+/// Writes the entry point `entry` of the kernel into a new module, staging key-side values in
+/// at most `shared_budget` bytes of workgroup memory.
 pub(crate) fn write(
     graph: &Graph,
     plan: &ParallelKernel,
     specialised: &BTreeMap<String, i64>,
     shape: Shape,
+    shared_budget: u32,
     entry: &str,
-) -> Result<(rspirv::dr::Module, Vec<crate::values::GuardSite>)> {
+) -> Result<Written> {
     let order = graph
         .topo_order()
         .ok_or_else(|| SpirvError::internal("the graph has a cycle"))?;
     let stats = attnc_passes::fusion::reductions_read(graph, &order);
     let mut s = Shader::new();
     let (ctx, globals) = bind(&mut s, graph, specialised)?;
+    let (shape, wanted) = staging(graph, plan, &ctx, shape, shared_budget)?;
+    let mut staged = Vec::new();
+    let mut shared_bytes = 0;
+    for (node, ty, len) in wanted {
+        let words = shape.key_tile * len.unwrap_or(1);
+        let var = s.workgroup_array(crate::values::staged_ty(ty), words);
+        shared_bytes += 4 * words;
+        staged.push(Staged { node, var, ty, len });
+    }
     let mut g = Gen {
         s,
         ctx,
         globals,
         tile_start: None,
+        local_row: None,
+        inside: None,
+        staged,
         low: Lower::new(graph),
         graph,
         plan,
@@ -83,13 +133,64 @@ pub(crate) fn write(
     };
     let f = g.s.begin_function()?;
     g.prologue()?;
-    let rows = g.dim_of(FrameIndex::I)?;
-    let i = g.ctx.frame[&FrameIndex::I];
-    let inside = g.s.lt(i, rows)?;
-    g.nested(|s, body| s.when(inside, |s| body(s, None)), |g, _| g.body())?;
+    g.body()?;
     g.s.finish_function(f, entry, shape.query_tile)?;
     let guards = std::mem::take(&mut g.ctx.guards);
-    Ok((g.s.module(), guards))
+    Ok(Written {
+        module: g.s.module(),
+        guards,
+        shape,
+        shared_bytes,
+    })
+}
+
+/// A key-side value to stage: its node, type and vector length.
+type ToStage = (NodeIndex, Ty, Option<u32>);
+
+/// The key-side values worth staging (those read outside the key side: by pair values, the
+/// mask or the reductions) and the key tile they fit in: the largest power of two up to
+/// [`MAX_STAGED_KEYS`] whose staged values fit the budget.
+/// Nothing is staged where not even one key fits.
+fn staging(
+    graph: &Graph,
+    plan: &ParallelKernel,
+    ctx: &Ctx<'_>,
+    shape: Shape,
+    budget: u32,
+) -> Result<(Shape, Vec<ToStage>)> {
+    let key_side: BTreeSet<NodeIndex> = plan.key_side.iter().copied().collect();
+    let mut wanted = Vec::new();
+    let mut words_per_key: u64 = 0;
+    for &n in &plan.key_side {
+        if !matches!(graph.node(n).op, Op::Load { .. } | Op::Map { .. }) {
+            continue;
+        }
+        if graph.users(n).iter().all(|u| key_side.contains(u)) {
+            continue;
+        }
+        let Some(PortType::Value(t)) = graph.node(n).results.first() else {
+            return Err(SpirvError::internal(
+                "a key-side value without a value type",
+            ));
+        };
+        let len = ctx.vector_len(n)?;
+        words_per_key += u64::from(len.unwrap_or(1));
+        wanted.push((n, ty_of(t.kind), len));
+    }
+    if wanted.is_empty() || 4 * words_per_key > u64::from(budget) {
+        return Ok((shape, Vec::new()));
+    }
+    let mut keys = MAX_STAGED_KEYS;
+    while keys > 1 && 4 * words_per_key * u64::from(keys) > u64::from(budget) {
+        keys /= 2;
+    }
+    Ok((
+        Shape {
+            key_tile: keys,
+            ..shape
+        },
+        wanted,
+    ))
 }
 
 /// Declares the buffers and the push-constant block in signature order (inputs, outputs, the
@@ -173,10 +274,17 @@ impl<'g> Gen<'g> {
         let bq = self.s.i32(self.shape.query_tile as i64);
         let i0 = self.s.mul(tile, bq)?;
         let i = self.s.add(i0, row)?;
+        let rows = self.dim_of(FrameIndex::I)?;
+        let inside = self.s.lt(i, rows)?;
+        let one = self.s.i32(1);
+        let last = self.s.sub(rows, one)?;
+        let i = self.s.select(inside, i, last)?;
         self.ctx.frame.insert(FrameIndex::B, b);
         self.ctx.frame.insert(FrameIndex::H, h);
         self.ctx.frame.insert(FrameIndex::I, i);
         self.tile_start = Some(i0);
+        self.local_row = Some(row);
+        self.inside = Some(inside);
         Ok(())
     }
 
@@ -224,12 +332,20 @@ impl<'g> Gen<'g> {
                 self.compute(n, true)?;
             }
         }
-        for &n in &plan.epilogue {
-            if matches!(self.graph.node(n).op, Op::Output { .. }) {
-                self.store_output(n)?;
-            }
-        }
-        Ok(())
+        let inside = self
+            .inside
+            .ok_or_else(|| SpirvError::internal("outputs before the prologue"))?;
+        self.nested(
+            |s, body| s.when(inside, |s| body(s, None)),
+            |g, _| {
+                for &n in &plan.epilogue {
+                    if matches!(g.graph.node(n).op, Op::Output { .. }) {
+                        g.store_output(n)?;
+                    }
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Whether every statistic a node reads is final after sweep `s`.

@@ -5,14 +5,17 @@
 //!
 //! One workgroup covers one (b, h, query tile) and one invocation one query row, whose online
 //! statistics and accumulators stay in its registers (`kernel.rs`); key tiles the mask empties
-//! are skipped by the tile rule evaluated in the shader (`tile_rule.rs`). Arithmetic is f32;
+//! are skipped by the tile rule evaluated in the shader (`tile_rule.rs`). The key-side values of
+//! each key tile (rows of K and V, maps on them) are staged in workgroup memory by the whole
+//! workgroup between barriers, unless [`Options`] says otherwise (a CPU implementation, where
+//! barriers cost more than the loads they save). Arithmetic is f32;
 //! bf16 and f16 tensors are read as 32-bit words and widened in the shader (outputs are
 //! narrowed with round-to-nearest-even and written by atomic AND/OR of their half-word), so
 //! no 16-bit device feature is needed. Kernels are specialised only for the head dims; batch,
 //! heads, sequence lengths and other dims are push constants, so one module serves every shape.
 //!
-//! Not yet: workgroup-memory staging of key and value tiles, subgroup reductions, cooperative
-//! matrices, recurrences, prefix scans over per-head vectors (`cumsum`), and vectors whose
+//! Not yet: subgroup operations, cooperative matrices, several query rows per invocation,
+//! recurrences, prefix scans over per-head vectors (`cumsum`), and vectors whose
 //! length is a run-time dim. Each is an [`SpirvError::Unsupported`], never wrong numbers.
 
 mod error;
@@ -38,7 +41,7 @@ use rspirv::binary::{Assemble, Disassemble};
 use std::collections::BTreeMap;
 
 /// What `--emit tiled` adds for a Vulkan target: which parts of the plan this back end uses.
-pub const PLAN_NOTE: &str = "note: the SPIR-V back end takes only the query tile (rows per workgroup, one invocation each) and the key tile (the unit of the tile rule) from this plan; it stages nothing in workgroup memory and keeps each row's statistics and accumulators in its invocation's registers\n";
+pub const PLAN_NOTE: &str = "note: the SPIR-V back end takes only the query tile (rows per workgroup, one invocation each) and the key tile (the unit of the tile rule) from this plan; it stages each key tile's key-side values in workgroup memory, f32, with a key tile of its own (up to 64 keys, as many as fit the target's workgroup memory; the plan's where nothing fits), and keeps each row's statistics and accumulators in its invocation's registers\n";
 
 /// A compiled Vulkan kernel: the module and what its manifest needs.
 #[derive(Clone, Debug)]
@@ -56,6 +59,8 @@ pub struct SpirvBuild {
     /// The dims the code was compiled for.
     pub specialised: BTreeMap<String, i64>,
     pub guards: Vec<GuardSite>,
+    /// Bytes of workgroup memory the shader declares.
+    pub shared_bytes: u32,
     /// The tiling, in words.
     pub tiling: String,
 }
@@ -68,9 +73,10 @@ impl SpirvBuild {
 }
 
 /// Tiles `fused` for `target` (a Vulkan preset), at the dims `given` where given. The GPU cost
-/// model sizes shared-memory tiles and matrix fragments, which this shader does not have yet
-/// (its rows stay in storage buffers and per-invocation registers), so the model's shared-memory
-/// and register limits are lifted for the choice and the plan keeps the real target.
+/// model sizes shared-memory tiles and matrix fragments, which this shader does not have (it
+/// stages key-side values, sized by `compile`, and keeps rows in per-invocation registers), so
+/// the model's shared-memory and register limits are lifted for the choice and the plan keeps
+/// the real target.
 pub fn tile(
     graph: &Graph,
     fused: &FusedProgram,
@@ -91,7 +97,7 @@ pub fn tile(
     let mut tiled = attnc_passes::tiling::tile(graph, fused, &Target::Gpu(model), given)
         .map_err(unsupported)?;
     tiled.target = target.clone();
-    // The plan shows what the shader uses: no workgroup memory.
+    // The plan's fragment layout is not the shader's: `compile` sizes the workgroup memory.
     for k in &mut tiled.kernels {
         if let TiledBody::Parallel(p) = &mut k.body
             && let Mapping::Blocks { shared_bytes, .. } = &mut p.mapping
@@ -102,11 +108,45 @@ pub fn tile(
     Ok(tiled)
 }
 
-/// Compiles the first kernel of `fused`, tiled for a Vulkan target in `tiled`, to SPIR-V.
+/// Choices of code shape that depend on the device rather than on the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Stage each key tile's key-side values (rows of K and V, maps on them) in workgroup
+    /// memory, written once per workgroup behind barriers, instead of every invocation reading
+    /// them from the storage buffers. Right for GPUs; on a CPU implementation (lavapipe) a
+    /// barrier costs more than the loads it saves (`bench/results/lavapipe-2026-12-02.md`).
+    pub stage_key_tiles: bool,
+    /// The most workgroup memory the device allows (`maxComputeSharedMemorySize`), where the
+    /// device is known: staging then fits both it and the target's limit, so the bundle loads
+    /// on a device with less than the target assumes.
+    pub max_shared_bytes: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            stage_key_tiles: true,
+            max_shared_bytes: None,
+        }
+    }
+}
+
+/// Compiles the first kernel of `fused`, tiled for a Vulkan target in `tiled`, to SPIR-V with
+/// the default [`Options`] (those for a GPU).
 pub fn compile(
     graph: &Graph,
     fused: &FusedProgram,
     tiled: &TiledProgram,
+) -> Result<SpirvBuild, SpirvError> {
+    compile_with(graph, fused, tiled, Options::default())
+}
+
+/// Compiles the first kernel of `fused`, tiled for a Vulkan target in `tiled`, to SPIR-V.
+pub fn compile_with(
+    graph: &Graph,
+    fused: &FusedProgram,
+    tiled: &TiledProgram,
+    options: Options,
 ) -> Result<SpirvBuild, SpirvError> {
     let internal = SpirvError::internal;
     let (Some(kernel), Some(tiles)) = (fused.kernels.first(), tiled.kernels.first()) else {
@@ -141,7 +181,29 @@ pub fn compile(
     };
     let specialised = specialised_dims(graph, plan, &tiled.dims)?;
     let entry = format!("attnc_{}", graph.kernel);
-    let (module, guards) = kernel::write(graph, plan, &specialised, shape, &entry)?;
+    let written = kernel::write(
+        graph,
+        plan,
+        &specialised,
+        shape,
+        if options.stage_key_tiles {
+            u32::try_from(gpu.shared_bytes_per_block)
+                .unwrap_or(u32::MAX)
+                .min(options.max_shared_bytes.unwrap_or(u32::MAX))
+        } else {
+            0
+        },
+        &entry,
+    )?;
+    let (module, guards, shape) = (written.module, written.guards, written.shape);
+    let staging = if written.shared_bytes > 0 {
+        format!(
+            "key-side values of each key tile staged in {} bytes of workgroup memory",
+            written.shared_bytes
+        )
+    } else {
+        "key rows read from storage buffers".into()
+    };
     let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
     Ok(SpirvBuild {
         target: gpu.id,
@@ -156,8 +218,9 @@ pub fn compile(
         threads: shape.query_tile,
         specialised,
         guards,
+        shared_bytes: written.shared_bytes,
         tiling: format!(
-            "query tile {} (one invocation per query row), key tile {} (the unit of the tile rule); f32 arithmetic, rows read from storage buffers",
+            "query tile {} (one invocation per query row), key tile {} (the unit of the tile rule); f32 arithmetic, {staging}",
             shape.query_tile, shape.key_tile
         ),
     })

@@ -31,7 +31,7 @@ pub fn manifest(
             dim_expr(&build.grid[2]),
         ],
         block: [build.threads, 1, 1],
-        shared_bytes: 0,
+        shared_bytes: build.shared_bytes,
     };
     attnc_lower::manifest::manifest(
         graph,

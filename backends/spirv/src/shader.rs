@@ -230,6 +230,37 @@ impl Shader {
         var
     }
 
+    /// A `Workgroup` array of `len` scalars, shared by the invocations of a workgroup (declared
+    /// before the entry function: module-scope variables live outside it).
+    pub fn workgroup_array(&mut self, ty: Ty, len: u32) -> Word {
+        let t = self.ty(ty);
+        let n = self.u32(len.max(1)).id;
+        let array = self.b.type_array(t, n);
+        let ptr = self.b.type_pointer(None, StorageClass::Workgroup, array);
+        let var = self.b.variable(ptr, None, StorageClass::Workgroup, None);
+        self.interface.push(var);
+        var
+    }
+
+    /// A pointer to element `k` (i32) of a `Workgroup` array of `ty`s.
+    pub fn workgroup_element(&mut self, var: Word, ty: Ty, k: Val) -> Result<Word> {
+        let ptr = self
+            .b
+            .type_pointer(None, StorageClass::Workgroup, self.ty(ty));
+        rs(self.b.access_chain(ptr, None, var, [k.id]))
+    }
+
+    /// `OpControlBarrier` at workgroup scope, ordering workgroup memory (GLSL's `barrier()`):
+    /// every invocation's writes before it are visible to every invocation after it. Only in
+    /// control flow that is uniform across the workgroup.
+    pub fn barrier(&mut self) -> Result<()> {
+        let scope = self.u32(spirv::Scope::Workgroup as u32).id;
+        let semantics =
+            spirv::MemorySemantics::ACQUIRE_RELEASE | spirv::MemorySemantics::WORKGROUP_MEMORY;
+        let semantics = self.u32(semantics.bits()).id;
+        rs(self.b.control_barrier(scope, scope, semantics))
+    }
+
     /// A pointer to word `k` (i32) of a storage buffer of `ty`s.
     pub fn buffer_element(&mut self, var: Word, ty: Ty, k: Val) -> Result<Word> {
         let ptr = self

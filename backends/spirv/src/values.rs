@@ -32,6 +32,14 @@ pub(crate) enum Home {
         base: Val,
         len: u32,
     },
+    /// A key-side value staged in a `Workgroup` array for the key tile: element f (or the
+    /// scalar) at `base + f`. Truth values are stored as i32 (`ty` is the value's own type).
+    Staged {
+        var: Word,
+        ty: Ty,
+        base: Val,
+        len: Option<u32>,
+    },
 }
 
 /// A tensor's storage buffer and how its elements are stored.
@@ -52,6 +60,12 @@ pub(crate) fn storage_ty(element: ElementType, name: &str) -> Result<Ty> {
             span: None,
         }),
     }
+}
+
+/// The word type a staged value of type `ty` is kept in (truth values as i32: a `Workgroup`
+/// array of bools is allowed, but an integer has a defined layout everywhere).
+pub(crate) fn staged_ty(ty: Ty) -> Ty {
+    if ty == Ty::Bool { Ty::I32 } else { ty }
 }
 
 /// Everything the kernel's code reads values through.
@@ -291,6 +305,21 @@ impl Leaves for Ctx<'_> {
                     let at = s.add(base, f)?;
                     self.read(s, input, at)
                 }
+                (Home::Staged { var, ty, base, len }, f) => {
+                    let at = match (len, f) {
+                        (None, _) => base,
+                        (Some(_), Some(f)) => s.add(base, f)?,
+                        (Some(_), None) => {
+                            return Err(SpirvError::internal(format!(
+                                "staged vector node {} read without a feature position",
+                                v.node.index()
+                            )));
+                        }
+                    };
+                    let p = s.workgroup_element(var, staged_ty(ty), at)?;
+                    let x = s.load(staged_ty(ty), p)?;
+                    s.to(x, ty)
+                }
                 (_, None) => Err(SpirvError::internal(format!(
                     "vector node {} read without a feature position",
                     v.node.index()
@@ -321,8 +350,10 @@ impl Leaves for Ctx<'_> {
     }
 
     fn len(&mut self, v: ValueRef) -> Result<u32> {
-        if let Some(Home::Array { len, .. } | Home::Row { len, .. }) = self.homes.get(&v.node) {
-            return Ok(*len);
+        match self.homes.get(&v.node) {
+            Some(Home::Array { len, .. } | Home::Row { len, .. }) => return Ok(*len),
+            Some(Home::Staged { len: Some(len), .. }) => return Ok(*len),
+            _ => {}
         }
         Ok(self.vector_len(v.node)?.unwrap_or(1))
     }

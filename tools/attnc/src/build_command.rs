@@ -211,8 +211,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                         attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
                             .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
                     }
-                    // The SPIR-V shader stages nothing: its tiles are chosen without the
-                    // matrix layout's shared-memory limits.
+                    // The SPIR-V shader sizes its own workgroup memory: its tiles are chosen
+                    // without the matrix layout's shared-memory limits.
                     Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
                         attnc_spirv::tile(&graph, &fused, &target, given.as_ref())
                             .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
@@ -264,7 +264,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                                 )));
                             }
                             let build = crate::gpu_device::compile_vulkan(
-                                &graph, &fused, &tiled, &sources,
+                                &graph,
+                                &fused,
+                                &tiled,
+                                &sources,
+                                attnc_spirv::Options::default(),
                             )?;
                             laps.lap("spir-v");
                             if stages.contains(&Stage::Spirv) {

@@ -104,8 +104,9 @@ pub fn compile_vulkan(
     fused: &FusedProgram,
     tiled: &TiledProgram,
     sources: &Sources,
+    options: attnc_spirv::Options,
 ) -> anyhow::Result<attnc_spirv::SpirvBuild> {
-    attnc_spirv::compile(graph, fused, tiled).map_err(|e| match e.span() {
+    attnc_spirv::compile_with(graph, fused, tiled, options).map_err(|e| match e.span() {
         Some(span) => anyhow::anyhow!("{}: {e}", sources.location(span)),
         None => anyhow::anyhow!("{e}"),
     })
@@ -133,7 +134,9 @@ pub fn open_vulkan() -> anyhow::Result<attnc_vulkan::VulkanDevice> {
 }
 
 /// Compiles the kernel for the plain Vulkan target (a bundle in memory, the same one
-/// `attnc build --target vulkan -o` writes) and runs it on `device`; times as [`run_cuda`].
+/// `attnc build --target vulkan -o` writes, except that a CPU implementation such as lavapipe
+/// gets no workgroup staging: its barriers cost more than they save; and staging fits the
+/// device's workgroup memory) and runs it on `device`; times as [`run_cuda`].
 pub fn run_vulkan(
     device: &attnc_vulkan::VulkanDevice,
     graph: &Graph,
@@ -151,7 +154,11 @@ pub fn run_vulkan(
         .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
     let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings))
         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
-    let build = compile_vulkan(&graph, &fused, &tiled, sources)?;
+    let options = attnc_spirv::Options {
+        stage_key_tiles: device.info().kind != attnc_vulkan::DeviceKind::Cpu,
+        max_shared_bytes: Some(device.capabilities().max_compute_shared_memory_bytes),
+    };
+    let build = compile_vulkan(&graph, &fused, &tiled, sources, options)?;
     let bundle = vulkan_bundle(&build, &graph, sources, file);
     load_and_run(
         device,

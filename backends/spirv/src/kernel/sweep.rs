@@ -133,19 +133,90 @@ impl Gen<'_> {
         let end = self.s.ext(Ty::I32, glsl::SMIN, &[end, keys])?;
         let code = self.coverage(j0, end)?;
         let zero = self.s.i32(0);
+        // The same for every invocation of the workgroup (the tile rule sees the whole query
+        // tile), so the barriers inside are reached by all of them.
         let visit = self.s.cmp(Cmp::Ne, code, zero)?;
         self.nested(
             |s, body| s.when(visit, |s| body(s, None)),
             |g, _| {
+                let staging = !g.staged.is_empty();
+                if staging {
+                    g.stage(j0, end)?;
+                    g.s.barrier()?;
+                }
                 g.nested(
                     |s, body| s.for_range(j0, end, |s, j| body(s, Some(j))),
                     |g, j| {
                         let j = j.ok_or_else(|| SpirvError::internal("a key loop without j"))?;
-                        g.pair(k, reductions, accs, j, code)
+                        g.pair(k, reductions, accs, j, j0, code)
                     },
-                )
+                )?;
+                if staging {
+                    // Before the next tile's values overwrite these.
+                    g.s.barrier()?;
+                }
+                Ok(())
             },
         )
+    }
+
+    /// Writes the staged key-side values of keys `[j0, end)` into workgroup memory: invocation
+    /// r computes those of keys `j0 + r`, `j0 + r + BQ`, … (the key side of each key once per
+    /// workgroup, instead of once per query row).
+    fn stage(&mut self, j0: Val, end: Val) -> Result<()> {
+        let (bq, bk) = (self.shape.query_tile, self.shape.key_tile);
+        let row = self
+            .local_row
+            .ok_or_else(|| SpirvError::internal("staging before the prologue"))?;
+        for round in 0..bk.div_ceil(bq) {
+            let offset = self.s.i32((round * bq) as i64);
+            let slot = self.s.add(row, offset)?;
+            let limit = self.s.i32(bk as i64);
+            let in_tile = self.s.lt(slot, limit)?;
+            let j = self.s.add(j0, slot)?;
+            let in_keys = self.s.lt(j, end)?;
+            let load = self.s.and(in_tile, in_keys)?;
+            self.nested(
+                |s, body| s.when(load, |s| body(s, None)),
+                |g, _| g.stage_key(j, slot),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The key side of key `j`, copied into `slot` of each staged value's array.
+    fn stage_key(&mut self, j: Val, slot: Val) -> Result<()> {
+        let saved = self.ctx.homes.clone();
+        self.ctx.frame.insert(FrameIndex::J, j);
+        for &n in &self.plan.key_side {
+            self.compute(n, false)?;
+        }
+        for st in self.staged.clone() {
+            let word = crate::values::staged_ty(st.ty);
+            let len = st.len.unwrap_or(1);
+            let words = self.s.i32(len as i64);
+            let base = self.s.mul(slot, words)?;
+            let v = vref(st.node);
+            let ctx = &mut self.ctx;
+            let graph = self.graph;
+            let mut store = |s: &mut Shader, f: Option<Val>, at: Val| -> Result<()> {
+                let x = crate::expr::Leaves::value(ctx, s, v, f)?;
+                let x = s.to(x, word)?;
+                let p = s.workgroup_element(st.var, word, at)?;
+                s.store(p, x)
+            };
+            let r = match st.len {
+                None => store(&mut self.s, None, base),
+                Some(len) => self.s.features(len, |s, f| {
+                    let at = s.add(base, f)?;
+                    store(s, Some(f), at)
+                }),
+            };
+            r.map_err(|e| e.at(graph, st.node))?;
+        }
+        self.ctx.frame.remove(&FrameIndex::J);
+        self.ctx.homes = saved;
+        Ok(())
     }
 
     /// The coverage code of the current query tile against keys `[j0, end)`.
@@ -197,20 +268,38 @@ impl Gen<'_> {
         coverage_code(b, self.graph, &tree)
     }
 
-    /// One key j: key-side and pair values, the mask, and every update of the sweep.
+    /// One key j of the tile from `j0`: key-side (staged, or computed here) and pair values,
+    /// the mask, and every update of the sweep.
     fn pair(
         &mut self,
         k: usize,
         reductions: &[ReductionPlan],
         accs: &[Accumulators],
         j: Val,
+        j0: Val,
         code: Val,
     ) -> Result<()> {
         let saved = self.ctx.homes.clone();
         self.ctx.frame.insert(FrameIndex::J, j);
         let plan = self.plan;
-        for &n in &plan.key_side {
-            self.compute(n, false)?;
+        if self.staged.is_empty() {
+            for &n in &plan.key_side {
+                self.compute(n, false)?;
+            }
+        } else {
+            // Key-side values not staged are read only by staged ones.
+            let slot = self.s.sub(j, j0)?;
+            for st in self.staged.clone() {
+                let words = self.s.i32(st.len.unwrap_or(1) as i64);
+                let base = self.s.mul(slot, words)?;
+                let home = Home::Staged {
+                    var: st.var,
+                    ty: st.ty,
+                    base,
+                    len: st.len,
+                };
+                self.ctx.homes.insert(st.node, home);
+            }
         }
         for &n in &plan.pair {
             self.compute(n, false)?;

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub stride: usize,
     pub copies: usize,
     pub region: Region,
+    /// Laid out in core matrices for `wgmma`'s descriptors ([`crate::mma::Arrangement`]).
+    pub cores: bool,
     /// Byte offset in the dynamic shared memory, once laid out.
     pub offset: usize,
 }
@@ -64,6 +66,13 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn bytes(&self) -> usize {
         self.rows * self.stride * self.copies * self.elem.bits() / 8
+    }
+
+    pub fn arrangement(&self) -> crate::mma::Arrangement {
+        crate::mma::Arrangement {
+            stride: self.stride,
+            cores: self.cores,
+        }
     }
 }
 
@@ -225,6 +234,13 @@ fn computed_ty(graph: &Graph, n: NodeIndex) -> Ty {
     }
 }
 
+/// Which contraction operands are laid out in core matrices for `wgmma`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Cores {
+    pub scores: bool,
+    pub values: bool,
+}
+
 pub(crate) struct Operands {
     pub score: ElementType,
     pub value: ElementType,
@@ -240,6 +256,7 @@ pub(crate) fn layout(
     bk: usize,
     stages: usize,
     operands: &Operands,
+    cores: Cores,
 ) -> Result<Layout, NvptxError> {
     let mut homes = BTreeMap::new();
     let mut shared: Vec<Shared> = Vec::new();
@@ -257,6 +274,7 @@ pub(crate) fn layout(
                 stride,
                 copies,
                 region,
+                cores: false,
                 offset: 0,
             });
             shared.len() - 1
@@ -460,6 +478,30 @@ pub(crate) fn layout(
         let ty = computed_ty(graph, n);
         let b = add(&mut shared, format!("row {name}"), ty, bq, l, l, 1, region);
         homes.insert(n, Home::Row(b));
+    }
+    // The operands `wgmma` reads through descriptors (whole k steps: the caller checked that
+    // every score's length is a multiple of 16; a value row's padding columns stay zero).
+    let mut in_cores = BTreeSet::new();
+    if cores.scores {
+        for &n in &plan.pair {
+            if let Op::Score = graph.node(n).op {
+                in_cores.extend(graph.operands(n).iter().map(|(v, _)| v.node));
+            }
+        }
+    }
+    if cores.values {
+        for r in plan.sweeps.iter().flat_map(|s| &s.reductions) {
+            if let (Op::Aggregate, Some(row)) = (&graph.node(r.node).op, r.row) {
+                in_cores.insert(row.node);
+            }
+        }
+    }
+    for n in in_cores {
+        if let Some(&b) = operand.get(&n) {
+            let s = &mut shared[b];
+            s.cores = true;
+            s.stride = s.len.div_ceil(16) * 16;
+        }
     }
     Ok(Layout {
         homes,

@@ -36,6 +36,12 @@ pub(crate) struct Shape {
     pub query_in_registers: bool,
     pub score: Kind,
     pub value: Kind,
+    /// Score products on `wgmma` (sm_90a): each warpgroup of four warps multiplies its 64
+    /// query rows by the key tile, both operands read from shared memory through descriptors.
+    pub warpgroup: bool,
+    /// The aggregations' products on `wgmma` too: the weights as the A operand from
+    /// registers, the value rows through a descriptor (only with `warpgroup`).
+    pub warpgroup_values: bool,
 }
 
 impl Shape {
@@ -281,7 +287,7 @@ pub(crate) fn fill_rows(
     threads: usize,
 ) -> Result<(), NvptxError> {
     let s = &ctx.layout.shared[buf];
-    let (len, stride, elem) = (s.len, s.stride, s.elem.clone());
+    let (len, elem) = (s.len, s.elem.clone());
     let total = rows * len;
     let trips = total.div_ceil(threads);
     let lo = e.index(0);
@@ -301,9 +307,7 @@ pub(crate) fn fill_rows(
     let local = BTreeMap::new();
     let v = value_at(e, ctx, n, at, &local, Some(&f))?;
     let v = e.cast(&v, &elem);
-    let st = e.index(stride as i64);
-    let r = e.mul(&row, &st);
-    let idx = e.add(&r, &f);
+    let idx = ctx.shared_at(e, buf, None, &row, &f);
     e.store(&v, &ctx.views[buf], &idx);
     e.end();
     e.end();

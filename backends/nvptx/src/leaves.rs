@@ -131,9 +131,8 @@ impl Ctx<'_> {
         f: &Val,
     ) -> Val {
         let s = &self.layout.shared[buf];
-        let stride = e.index(s.stride as i64);
-        let r = e.mul(row, &stride);
-        let mut at = e.add(&r, f);
+        let zero = e.index(0);
+        let mut at = s.arrangement().at(e, &zero, row, f);
         if let Some(c) = copy
             && s.copies > 1
         {

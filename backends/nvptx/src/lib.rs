@@ -194,7 +194,7 @@ pub fn generate(
             .map_or(ElementType::F32, |c| c.operand);
         mma::Kind { operand: t }
     };
-    let shape = kernel::Shape {
+    let mut shape = kernel::Shape {
         bq: tiling.query_tile,
         bk: tiling.key_tile,
         warps,
@@ -202,6 +202,8 @@ pub fn generate(
         query_in_registers,
         score: kind(Role::Score),
         value: kind(Role::Aggregate),
+        warpgroup: false,
+        warpgroup_values: false,
     };
     if shape.bq != 16 * warps || !shape.bk.is_multiple_of(16) {
         return Err(internal(
@@ -209,6 +211,12 @@ pub fn generate(
         ));
     }
     let specialised = classify::specialised_dims(graph, plan, &tiled.dims)?;
+    shape.warpgroup = warpgroup_scores(graph, plan, gpu, &shape, &specialised)?;
+    if shape.warpgroup {
+        // The query operand is read from shared memory by every k step's descriptor.
+        shape.query_in_registers = false;
+        shape.warpgroup_values = warpgroup_values(graph, plan, &shape, &specialised)?;
+    }
     let operands = classify::Operands {
         score: shape.score.operand,
         value: shape.value.operand,
@@ -222,6 +230,10 @@ pub fn generate(
         shape.bk,
         shape.stages,
         &operands,
+        classify::Cores {
+            scores: shape.warpgroup,
+            values: shape.warpgroup_values,
+        },
     )?;
     layout.place();
     if layout.shared_bytes > gpu.shared_bytes_per_block {
@@ -240,15 +252,17 @@ pub fn generate(
     let workspace = kernel::workspace_len(graph, &layout);
     let shared_bytes = layout.shared_bytes;
     let tiling_text = format!(
-        "query tile {}, key tile {}, {} warps, {} stages, query fragments {}, {} bytes of shared memory; score operands {}, value operands {}",
+        "query tile {}, key tile {}, {} warps, {} stages, {}, {} bytes of shared memory; score operands {}, value operands {}",
         shape.bq,
         shape.bk,
         warps,
         shape.stages,
-        if query_in_registers {
-            "in registers"
+        if shape.warpgroup {
+            "scores on wgmma from shared memory"
+        } else if shape.query_in_registers {
+            "query fragments in registers"
         } else {
-            "from shared memory"
+            "query fragments from shared memory"
         },
         shared_bytes,
         shape.score.operand,
@@ -299,6 +313,66 @@ pub fn generate(
         guards,
         tiling: tiling_text,
     })
+}
+
+/// Whether the score products run on `wgmma`: the target has it, the operands are 16-bit, the
+/// block's warps form whole warpgroups, the key tile is a valid `n` (a multiple of 8 up to 256)
+/// and every score's operands are whole k steps of 16 (descriptors address no padding).
+fn warpgroup_scores(
+    graph: &Graph,
+    plan: &attnc_passes::fusion::ParallelKernel,
+    gpu: &attnc_passes::tiling::target::GpuTarget,
+    shape: &kernel::Shape,
+    dims: &BTreeMap<String, i64>,
+) -> Result<bool, NvptxError> {
+    if !gpu.warpgroup_mma
+        || !matches!(shape.score.operand, ElementType::Bf16 | ElementType::F16)
+        || !shape.warps.is_multiple_of(4)
+        || !shape.bk.is_multiple_of(8)
+        || shape.bk > 256
+    {
+        return Ok(false);
+    }
+    let mut any = false;
+    for &n in &plan.pair {
+        if let attnc_ir::graph::Op::Score = graph.node(n).op {
+            for (v, _) in graph.operands(n) {
+                if !classify::feature_len(graph, v.node, dims)?.is_multiple_of(16) {
+                    return Ok(false);
+                }
+            }
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// Whether the aggregations' products run on `wgmma` too (the weights from registers, the value
+/// rows through a descriptor): 16-bit value operands and every aggregated row a valid `n` (a
+/// multiple of 8 up to 256). `ATTNC_NVPTX_VALUES=mma.sync` keeps them on `mma.sync`, to tell
+/// the two apart on a device.
+fn warpgroup_values(
+    graph: &Graph,
+    plan: &attnc_passes::fusion::ParallelKernel,
+    shape: &kernel::Shape,
+    dims: &BTreeMap<String, i64>,
+) -> Result<bool, NvptxError> {
+    if std::env::var("ATTNC_NVPTX_VALUES").is_ok_and(|v| v == "mma.sync")
+        || !matches!(shape.value.operand, ElementType::Bf16 | ElementType::F16)
+    {
+        return Ok(false);
+    }
+    let mut any = false;
+    for r in plan.sweeps.iter().flat_map(|s| &s.reductions) {
+        if let (attnc_ir::graph::Op::Aggregate, Some(row)) = (&graph.node(r.node).op, r.row) {
+            let len = classify::feature_len(graph, row.node, dims)?;
+            if !len.is_multiple_of(8) || len > 256 {
+                return Ok(false);
+            }
+            any = true;
+        }
+    }
+    Ok(any)
 }
 
 /// `ceil(d / n)` as a dim: `(d + n - 1) // n`.

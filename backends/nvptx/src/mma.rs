@@ -11,7 +11,7 @@
 //! register instead.
 
 use attnc_ir::ElementType;
-use attnc_lower::{Emitter, Ty, Val};
+use attnc_lower::{Const, Emitter, Ty, Val};
 
 /// The thread's place in its warp: lane, g = lane / 4, t = lane % 4 (all index).
 #[derive(Clone, Debug)]
@@ -142,21 +142,54 @@ fn idx(e: &mut Emitter, x: usize) -> Val {
     e.index(x as i64)
 }
 
-/// `base + row * stride + col` (element index in a shared buffer).
-fn at(e: &mut Emitter, base: &Val, row: &Val, stride: usize, col: &Val) -> Val {
-    let s = idx(e, stride);
-    let r = e.mul(row, &s);
-    let rc = e.add(&r, col);
-    e.add(base, &rc)
+/// How a shared buffer's rows lie: `stride` elements per row, either row after row or, for the
+/// operands `wgmma` reads through descriptors, in 8 x 8 core matrices of 16-bit elements (each
+/// 128 contiguous bytes; core matrices along a row next to each other, then the next 8 rows).
+/// Every 8 elements of a row that start at a multiple of 8 are contiguous either way, so
+/// `ldmatrix` rows and 16-byte copies address both through [`Arrangement::at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Arrangement {
+    pub stride: usize,
+    pub cores: bool,
 }
 
-/// The A fragments of the warp's 16 rows of a `[rows][stride]` buffer, for each k step.
+impl Arrangement {
+    /// The element index of (`row`, `col`) after `base`.
+    pub fn at(self, e: &mut Emitter, base: &Val, row: &Val, col: &Val) -> Val {
+        let rc = if self.cores {
+            let eight = idx(e, 8);
+            let rb = e.div(row, &eight);
+            let cb = e.div(col, &eight);
+            let per = idx(e, self.stride / 8);
+            let core = e.mul(&rb, &per);
+            let core = e.add(&core, &cb);
+            let sixty_four = idx(e, 64);
+            let core = e.mul(&core, &sixty_four);
+            let rr = e.arith(attnc_lower::Arith::Rem, row, &eight);
+            let rr = e.mul(&rr, &eight);
+            let cr = e.arith(attnc_lower::Arith::Rem, col, &eight);
+            let inner = e.add(&rr, &cr);
+            e.add(&core, &inner)
+        } else {
+            let s = idx(e, self.stride);
+            let r = e.mul(row, &s);
+            e.add(&r, col)
+        };
+        e.add(base, &rc)
+    }
+}
+
+fn at(e: &mut Emitter, base: &Val, row: &Val, arr: Arrangement, col: &Val) -> Val {
+    arr.at(e, base, row, col)
+}
+
+/// The A fragments of the warp's 16 rows of a buffer, for each k step.
 pub(crate) fn a_fragments(
     e: &mut Emitter,
     kind: Kind,
     view: &Val,
     base: &Val,
-    stride: usize,
+    stride: Arrangement,
     lane: &Lane,
     k_steps: usize,
 ) -> Vec<Vec<Val>> {
@@ -218,7 +251,7 @@ pub(crate) fn b_fragments(
     layout: BLayout,
     view: &Val,
     base: &Val,
-    stride: usize,
+    stride: Arrangement,
     lane: &Lane,
     blocks: usize,
     kk: usize,
@@ -361,4 +394,178 @@ pub(crate) fn shuffle_xor(e: &mut Emitter, x: &Val, mask: u32) -> Val {
         "{name}, {ok} = gpu.shuffle xor {x}, {m}, {w} : {ty}"
     ));
     Emitter::named(&name, ty)
+}
+
+/// A shared-memory matrix descriptor for `wgmma` (PTX ISA, "Matrix Descriptor Format"), without
+/// swizzling: the start address of element `offset` of `view`, and the byte distances between
+/// core matrices next to each other along K (`along_k`) and along M or N (`along_mn`), each in
+/// 16-byte units.
+fn descriptor(e: &mut Emitter, view: &Val, offset: &Val, along_k: usize, along_mn: usize) -> Val {
+    let base = e.op(
+        Ty::Index,
+        &format!(
+            "memref.extract_aligned_pointer_as_index {view} : {} -> index",
+            view.ty
+        ),
+    );
+    let bytes = idx(e, view.ty.element().bits() / 8);
+    let off = e.mul(offset, &bytes);
+    let addr = e.add(&base, &off);
+    let addr = e.cast(&addr, &Ty::I64);
+    let mask = e.constant(Const::Int(0x3ffff), &Ty::I64);
+    let addr = e.op(Ty::I64, &format!("arith.andi {addr}, {mask} : i64"));
+    let four = e.constant(Const::Int(4), &Ty::I64);
+    let addr = e.op(Ty::I64, &format!("arith.shrui {addr}, {four} : i64"));
+    let fixed = (((along_k >> 4) as i64) << 16) | (((along_mn >> 4) as i64) << 32);
+    let fixed = e.constant(Const::Int(fixed), &Ty::I64);
+    e.op(Ty::I64, &format!("arith.ori {addr}, {fixed} : i64"))
+}
+
+/// `A Bᵀ` on `wgmma` for the warpgroup's 64 rows of A (from element `a_base` of `a`) and `n`
+/// rows of B (from `b_base` of `b`), both `[rows][k]` buffers in core matrices, over `k_steps`
+/// steps of 16. Returns the warp's accumulators in the `mma.sync` layout (`n / 8` blocks of
+/// c0..c3): element i of warp w's wgmma accumulator is row 16w + g + 8·((i/2) mod 2), column
+/// 8·(i/4) + 2t + (i mod 2), which is c(i mod 4) of block i/4 for the warp's 16 rows.
+///
+/// The operands must have been written (and `fence.proxy.async` issued by their writers) before
+/// a barrier the whole block passed; all four warps of the warpgroup must call this together.
+#[allow(clippy::too_many_arguments)] // two operands, each a view, a base and an arrangement
+pub(crate) fn warpgroup_product(
+    e: &mut Emitter,
+    kind: Kind,
+    a: &Val,
+    a_base: &Val,
+    a_arr: Arrangement,
+    b: &Val,
+    b_base: &Val,
+    b_arr: Arrangement,
+    n: usize,
+    k_steps: usize,
+) -> Vec<Vec<Val>> {
+    // Core matrices of a row block lie 128 bytes apart along K; row blocks `stride / 8` core
+    // matrices apart.
+    let da = descriptor(e, a, a_base, 128, a_arr.stride / 8 * 128);
+    let db = descriptor(e, b, b_base, 128, b_arr.stride / 8 * 128);
+    let fields = vec!["f32"; n / 2].join(", ");
+    let st = Ty::Other(format!("!llvm.struct<({fields})>"));
+    let mut acc = e.op(st.clone(), &format!("llvm.mlir.undef : {st}"));
+    let ptx = kind.ptx();
+    e.line("nvvm.wgmma.fence.aligned");
+    for kk in 0..k_steps {
+        // A k step of 16 is two core matrices along K: 256 bytes, 16 address units.
+        let (da, db) = if kk == 0 {
+            (da.clone(), db.clone())
+        } else {
+            let step = e.constant(Const::Int(16 * kk as i64), &Ty::I64);
+            (
+                e.op(Ty::I64, &format!("arith.addi {da}, {step} : i64")),
+                e.op(Ty::I64, &format!("arith.addi {db}, {step} : i64")),
+            )
+        };
+        let scale = if kk == 0 { "zero" } else { "one" };
+        acc = e.op(
+            st.clone(),
+            &format!(
+                "nvvm.wgmma.mma_async {da}, {db}, {acc}, #nvvm.shape<m = 64, n = {n}, k = 16>, D [<f32>, #nvvm.wgmma_scale_out<{scale}>], A [<{ptx}>, #nvvm.wgmma_scale_in<one>, <row>], B [<{ptx}>, #nvvm.wgmma_scale_in<one>, <col>] : {st} -> {st}"
+            ),
+        );
+    }
+    e.line("nvvm.wgmma.commit.group.sync.aligned");
+    e.line("nvvm.wgmma.wait.group.sync.aligned 0");
+    (0..n / 8)
+        .map(|nb| {
+            (0..4)
+                .map(|q| {
+                    e.op(
+                        Ty::F32,
+                        &format!("llvm.extractvalue {acc}[{}] : {st}", nb * 4 + q),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `acc += A B` on `wgmma` for the warpgroup, one k step of 16: A (the warp's 16 rows, its four
+/// `mma.sync` A registers, as [`weights_as_a`] gives them) from registers, B (16 x n) through a
+/// descriptor of `[k][n]` rows in core matrices from element `b_base` (wgmma's transposed B).
+/// `acc` is in the `mma.sync` layout (n / 8 blocks of c0..c3), as [`warpgroup_product`] says.
+/// Issues only: the caller fences before the first and commits and waits after the last.
+pub(crate) fn warpgroup_accumulate(
+    e: &mut Emitter,
+    kind: Kind,
+    a: &[Val],
+    b: &Val,
+    b_base: &Val,
+    b_arr: Arrangement,
+    acc: &[Vec<Val>],
+) -> Vec<Vec<Val>> {
+    let n = acc.len() * 8;
+    // Next to each other along K are 8-row groups (`stride / 8` core matrices apart), along N
+    // the core matrices of one row group (128 bytes). `ATTNC_NVPTX_VALUES=swap` swaps the two
+    // fields, to tell on a device which reading of the descriptor format is right.
+    let (mut along_k, mut along_n) = (b_arr.stride / 8 * 128, 128);
+    if std::env::var("ATTNC_NVPTX_VALUES").is_ok_and(|v| v == "swap") {
+        std::mem::swap(&mut along_k, &mut along_n);
+    }
+    let desc = descriptor(e, b, b_base, along_k, along_n);
+    let regs: Vec<Val> = a
+        .iter()
+        .map(|r| match kind.operand {
+            ElementType::F16 => {
+                let one = Ty::vector(&[1], Ty::I32);
+                let w = e.bitcast(r, &one);
+                e.extract(&w, 0)
+            }
+            _ => r.clone(),
+        })
+        .collect();
+    let one = e.i32(1);
+    let count = n / 2;
+    let fields = vec!["f32"; count].join(", ");
+    let st = Ty::Other(format!("!llvm.struct<({fields})>"));
+    let outs: Vec<String> = (0..count).map(|i| format!("${i}")).collect();
+    let a_at: Vec<String> = (0..4).map(|i| format!("${}", 2 * count + i)).collect();
+    let asm = format!(
+        "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} {{{}}}, {{{}}}, ${}, p, 1, 1, 1; }}",
+        2 * count + 5,
+        outs.join(", "),
+        a_at.join(", "),
+        2 * count + 4,
+        ptx = kind.ptx(),
+    );
+    let mut constraints: Vec<String> = (0..count).map(|_| "=f".to_string()).collect();
+    constraints.extend((0..count).map(|i| i.to_string()));
+    constraints.extend((0..4).map(|_| "r".to_string()));
+    constraints.push("l".into());
+    constraints.push("r".into());
+    let mut args: Vec<String> = acc.iter().flatten().map(|v| v.to_string()).collect();
+    args.extend(regs.iter().map(|v| v.to_string()));
+    args.push(desc.to_string());
+    args.push(one.to_string());
+    let mut types: Vec<String> = vec!["f32".to_string(); count];
+    types.extend((0..4).map(|_| "i32".to_string()));
+    types.push("i64".into());
+    types.push("i32".into());
+    let out = e.op(
+        st.clone(),
+        &format!(
+            "llvm.inline_asm has_side_effects asm_dialect = att \"{asm}\", \"{}\" {} : ({}) -> {st}",
+            constraints.join(","),
+            args.join(", "),
+            types.join(", ")
+        ),
+    );
+    (0..n / 8)
+        .map(|nb| {
+            (0..4)
+                .map(|q| {
+                    e.op(
+                        Ty::F32,
+                        &format!("llvm.extractvalue {out}[{}] : {st}", nb * 4 + q),
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }

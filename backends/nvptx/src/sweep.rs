@@ -121,7 +121,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         kind,
                         &ctx.views[buf],
                         &zero,
-                        s.stride,
+                        s.arrangement(),
                         &body.lane,
                         steps,
                     );
@@ -462,7 +462,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             e.line("nvvm.cp.async.wait.group 0");
             stage.clone()
         };
-        e.line("gpu.barrier");
+        self.publish(e);
         let code = self.coverage(e, kt);
         self.key_side(e, kt, stage)?;
         self.fragments(e, sweep, states, kt, stage, &code)?;
@@ -514,9 +514,18 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             }
         }
         if wrote {
-            e.line("gpu.barrier");
+            self.publish(e);
         }
         Ok(())
+    }
+
+    /// A barrier after shared-memory writes that the next products read. `wgmma` reads its
+    /// operands through the async proxy, so each writer first orders its writes for it.
+    fn publish(&self, e: &mut Emitter) {
+        if self.body.shape.warpgroup {
+            e.line("nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}");
+        }
+        e.line("gpu.barrier");
     }
 
     /// The base element of a contraction operand's buffer for this tile.
@@ -559,6 +568,34 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             let kbuf = ctx.layout.operand[&k];
             let ks = &ctx.layout.shared[kbuf];
             let steps = ks.len.div_ceil(kind.k());
+            if body.shape.warpgroup {
+                let qbuf = ctx.layout.operand[&q];
+                let qs = &ctx.layout.shared[qbuf];
+                // The warpgroup's first row: warps 4w..4w+3 hold rows 64w..64w+63.
+                let sixty_four = ix(e, 64);
+                let sixteen = ix(e, 16);
+                let warp = e.div(&body.lane.row0, &sixteen);
+                let four = ix(e, 4);
+                let group = e.div(&warp, &four);
+                let first = e.mul(&group, &sixty_four);
+                let zero = ix(e, 0);
+                let a_base = qs.arrangement().at(e, &zero, &first, &zero);
+                let b_base = self.operand_base(e, kbuf, stage);
+                let acc = mma::warpgroup_product(
+                    e,
+                    kind,
+                    &ctx.views[qbuf],
+                    &a_base,
+                    qs.arrangement(),
+                    &ctx.views[kbuf],
+                    &b_base,
+                    ks.arrangement(),
+                    bk,
+                    steps,
+                );
+                scores.insert(n, acc);
+                continue;
+            }
             let q_frags = match self.q_frags.get(&n) {
                 Some(f) => f.clone(),
                 None => {
@@ -570,7 +607,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                         kind,
                         &ctx.views[qbuf],
                         &zero,
-                        qs.stride,
+                        qs.arrangement(),
                         &body.lane,
                         steps,
                     )
@@ -586,7 +623,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                     mma::BLayout::NK,
                     &ctx.views[kbuf],
                     &base,
-                    ks.stride,
+                    ks.arrangement(),
                     &body.lane,
                     blocks,
                     kk,
@@ -896,14 +933,49 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                     .collect()
             })
             .collect();
-        for kk in 0..steps {
+        if body.shape.warpgroup_values {
+            // Registers written since the last wgmma (the rescaled accumulators, the weights)
+            // are fenced once; each k step's value rows start 16 rows further.
+            e.line("nvvm.wgmma.fence.aligned");
+            let zero = ix(e, 0);
+            for kk in 0..steps {
+                let row = ix(e, kk * 16);
+                let b_base = vs.arrangement().at(e, &base, &row, &zero);
+                for (t, (_, w, sign)) in terms.iter().enumerate() {
+                    let signed: Vec<Vec<Val>> = if *sign < 0.0 {
+                        w.iter()
+                            .map(|regs| regs.iter().map(|x| e.neg(x)).collect())
+                            .collect()
+                    } else {
+                        w.clone()
+                    };
+                    let a = mma::weights_as_a(e, kind, &signed, kk, &body.lane);
+                    acc[t] = mma::warpgroup_accumulate(
+                        e,
+                        kind,
+                        &a,
+                        &ctx.views[vbuf],
+                        &b_base,
+                        vs.arrangement(),
+                        &acc[t],
+                    );
+                }
+            }
+            e.line("nvvm.wgmma.commit.group.sync.aligned");
+            e.line("nvvm.wgmma.wait.group.sync.aligned 0");
+        }
+        for kk in 0..if body.shape.warpgroup_values {
+            0
+        } else {
+            steps
+        } {
             let b = mma::b_fragments(
                 e,
                 kind,
                 mma::BLayout::KN,
                 &ctx.views[vbuf],
                 &base,
-                vs.stride,
+                vs.arrangement(),
                 &body.lane,
                 blocks,
                 kk,

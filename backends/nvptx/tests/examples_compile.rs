@@ -98,7 +98,7 @@ fn cuda_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 }
 
 /// Every parallel example's PTX assembles for sm_80 and sm_90a, and the machine code uses the
-/// tensor cores (HMMA). Prints registers and spills per kernel. Skips with a reason where no
+/// tensor cores (HMMA; HGMMA where the tiling puts the scores on `wgmma`). Prints registers and spills per kernel. Skips with a reason where no
 /// ptxas is installed, unless ATTNC_REQUIRE_PTXAS=1 (CI), where that is a failure.
 #[test]
 fn ptx_assembles_and_uses_tensor_cores() {
@@ -162,6 +162,7 @@ fn ptx_assembles_and_uses_tensor_cores() {
             }
             let sass = String::from_utf8_lossy(&sass.stdout);
             let hmma = sass.matches("HMMA").count();
+            let hgmma = sass.matches("HGMMA").count();
             let registers = report
                 .lines()
                 .filter_map(|l| l.split("Used ").nth(1))
@@ -176,10 +177,18 @@ fn ptx_assembles_and_uses_tensor_cores() {
                 .join("; ");
             let in_loop = local_memory_in_matrix_loops(&sass);
             println!(
-                "{name:24} {arch:7} HMMA {hmma:5} registers {registers:8} {spills}; local memory in the main loop: {in_loop}"
+                "{name:24} {arch:7} HMMA {hmma:5} HGMMA {hgmma:3} registers {registers:8} {spills}; local memory in the main loop: {in_loop}"
             );
-            if hmma == 0 {
-                failures.push(format!("{name} {arch}: no HMMA in the SASS"));
+            if hmma + hgmma == 0 {
+                failures.push(format!("{name} {arch}: no HMMA or HGMMA in the SASS"));
+            }
+            // The tiling says where the score products run; the machine code must agree.
+            let on_wgmma = built.tiling.contains("wgmma");
+            if on_wgmma != (hgmma > 0) {
+                failures.push(format!(
+                    "{name} {arch}: the tiling says \"{}\" but the SASS has {hgmma} HGMMA",
+                    built.tiling
+                ));
             }
             if in_loop > 0 {
                 failures.push(format!(
@@ -228,8 +237,9 @@ fn local_memory_in_matrix_loops(sass: &str) -> usize {
             (target < *addr).then_some((target, *addr))
         })
         .filter(|(lo, hi)| {
-            code.iter()
-                .any(|(a, t)| a >= lo && a <= hi && op(t).starts_with("HMMA"))
+            code.iter().any(|(a, t)| {
+                a >= lo && a <= hi && ["HMMA", "HGMMA"].iter().any(|m| op(t).starts_with(m))
+            })
         })
         .collect();
     code.iter()
@@ -269,8 +279,12 @@ fn ptx_summary(b: &attnc_nvptx::GpuBuild) -> String {
     }
     let mut params = 0;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    const OPS: [&str; 16] = [
+    const OPS: [&str; 20] = [
         "mma.sync",
+        "wgmma.mma_async",
+        "wgmma.fence",
+        "wgmma.wait_group",
+        "fence.proxy.async",
         "ldmatrix",
         "cp.async.ca",
         "cp.async.cg",
@@ -293,7 +307,13 @@ fn ptx_summary(b: &attnc_nvptx::GpuBuild) -> String {
             params += 1;
         }
         for op in OPS {
-            if t.starts_with(op) {
+            // wgmma with A from registers is inline assembly behind a predicate's setup.
+            let found = if op.starts_with("wgmma") {
+                t.contains(op)
+            } else {
+                t.starts_with(op)
+            };
+            if found {
                 *counts.entry(op).or_default() += 1;
             }
         }

@@ -93,6 +93,12 @@ pub fn predict(
     let d_v = p.d_v.div_ceil(8) * 8;
     let score_acc = r.scores * (bk / 8) * 4;
     let value_acc = r.accumulators * (d_v / 8) * 4;
+    // On `wgmma` (whole warpgroups, 16-bit operands) the query operand is read from shared
+    // memory by descriptors: no query fragments in registers.
+    let warpgroup = t.warpgroup_mma && k_step == 16 && warps.is_multiple_of(4) && bk <= 256;
+    if warpgroup && query_in_registers {
+        return None;
+    }
     let query_frag = if query_in_registers {
         r.scores * (d_qk / k_step) * 4
     } else {

@@ -228,6 +228,20 @@ impl GpuTarget {
         }
     }
 
+    /// The H100 / H200 without the arch-specific sm_90a features: `mma.sync` only (for
+    /// comparing the two templates on one device, and for drivers that reject sm_90a).
+    pub fn sm_90() -> Self {
+        GpuTarget {
+            name: "sm_90 (H100/H200, mma.sync)".into(),
+            id: TargetId::Cuda {
+                sm: 90,
+                arch_specific: false,
+            },
+            warpgroup_mma: false,
+            ..Self::sm_90a()
+        }
+    }
+
     /// A Vulkan device with cooperative matrices, as NVIDIA's driver exposes them on an H100:
     /// 16 x 16 x 16 f16/bf16 shapes at subgroup scope, 48 KiB of workgroup memory.
     pub fn vulkan_coopmat() -> Self {
@@ -294,7 +308,8 @@ impl Target {
         ("x86-avx512", "a 2-core AVX-512 Xeon (the CI machine)"),
         ("x86-avx2", "a 2-core AVX2 machine"),
         ("cuda:sm_80", "NVIDIA A100 and later, mma.sync"),
-        ("cuda:sm_90a", "NVIDIA H100/H200"),
+        ("cuda:sm_90", "NVIDIA H100/H200, mma.sync only"),
+        ("cuda:sm_90a", "NVIDIA H100/H200, wgmma"),
         ("vulkan", "any Vulkan 1.3 device"),
         ("vulkan:coopmat", "Vulkan with cooperative matrices"),
     ];
@@ -306,6 +321,7 @@ impl Target {
             "x86-avx512" | "xeon-avx512-2core" => Target::Cpu(CpuTarget::xeon_avx512_2core()),
             "x86-avx2" => Target::Cpu(CpuTarget::x86_avx2(2)),
             "cuda:sm_80" | "sm_80" => Target::Gpu(GpuTarget::sm_80()),
+            "cuda:sm_90" | "sm_90" => Target::Gpu(GpuTarget::sm_90()),
             "cuda:sm_90a" | "sm_90a" | "cuda" => Target::Gpu(GpuTarget::sm_90a()),
             "vulkan:coopmat" | "vulkan-coopmat" => Target::Gpu(GpuTarget::vulkan_coopmat()),
             "vulkan" => Target::Gpu(GpuTarget::vulkan_plain()),

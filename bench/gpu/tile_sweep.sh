@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times every (query tile, key tile) candidate of a few variants on the GPU, beside the cost
 # model's own choice, to see how far the model's first choice is from the measured best, and the
-# model's choice on the mma.sync template (`@mma.sync`, built for sm_90) beside the wgmma one.
+# model's choice on the wgmma template (`@wgmma`, built for cuda:sm_90a-wgmma) beside it.
 #
 #   bench/gpu/tile_sweep.sh prepare   # here: bundles into .device/bench/tiles/ (git-ignored)
 #   bench/gpu/tile_sweep.sh run       # GPU machine, with .device/bench carried
@@ -16,8 +16,8 @@ prepare)
         src=examples/$v.attn
         sed 's/f32\[/bf16[/g' "$src" > "$dir/$v.attn"
         target/debug/attnc build "$dir/$v.attn" --target cuda:sm_90a --shape D=128 -o "$dir/$v@model.attnb"
-        # The same kernel on the mma.sync template (sm_90: no wgmma), for the A/B in one call.
-        target/debug/attnc build "$dir/$v.attn" --target cuda:sm_90 --shape D=128 -o "$dir/$v@mma.sync.attnb"
+        # The same kernel with its products on wgmma, for the A/B in one call.
+        target/debug/attnc build "$dir/$v.attn" --target cuda:sm_90a-wgmma --shape D=128 -o "$dir/$v@wgmma.attnb"
         for t in 64x32 64x64 64x128 128x32 128x64 128x128; do
             target/debug/attnc build "$dir/$v.attn" --target cuda:sm_90a --shape D=128 --tile $t \
                 -o "$dir/$v@$t.attnb" 2>/dev/null || echo "$v $t: does not fit"

@@ -349,17 +349,14 @@ fn warpgroup_scores(
 
 /// Whether the aggregations' products run on `wgmma` too (the weights from registers, the value
 /// rows through a descriptor): 16-bit value operands and every aggregated row a valid `n` (a
-/// multiple of 8 up to 256). `ATTNC_NVPTX_VALUES=mma.sync` keeps them on `mma.sync`, to tell
-/// the two apart on a device.
+/// multiple of 8 up to 256).
 fn warpgroup_values(
     graph: &Graph,
     plan: &attnc_passes::fusion::ParallelKernel,
     shape: &kernel::Shape,
     dims: &BTreeMap<String, i64>,
 ) -> Result<bool, NvptxError> {
-    if std::env::var("ATTNC_NVPTX_VALUES").is_ok_and(|v| v == "mma.sync")
-        || !matches!(shape.value.operand, ElementType::Bf16 | ElementType::F16)
-    {
+    if !matches!(shape.value.operand, ElementType::Bf16 | ElementType::F16) {
         return Ok(false);
     }
     let mut any = false;

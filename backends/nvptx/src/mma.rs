@@ -502,13 +502,10 @@ pub(crate) fn warpgroup_accumulate(
 ) -> Vec<Vec<Val>> {
     let n = acc.len() * 8;
     // Next to each other along K are 8-row groups (`stride / 8` core matrices apart), along N
-    // the core matrices of one row group (128 bytes). `ATTNC_NVPTX_VALUES=swap` swaps the two
-    // fields, to tell on a device which reading of the descriptor format is right.
-    let (mut along_k, mut along_n) = (b_arr.stride / 8 * 128, 128);
-    if std::env::var("ATTNC_NVPTX_VALUES").is_ok_and(|v| v == "swap") {
-        std::mem::swap(&mut along_k, &mut along_n);
-    }
-    let desc = descriptor(e, b, b_base, along_k, along_n);
+    // the core matrices of one row group (128 bytes). For this transposed B too the leading
+    // offset is the one along K: the H200 check with the two swapped failed every case
+    // (bench/results/h200-wgmma-2026-12-03.md).
+    let desc = descriptor(e, b, b_base, b_arr.stride / 8 * 128, 128);
     let regs: Vec<Val> = a
         .iter()
         .map(|r| match kind.operand {

@@ -256,8 +256,11 @@ impl CudaDevice {
                 .map_err(|e| format!("cannot read {a:?}: {}", driver_text(&e)))
         };
         let shared = launch.shared_bytes;
-        if shared > DEFAULT_SHARED_LIMIT {
-            let fixed = u32::try_from(attribute(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?).unwrap_or(0);
+        // The limit counts static and dynamic shared memory together: a kernel asking for
+        // exactly 48 KiB dynamic with one static byte needs the opt-in too (measured on the
+        // H200: CUDA_ERROR_INVALID_VALUE at launch without it).
+        let fixed = u32::try_from(attribute(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?).unwrap_or(0);
+        if u64::from(fixed) + u64::from(shared) > u64::from(DEFAULT_SHARED_LIMIT) {
             if u64::from(fixed) + u64::from(shared) > u64::from(self.limits.max_shared_optin) {
                 return Err(format!(
                     "it declares {fixed} bytes of static shared memory and asks for {shared} dynamic; the device allows {} in all",

@@ -9,7 +9,7 @@ use attnc_device::{ArgValue, DeviceError, buffer_bytes, launch_args, launch_grid
 use attnc_kernel_abi::{DimValues, ElementType, KernelManifest, Launch, Param};
 use std::collections::BTreeMap;
 
-/// Bytes above which a block's dynamic shared memory must be opted in to, per function.
+/// Bytes of shared memory (static and dynamic together) above which a function must opt in.
 pub const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
 /// What one device allows a launch, read from its attributes once when it is opened.

@@ -446,8 +446,7 @@ pub(crate) fn warpgroup_product(
     // matrices apart.
     let da = descriptor(e, a, a_base, 128, a_arr.stride / 8 * 128);
     let db = descriptor(e, b, b_base, 128, b_arr.stride / 8 * 128);
-    let fields = vec!["f32"; n / 2].join(", ");
-    let st = Ty::Other(format!("!llvm.struct<({fields})>"));
+    let st = accumulator_struct(n);
     let mut acc = e.op(st.clone(), &format!("llvm.mlir.undef : {st}"));
     let ptx = kind.ptx();
     e.line("nvvm.wgmma.fence.aligned");
@@ -472,18 +471,7 @@ pub(crate) fn warpgroup_product(
     }
     e.line("nvvm.wgmma.commit.group.sync.aligned");
     e.line("nvvm.wgmma.wait.group.sync.aligned 0");
-    (0..n / 8)
-        .map(|nb| {
-            (0..4)
-                .map(|q| {
-                    e.op(
-                        Ty::F32,
-                        &format!("llvm.extractvalue {acc}[{}] : {st}", nb * 4 + q),
-                    )
-                })
-                .collect()
-        })
-        .collect()
+    unpack(e, &acc, &st, n)
 }
 
 /// `acc += A B` on `wgmma` for the warpgroup, one k step of 16: A (the warp's 16 rows, its four
@@ -519,8 +507,7 @@ pub(crate) fn warpgroup_accumulate(
         .collect();
     let one = e.i32(1);
     let count = n / 2;
-    let fields = vec!["f32"; count].join(", ");
-    let st = Ty::Other(format!("!llvm.struct<({fields})>"));
+    let st = accumulator_struct(n);
     let outs: Vec<String> = (0..count).map(|i| format!("${i}")).collect();
     let a_at: Vec<String> = (0..4).map(|i| format!("${}", 2 * count + i)).collect();
     let asm = format!(
@@ -553,13 +540,25 @@ pub(crate) fn warpgroup_accumulate(
             types.join(", ")
         ),
     );
+    unpack(e, &out, &st, n)
+}
+
+/// The struct type of a warpgroup accumulator over `n` columns: `n / 2` f32 per thread.
+fn accumulator_struct(n: usize) -> Ty {
+    let fields = vec!["f32"; n / 2].join(", ");
+    Ty::Other(format!("!llvm.struct<({fields})>"))
+}
+
+/// A warpgroup accumulator struct as `n / 8` blocks of the `mma.sync` c0..c3 (see
+/// [`warpgroup_product`] for why the layouts agree).
+fn unpack(e: &mut Emitter, acc: &Val, st: &Ty, n: usize) -> Vec<Vec<Val>> {
     (0..n / 8)
         .map(|nb| {
             (0..4)
                 .map(|q| {
                     e.op(
                         Ty::F32,
-                        &format!("llvm.extractvalue {out}[{}] : {st}", nb * 4 + q),
+                        &format!("llvm.extractvalue {acc}[{}] : {st}", nb * 4 + q),
                     )
                 })
                 .collect()

@@ -933,6 +933,19 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                     .collect()
             })
             .collect();
+        // Each term's weights with its sign, once for every k step.
+        let signed: Vec<Vec<Vec<Val>>> = terms
+            .iter()
+            .map(|(_, w, sign)| {
+                if *sign < 0.0 {
+                    w.iter()
+                        .map(|regs| regs.iter().map(|x| e.neg(x)).collect())
+                        .collect()
+                } else {
+                    w.clone()
+                }
+            })
+            .collect();
         if body.shape.warpgroup_values {
             // Registers written since the last wgmma (the rescaled accumulators, the weights)
             // are fenced once; each k step's value rows start 16 rows further.
@@ -941,15 +954,8 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             for kk in 0..steps {
                 let row = ix(e, kk * 16);
                 let b_base = vs.arrangement().at(e, &base, &row, &zero);
-                for (t, (_, w, sign)) in terms.iter().enumerate() {
-                    let signed: Vec<Vec<Val>> = if *sign < 0.0 {
-                        w.iter()
-                            .map(|regs| regs.iter().map(|x| e.neg(x)).collect())
-                            .collect()
-                    } else {
-                        w.clone()
-                    };
-                    let a = mma::weights_as_a(e, kind, &signed, kk, &body.lane);
+                for (t, w) in signed.iter().enumerate() {
+                    let a = mma::weights_as_a(e, kind, w, kk, &body.lane);
                     acc[t] = mma::warpgroup_accumulate(
                         e,
                         kind,
@@ -963,34 +969,24 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             }
             e.line("nvvm.wgmma.commit.group.sync.aligned");
             e.line("nvvm.wgmma.wait.group.sync.aligned 0");
-        }
-        for kk in 0..if body.shape.warpgroup_values {
-            0
         } else {
-            steps
-        } {
-            let b = mma::b_fragments(
-                e,
-                kind,
-                mma::BLayout::KN,
-                &ctx.views[vbuf],
-                &base,
-                vs.arrangement(),
-                &body.lane,
-                blocks,
-                kk,
-            );
-            for (t, (_, w, sign)) in terms.iter().enumerate() {
-                let signed: Vec<Vec<Val>> = if *sign < 0.0 {
-                    w.iter()
-                        .map(|regs| regs.iter().map(|x| e.neg(x)).collect())
-                        .collect()
-                } else {
-                    w.clone()
-                };
-                let a = mma::weights_as_a(e, kind, &signed, kk, &body.lane);
-                for nd in 0..blocks {
-                    acc[t][nd] = mma::mma(e, kind, &a, &b[nd], &acc[t][nd]);
+            for kk in 0..steps {
+                let b = mma::b_fragments(
+                    e,
+                    kind,
+                    mma::BLayout::KN,
+                    &ctx.views[vbuf],
+                    &base,
+                    vs.arrangement(),
+                    &body.lane,
+                    blocks,
+                    kk,
+                );
+                for (t, w) in signed.iter().enumerate() {
+                    let a = mma::weights_as_a(e, kind, w, kk, &body.lane);
+                    for nd in 0..blocks {
+                        acc[t][nd] = mma::mma(e, kind, &a, &b[nd], &acc[t][nd]);
+                    }
                 }
             }
         }

@@ -1310,19 +1310,24 @@ mod tests {
         }
     }
 
+    /// Numbers in 0..n from a seed (a linear congruential generator: the tests' workloads
+    /// are the same on every run).
+    fn draws(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        }
+    }
+
     /// The lower bound on the layers left and the bisected stage lengths only skip what
     /// cannot win: with them, without the bisection, and with neither, the search finds
     /// plans equally fast, on groups of identical devices whose memory binds, deep enough
     /// that stages are longer than the bisection's threshold.
     #[test]
     fn shortcuts_change_no_total() {
-        let mut seed: u64 = 17;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = draws(17);
         for case in 0..12 {
             let layers = 40 + next(120);
             let kv = [1, 2, 4][next(3) as usize];
@@ -1463,13 +1468,7 @@ mod tests {
     /// at every length: the same total as without them, and as brute force.
     #[test]
     fn shortcuts_match_brute_force() {
-        let mut seed: u64 = 4242;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = draws(4242);
         let tunings = [
             Tuning::default(),
             Tuning {

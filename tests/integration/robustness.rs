@@ -335,24 +335,79 @@ fn the_fused_dump_sees_through_a_let_in_the_mask() {
 }
 
 #[test]
-fn bench_counts_a_recurrence_s_work() {
-    // issue 17: recurrences printed 0.00 GFLOP/s (no contraction to count).
-    let out = common::attnc(&[
-        "bench",
-        "examples/retention.attn",
-        "--shape",
-        "B=1,H=1,S=64,D=16",
-        "--repeat",
-        "1",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("bench --json prints one document");
-    let flops = json["useful_flops"].as_f64().expect("useful_flops");
-    assert!(flops > 0.0, "{json}");
+fn bench_counts_a_recurrence_s_work_as_its_chunked_form() {
+    // issue 17: recurrences printed 0.00 GFLOP/s (no contraction to count), then the scan's
+    // work; the count is the chunked form's contractions, the same under --scan. S = 100 is no
+    // multiple of any chunk length, so the last chunk's shorter count matters.
+    let bench = |example: &str, shape: &str, scan: bool| {
+        let mut args = vec![
+            "bench", example, "--shape", shape, "--repeat", "1", "--json",
+        ];
+        if scan {
+            args.push("--scan");
+        }
+        let out = common::attnc(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("bench --json prints one document");
+        let chunk = json["chunk"].as_u64().expect("a chunked form's chunk") as f64;
+        (json["useful_flops"].as_f64().expect("useful_flops"), chunk)
+    };
+    // Per chunk of c steps with R x C states: 2cRC per state update term, 2cRC for the read-out
+    // against the carried state, c(c+1)/2 (2R + 2C) per term for the intra-chunk pairs; the delta
+    // rule adds a term, its own 2cRC product with the state and c(c-1)/2 (2R + 2C).
+    let expected = |steps: f64, chunk: f64, r: f64, cols: f64, delta: bool| {
+        let mut total = 0.0;
+        let mut start = 0.0;
+        while start < steps {
+            let c = chunk.min(steps - start);
+            let terms = if delta { 2.0 } else { 1.0 };
+            total += terms * 2.0 * c * r * cols
+                + 2.0 * c * r * cols
+                + terms * c * (c + 1.0) / 2.0 * (2.0 * r + 2.0 * cols);
+            if delta {
+                total += 2.0 * c * r * cols + c * (c - 1.0) / 2.0 * (2.0 * r + 2.0 * cols);
+            }
+            start += chunk;
+        }
+        total
+    };
+    for (example, shape, slices, r, cols, delta) in [
+        (
+            "examples/retention.attn",
+            "B=1,H=2,S=100,D=16",
+            2.0,
+            16.0,
+            16.0,
+            false,
+        ),
+        (
+            "examples/deltanet.attn",
+            "B=2,H=1,S=100,D=16,Dv=8",
+            2.0,
+            16.0,
+            8.0,
+            true,
+        ),
+    ] {
+        let (flops, chunk) = bench(example, shape, false);
+        let want = slices * expected(100.0, chunk, r, cols, delta);
+        assert!(
+            (flops - want).abs() <= 1e-9 * want,
+            "{example}: {flops} != {want}"
+        );
+        assert_eq!(
+            bench(example, shape, true),
+            (flops, chunk),
+            "{example} under --scan"
+        );
+    }
     let help = common::attnc(&["bench", "--help"]);
-    assert!(String::from_utf8_lossy(&help.stdout).contains("counts useful work"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("counts useful work") && help.contains("chunked form"),
+        "{help}"
+    );
 }
 
 #[test]

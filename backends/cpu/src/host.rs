@@ -49,6 +49,7 @@ pub fn compile_for_host_as(
         Some(bindings),
     )
     .map_err(CompileError::Tiling)?;
+    let work = crate::launch::chunked_work(&fused, &tiled);
     let mut tiled = tiled;
     if scan {
         for k in &mut tiled.kernels {
@@ -57,5 +58,7 @@ pub fn compile_for_host_as(
             }
         }
     }
-    Ok(CpuKernel::compile(&graph, &fused, &tiled)?)
+    let mut kernel = CpuKernel::compile(&graph, &fused, &tiled)?;
+    kernel.chunked_work = work;
+    Ok(kernel)
 }

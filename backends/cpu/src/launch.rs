@@ -46,6 +46,32 @@ pub struct CpuKernel {
     jit: HostJit,
     mlir: String,
     llvm_ir: String,
+    /// The chunked form the tiling chose for a recurrence (kept when `--scan` runs it as a
+    /// scan), so its work is counted the same either way.
+    pub(crate) chunked_work: Option<ChunkedWork>,
+}
+
+/// A recurrence's chunked form and chunk length, for [`attnc_passes::fusion::chunked::flops`].
+#[derive(Clone, Debug)]
+pub(crate) struct ChunkedWork {
+    recurrence: petgraph::stable_graph::NodeIndex,
+    form: attnc_passes::fusion::chunked::ChunkedForm,
+    chunk: usize,
+}
+
+/// The chunked form of the program's recurrence and the chunk the tiling chose, if it has both.
+pub(crate) fn chunked_work(fused: &FusedProgram, tiled: &TiledProgram) -> Option<ChunkedWork> {
+    let (kernel, tiles) = (fused.kernels.first()?, tiled.kernels.first()?);
+    match (&kernel.template, &tiles.body) {
+        (Template::Recurrent(r), TiledBody::Recurrent { chunk: Some(c), .. }) => {
+            Some(ChunkedWork {
+                recurrence: r.recurrence,
+                form: r.chunked.as_ref().ok()?.clone(),
+                chunk: *c,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The kernel as MLIR text (`--emit mlir`), its launch signature and host layout.
@@ -149,7 +175,28 @@ impl CpuKernel {
             jit,
             mlir,
             llvm_ir,
+            chunked_work: chunked_work(fused, tiled),
         })
+    }
+
+    /// The steps per chunk the tiling chose for this kernel's recurrence (also under `--scan`),
+    /// if it has a chunked form.
+    pub fn chunk(&self) -> Option<usize> {
+        self.chunked_work.as_ref().map(|w| w.chunk)
+    }
+
+    /// The FLOPs of the chunked form of this kernel's recurrence at `bindings`
+    /// ([`attnc_passes::fusion::chunked::flops`]); `None` for a parallel kernel or a
+    /// recurrence with no chunked form.
+    pub fn chunked_flops(&self, bindings: &Bindings) -> Option<Result<f64, String>> {
+        let w = self.chunked_work.as_ref()?;
+        Some(attnc_passes::fusion::chunked::flops(
+            &self.graph,
+            w.recurrence,
+            &w.form,
+            w.chunk,
+            bindings,
+        ))
     }
 
     /// The kernel in MLIR, before MLIR's passes (`--emit mlir`).

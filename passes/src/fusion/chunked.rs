@@ -17,9 +17,12 @@
 //! evaluates the pieces (each an expression of the recurrence's arena, reading no state).
 
 use super::recurrent::Decay;
+use attnc_ir::bind::Bindings;
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
+use attnc_ir::graph::{Graph, Op, PortType};
 use attnc_ir::ops::{BinaryOp, UnaryOp};
-use attnc_ir::types::Feature;
+use attnc_ir::types::{Feature, FrameIndex};
+use petgraph::stable_graph::NodeIndex;
 use std::collections::HashSet;
 
 /// Everything a back end needs to run a recurrence chunk by chunk.
@@ -286,4 +289,71 @@ pub fn delta_term(arena: &ExprArena, term: &Term, state: usize) -> Option<DeltaT
             _ => return None,
         }
     }
+}
+
+/// The work of a recurrence run in chunks of `chunk` steps, counted as the peers count
+/// attention: 2 FLOPs per multiply-add of the contractions, elementwise work left out. Per
+/// chunk of c steps, per (b, h) and per state of R rows and C columns (a vector state has one
+/// column): each rank-one term's state update (2·c·R·C); each read-out's inter-chunk product
+/// with the carried state (2·c·R·C) and, per term, its intra-chunk scores and weighted sum over
+/// the c(c+1)/2 steps s ≤ t (2·R + 2·C each). The delta rule adds the correction's product with
+/// the carried state (2·c·R·C), its strictly lower scores and forward substitution
+/// (c(c−1)/2 · (2·R + 2·C)), and its corrected vectors as one more term. `bench` reports
+/// GFLOP/s of this count, so a scan and its chunked form are measured against the same work.
+pub fn flops(
+    graph: &Graph,
+    recurrence: NodeIndex,
+    form: &ChunkedForm,
+    chunk: usize,
+    bindings: &Bindings,
+) -> Result<f64, String> {
+    let (Op::Recurrence { states, .. }, Some(PortType::Value(ty))) = (
+        &graph.node(recurrence).op,
+        graph.node(recurrence).results.first(),
+    ) else {
+        return Err("the node is not a recurrence".into());
+    };
+    let eval = |d: &attnc_ir::types::Dim| {
+        bindings
+            .eval(d)
+            .map(|v| v.max(0) as f64)
+            .map_err(|e| format!("{e:?}"))
+    };
+    let shape = |f: &Feature| -> Result<(f64, f64), String> {
+        Ok(match f {
+            Feature::Scalar => (1.0, 1.0),
+            Feature::Vector(d) | Feature::Diag(d) => (eval(d)?, 1.0),
+            Feature::Matrix(r, c) => (eval(r)?, eval(c)?),
+        })
+    };
+    let slices: f64 = ty
+        .indices
+        .without(FrameIndex::T)
+        .iter()
+        .map(|fi| bindings.extent(graph, fi) as f64)
+        .product();
+    let steps = bindings.extent(graph, FrameIndex::T);
+    let chunk = chunk.max(1);
+    let mut per_slice = 0.0;
+    let mut start = 0;
+    while start < steps {
+        let c = chunk.min(steps - start) as f64;
+        let (pairs, strict) = (c * (c + 1.0) / 2.0, c * (c - 1.0) / 2.0);
+        for (k, state) in form.states.iter().enumerate() {
+            let Some(def) = states.get(k) else {
+                return Err(format!("the chunked form has no state {k}"));
+            };
+            let (r, cols) = shape(&def.feature)?;
+            let terms = (state.terms.len() + usize::from(state.delta.is_some())) as f64;
+            per_slice += terms * 2.0 * c * r * cols;
+            if state.delta.is_some() {
+                per_slice += 2.0 * c * r * cols + strict * (2.0 * r + 2.0 * cols);
+            }
+            for _ in form.readouts.iter().filter(|o| o.state as usize == k) {
+                per_slice += 2.0 * c * r * cols + terms * pairs * (2.0 * r + 2.0 * cols);
+            }
+        }
+        start += chunk;
+    }
+    Ok(slices * per_slice)
 }

@@ -106,12 +106,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     let inputs = to_f64_tensors(&host);
-    let useful = useful_flops(&graph, &bindings, &inputs)?;
     let progress = Progress::spinner("compiling the CPU kernel");
     let start = Instant::now();
     let kernel = crate::cpu_device::compile_as(&graph, &bindings, &sources, args.scan)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     drop(progress);
+    let useful = match kernel.chunked_flops(&bindings) {
+        Some(flops) => {
+            flops.map_err(|e| anyhow::anyhow!("counting the chunked form's work: {e}"))?
+        }
+        None => useful_flops(&graph, &bindings, &inputs)?,
+    };
     let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
     let mut times = Vec::new();
     let progress = Progress::bar("timing the kernel", args.repeat.max(1) as u64);
@@ -179,6 +184,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "threads": threads,
             "repeat": args.repeat.max(1),
             "useful_flops": useful,
+            "chunk": kernel.chunk(),
             "compile_ms": compile_ms,
             "peak_rss_mb": peak_rss_mb,
             "timings": timings,
@@ -249,8 +255,7 @@ fn useful_flops(
         total += 2.0 * points * len * density;
     }
     if total == 0.0 {
-        // A recurrence has no scoring or aggregation contraction: count its steps' work
-        // rather than print 0 GFLOP/s.
+        // A recurrence with no chunked form: count its steps' work rather than print 0 GFLOP/s.
         total = w.flops;
     }
     Ok(total)

@@ -65,8 +65,11 @@ enum Command {
     ///
     /// GFLOP/s counts useful work: the scoring and aggregation contractions on the (i, j) pairs
     /// the mask keeps (measured from the indices, or for a mask that reads input data such as
-    /// document ids, on this run's inputs, sampled evenly), or for a recurrence the work
-    /// estimate of its steps.
+    /// document ids, on this run's inputs, sampled evenly). A recurrence with a chunked form
+    /// counts that form's contractions at the chunk length the tiling chose (intra-chunk
+    /// scores and sums over the steps s <= t, products with the carried state, state updates,
+    /// and the delta rule's correction), the same count with --scan; one with no chunked form
+    /// counts the work of its steps.
     Bench(bench_command::BenchArgs),
 }
 

@@ -132,7 +132,7 @@ def peer_fn(peer, name, b, h, s):
     raise ValueError(peer)
 
 
-def attnc_time(name, b, h, s, d):
+def attnc_time(name, b, h, s, d, folder="bundles"):
     v = VARIANTS[name]
     dims = {"B": b, "H": h, "S": s}
     for k in v.get("head_dims", ["D"]):
@@ -140,7 +140,7 @@ def attnc_time(name, b, h, s, d):
     if "kv_groups" in v:
         dims["Hkv"] = h // v["kv_groups"]
     shape = ",".join(f"{k}={x}" for k, x in dims.items())
-    cmd = [str(DIR / "attnc-run"), str(DIR / "bundles" / f"{name}.D{d}.attnb"), "--random", "1",
+    cmd = [str(DIR / "attnc-run"), str(DIR / folder / f"{name}.D{d}.attnb"), "--random", "1",
            "--shape", shape, "--time", "20", "--warmup", "3", "--format", "json"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     try:
@@ -173,8 +173,18 @@ def main():
             except Exception as e:  # noqa: BLE001
                 ms = None
                 row["attnc_error"] = str(e)
-            args = inputs(name, b, h, s, d)
             cells = []
+            # ALSO=wg: the same variant from another folder of bundles (another target preset),
+            # timed in the same run; its ratio is to the main bundles.
+            for folder in filter(None, os.environ.get("ALSO", "").split(",")):
+                try:
+                    oms = attnc_time(name, b, h, s, d, folder)
+                    row[f"attnc_ms@{folder}"] = oms
+                    ratio = f"{ms / oms:.2f}x" if ms else "-"
+                    cells.append(f"@{folder} {flops / oms / 1e9:.1f} ({ratio})")
+                except Exception as e:  # noqa: BLE001
+                    cells.append(f"@{folder} err:{str(e)[:80]}")
+            args = inputs(name, b, h, s, d)
             for peer in v["peers"]:
                 try:
                     f = peer_fn(peer, name, b, h, s)

@@ -25,11 +25,15 @@ def main():
     ap.add_argument("--attnc", default=str(ROOT / "target" / "debug" / "attnc"))
     ap.add_argument("--attnc-run", default=str(ROOT / "target" / "release" / "attnc-run"))
     ap.add_argument("--only", default="")
+    ap.add_argument("--target", default="cuda:sm_90a",
+                    help="the GPU target preset of the bundles (cuda:sm_90a-wgmma for the wgmma template)")
+    ap.add_argument("--bundle-dir", default="bundles",
+                    help="another folder than bundles keeps the rest of .device/bench (an A/B of two targets)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
-    if OUT.exists():
+    if args.bundle_dir == "bundles" and OUT.exists():
         shutil.rmtree(OUT)
-    (OUT / "bundles").mkdir(parents=True)
+    (OUT / args.bundle_dir).mkdir(parents=True, exist_ok=True)
     for name, v in VARIANTS.items():
         if only and name not in only:
             continue
@@ -39,8 +43,8 @@ def main():
         path.write_text(text)
         for d in HEAD_DIMS:
             heads = ",".join(f"{k}={d}" for k in v.get("head_dims", ["D"]))
-            out = OUT / "bundles" / f"{name}.D{d}.attnb"
-            r = subprocess.run([args.attnc, "build", str(path), "--target", "cuda:sm_90a",
+            out = OUT / args.bundle_dir / f"{name}.D{d}.attnb"
+            r = subprocess.run([args.attnc, "build", str(path), "--target", args.target,
                                 "--shape", heads, "-o", str(out)], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.stderr.write(r.stderr)

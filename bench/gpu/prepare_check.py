@@ -84,7 +84,7 @@ def rebuild_bundles(args):
         variant, head = bundle[: -len(".attnb")].rsplit(".", 1)
         head_args = ",".join(f"{m[0]}={m[1]}" for m in re.findall(r"([A-Za-z]+?)(\d+)(?:_|$)", head))
         src = OUT / "sources" / f"{variant}.attn"
-        run([args.attnc, "build", str(src), "--target", "cuda:sm_90a", "--shape", head_args,
+        run([args.attnc, "build", str(src), "--target", args.target, "--shape", head_args,
              "-o", str(OUT / args.bundle_dir / bundle)])
         print(f"rebuilt {bundle} ({head_args})", flush=True)
 
@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated example names")
     ap.add_argument("--bundles-only", action="store_true",
                     help="rebuild the bundles of the cases in cases.tsv, keeping their inputs and references")
+    ap.add_argument("--target", default="cuda:sm_90a",
+                    help="the GPU target preset of the bundles (cuda:sm_90a-wgmma for the wgmma template)")
     ap.add_argument("--bundle-dir", default="bundles",
                     help="with --bundles-only: the folder of .device/check to write them to")
     args = ap.parse_args()
@@ -125,7 +127,7 @@ def main():
                 if args.quick:
                     shapes = shapes[-1:]
                 bundle = OUT / "bundles" / f"{variant}.{shape_arg(head).replace(',', '_').replace('=', '')}.attnb"
-                run([args.attnc, "build", str(src), "--target", "cuda:sm_90a", "--shape", shape_arg(head), "-o", str(bundle)])
+                run([args.attnc, "build", str(src), "--target", args.target, "--shape", shape_arg(head), "-o", str(bundle)])
                 for k, shape in enumerate(shapes):
                     case = f"{bundle.stem}.{k}"
                     full = dict(head, **shape)

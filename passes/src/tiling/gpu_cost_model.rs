@@ -70,6 +70,12 @@ const PAIR_FLOPS: f64 = 8.0;
 const MASK_FLOPS: f64 = 6.0;
 /// Per key tile of a block: the barrier, the copy issue and the pipeline wait.
 const TILE_OVERHEAD_S: f64 = 0.4e-6;
+/// Seconds of a multiprocessor per 16-byte asynchronous copy its warps issue, where the
+/// products do not hide them: a `wgmma` warpgroup waits for its own products, so the copies its
+/// threads issue add to its time. Calibrated on the H200 (2026-12-03, softmax_causal bf16
+/// D = 128, B4 H16 S4096): query tiles of 64 and 128 rows at key tile 64 issue 2.7e8 and 1.4e8
+/// copies, and took 1.90 and 1.25 ms, about 1.1 cycles per copy.
+const WARPGROUP_COPY_S: f64 = 0.65e-9;
 
 fn bytes(t: ElementType) -> usize {
     t.size_bytes()
@@ -161,7 +167,13 @@ pub fn predict(
     let kv_traffic = visited * bk as f64 * row_bytes;
     let memory = kv_traffic / (2.0 * t.dram_bytes_per_s);
     let overhead = visited * TILE_OVERHEAD_S / (t.multiprocessors * blocks_per_sm) as f64 / balance;
-    let predicted = matrix.max(memory) + elementwise + overhead;
+    let copies = if warpgroup {
+        visited * (bk as f64 * row_bytes / 16.0) * WARPGROUP_COPY_S
+            / (t.multiprocessors as f64 * balance)
+    } else {
+        0.0
+    };
+    let predicted = matrix.max(memory) + elementwise + overhead + copies;
     let buffers = vec![
         Buffer {
             name: "query tile",

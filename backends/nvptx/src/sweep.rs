@@ -411,10 +411,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                 let first = e.mul(&group, &eight);
                 (e.add(&first, &r8), piece)
             } else {
-                (
-                    e.div(&c, &ch),
-                    e.arith(attnc_lower::Arith::Rem, &c, &ch),
-                )
+                (e.div(&c, &ch), e.arith(attnc_lower::Arith::Rem, &c, &ch))
             };
             let bkv = ix(e, bk);
             let k0 = e.mul(kt, &bkv);

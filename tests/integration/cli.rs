@@ -86,6 +86,25 @@ fn vulkan_builds_a_spirv_bundle_and_runs_where_a_device_is() {
     assert!(stdout(&out).contains(" on vulkan ("), "{}", stdout(&out));
 }
 
+#[test]
+fn a_bundle_build_prints_only_what_it_wrote() {
+    // Without --emit, `-o NAME.attnb` printed the whole graph to stdout as well.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("k.attnb");
+    let bundle = bundle.to_str().unwrap();
+    let out = common::attnc(&["build", KERNEL, "--target", "cuda:sm_90a", "-o", bundle]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "stdout holds only what --emit asks for");
+    assert!(stderr(&out).contains("wrote "), "{}", stderr(&out));
+    assert!(attnc_bundle::Bundle::read(std::path::Path::new(bundle)).is_ok());
+    let plain = common::attnc(&["build", KERNEL]);
+    assert!(
+        stdout(&plain).contains("= score dot("),
+        "{}",
+        stdout(&plain)
+    );
+}
+
 /// Parses stdout as one JSON document, failing the test with the output otherwise.
 fn json_of(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));

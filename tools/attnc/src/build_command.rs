@@ -62,8 +62,9 @@ pub struct BuildArgs {
     /// The .attn file to compile.
     pub file: PathBuf,
     /// Stages to print, comma-separated; they print in pipeline order, each after a header line
-    /// `==> STAGE <==` when there are several.
-    #[arg(long, value_delimiter = ',', default_value = "graph")]
+    /// `==> STAGE <==` when there are several. Default: graph, or nothing when -o writes a
+    /// bundle.
+    #[arg(long, value_delimiter = ',')]
     pub emit: Vec<Stage>,
     /// Write each stage to DIR/NAME.STAGE (`.ll` for LLVM IR) instead of stdout, NAME being the
     /// source file's stem.
@@ -122,11 +123,15 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let (mut sources, file) = load_source(&args.file)?;
     let fixed =
         parse_shape(&args.shape).map_err(|e| crate::usage(anyhow::anyhow!("--shape: {e}")))?;
-    let mut stages = args.emit.clone();
+    let bundle_path = args.output.as_ref().filter(|p| is_bundle(p));
+    let mut stages = match (args.emit.is_empty(), bundle_path) {
+        (true, Some(_)) => Vec::new(),
+        (true, None) => vec![Stage::Graph],
+        (false, _) => args.emit.clone(),
+    };
     stages.sort();
     stages.dedup();
     let mut last = stages.iter().max().copied().unwrap_or(Stage::Graph);
-    let bundle_path = args.output.as_ref().filter(|p| is_bundle(p));
     if bundle_path.is_some() {
         last = Stage::Spirv;
     } else if args.output.is_some() && stages.len() != 1 {

@@ -61,6 +61,8 @@ pub struct GpuBuild {
     pub guards: Vec<GuardSite>,
     /// The tiling, in words.
     pub tiling: String,
+    /// How long each step of the code generation took (`--time-passes`).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// The symbol of the gpu.module every kernel is in.
@@ -132,7 +134,9 @@ pub fn compile(
     fused: &FusedProgram,
     tiled: &TiledProgram,
 ) -> Result<GpuBuild, NvptxError> {
+    let start = std::time::Instant::now();
     let mut build = generate(graph, fused, tiled)?;
+    build.timings.push(("gpu code: MLIR text", start.elapsed()));
     let TargetId::Cuda { sm, arch_specific } = build.target else {
         return Err(NvptxError::Internal {
             message: "the NVPTX back end was given a non-CUDA target".into(),
@@ -140,7 +144,7 @@ pub fn compile(
         });
     };
     let sm_name = format!("sm_{sm}{}", if arch_specific { "a" } else { "" });
-    let (llvm_ir, ptx) = lower(&build.mlir, &sm_name)?;
+    let (llvm_ir, ptx) = lower(&build.mlir, &sm_name, &mut build.timings)?;
     build.llvm_ir = llvm_ir;
     build.ptx = ptx;
     Ok(build)
@@ -312,6 +316,7 @@ pub fn generate(
         workspace,
         guards,
         tiling: tiling_text,
+        timings: Vec::new(),
     })
 }
 
@@ -382,13 +387,21 @@ fn ceil_div(d: Dim, n: usize) -> Dim {
 }
 
 /// MLIR text to LLVM IR (MLIR's NVVM pipeline and translation) to PTX (LLVM's NVPTX back end).
-fn lower(mlir: &str, sm: &str) -> Result<(String, String), NvptxError> {
+fn lower(
+    mlir: &str,
+    sm: &str,
+    timings: &mut Vec<(&'static str, std::time::Duration)>,
+) -> Result<(String, String), NvptxError> {
+    let start = std::time::Instant::now();
     let session = attnc_mlir::MlirSession::new();
     let mut module = session.parse(mlir)?;
     module.verify()?;
     module.run_pipeline(attnc_mlir::NVVM_LOWERING_PIPELINE)?;
     let llvm_ir = module.gpu_module_to_llvm_ir(GPU_MODULE)?;
+    timings.push(("gpu code: MLIR to LLVM IR", start.elapsed()));
+    let start = std::time::Instant::now();
     let ptx = attnc_llvm::llvm_ir_to_ptx(&llvm_ir, &attnc_llvm::PtxTarget::new(sm))?;
+    timings.push(("gpu code: LLVM to PTX", start.elapsed()));
     if let Some(line) = ptx.lines().find(|l| l.contains(".extern .func")) {
         return Err(NvptxError::Internal {
             message: format!(

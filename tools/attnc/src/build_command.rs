@@ -294,7 +294,16 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                             }
                             let build =
                                 crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
-                            laps.lap("gpu code");
+                            laps.extend(
+                                build
+                                    .timings
+                                    .iter()
+                                    .map(|(name, duration)| Timing {
+                                        name: name.to_string(),
+                                        duration: *duration,
+                                    })
+                                    .collect(),
+                            );
                             if stages.contains(&Stage::Mlir) {
                                 emit.stage(Stage::Mlir, &build.mlir)?;
                             }

@@ -18,7 +18,7 @@ for s in $steps; do
     check:*) BUNDLES=${s#check:} CASES=${CASES:-.} timeout 240 bash bench/gpu/check.sh 2>&1 | tail -12
         cp "$out/check.txt" "$out/check-${s#check:}.txt" ;;
     tiles) timeout 150 bash bench/gpu/tile_sweep.sh run 2>&1 | tee "$out/tiles.txt" ;;
-    bench) SHAPES=${SHAPES:-4,16,4096,128} ALSO=${ALSO:-} timeout ${BENCH_S:-280} python3 bench/gpu/bench.py 2>&1 | tee "$out/bench.txt" | tail -40 ;;
+    bench) SHAPES=${SHAPES:-4,16,4096,128} ALSO=${ALSO:-} PEERS=${PEERS:-} timeout ${BENCH_S:-280} python3 bench/gpu/bench.py 2>&1 | tee "$out/bench.txt" | tail -40 ;;
     esac
 done
 echo "=== end $(date +%T)"

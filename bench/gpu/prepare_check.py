@@ -50,8 +50,26 @@ SHAPES = {
         ({"D": 128}, [{"B": 1, "H": 1, "S": 300, "NB": 5}]),
     ],
 }
+# Recurrences: S = 1, 77, 600 and 1000 (none a multiple of a chunk of 16 or 64 steps), head dims of
+# 64 and 128, and 256 value columns (more than one block's threads: two column slices per (b, h)).
+# The longest cases at D = 128 take one head, to keep the inputs small enough to carry.
+RECURRENT_RUNS = [{"B": 1, "H": 2, "S": 1}, {"B": 2, "H": 2, "S": 77}, {"B": 1, "H": 2, "S": 1000}]
+
+
+def recurrent_families(text):
+    key = "Dk" if re.search(r"\bdim\b[^;]*\bDk\b", text) else "D"
+    if not re.search(r"\bdim\b[^;]*\bDv\b", text):
+        return [({key: 64}, RECURRENT_RUNS), ({key: 128}, [{"B": 1, "H": 1, "S": 600}])]
+    return [
+        ({key: 64, "Dv": 64}, RECURRENT_RUNS),
+        ({key: 128, "Dv": 128}, [{"B": 1, "H": 1, "S": 600}]),
+        ({key: 64, "Dv": 256}, [{"B": 1, "H": 2, "S": 77}]),
+    ]
+
+
 # Dtype variants beyond bf16 (the examples' own dtype always runs too).
-EXTRA_DTYPES = {"softmax_causal": ["f16", "f32"], "gqa_causal": ["f32"], "alibi_causal": ["f16"]}
+EXTRA_DTYPES = {"softmax_causal": ["f16", "f32"], "gqa_causal": ["f32"], "alibi_causal": ["f16"],
+                "gated_deltanet": ["f16"], "retention": ["f16"]}
 
 
 def run(cmd, **kw):
@@ -112,7 +130,7 @@ def main():
     for path in sorted((ROOT / "examples").glob("*.attn")):
         name = path.stem
         text = path.read_text()
-        if "recurrence t" in text or (only and name not in only):
+        if only and name not in only:
             continue
         own = main_dtype(text)
         dtypes = ["bf16"] + ([own] if own != "bf16" else []) + EXTRA_DTYPES.get(name, [])
@@ -120,7 +138,7 @@ def main():
             variant = f"{name}.{dtype}"
             src = OUT / "sources" / f"{variant}.attn"
             src.write_text(with_dtype(text, dtype))
-            families = SHAPES.get(name, SELF)
+            families = recurrent_families(text) if "recurrence t" in text else SHAPES.get(name, SELF)
             for head, shapes in families:
                 if args.quick:
                     shapes = shapes[-1:]

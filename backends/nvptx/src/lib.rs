@@ -337,17 +337,8 @@ fn generate_scan(
     let k = scan::write(graph, plan, &tiled.dims, gpu.shared_bytes_per_block, &entry)?;
     let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
     let tiling = format!(
-        "scan over t: a block per (b, h){}, {} threads (a value column each), matrix states in registers and the others in shared memory, f32 states, {} bytes of shared memory",
-        if k.slices > 1 {
-            format!(
-                " and slice of {} value columns ({} slices)",
-                k.threads, k.slices
-            )
-        } else {
-            String::new()
-        },
-        k.threads,
-        k.shared_bytes,
+        "scan over t: a block per (b, h) and slice of {} value columns ({} slices), {} threads ({} per column, each with its share of the rows of the matrix states in registers), the other states in shared memory, f32 states, {} bytes of shared memory",
+        k.columns, k.slices, k.threads, k.group, k.shared_bytes,
     );
     let mlir = format!(
         "module attributes {{gpu.container_module}} {{\n  gpu.module @{GPU_MODULE} {{\n{}  }}\n}}\n",

@@ -1,9 +1,10 @@
-//! The recurrent template as a GPU scan: one block per (b, h) and slice of value columns, one
-//! thread per column of every matrix state, stepping through t in order.
+//! The recurrent template as a GPU scan: one block per (b, h) and slice of value columns, a few
+//! adjacent threads per column of every matrix state, stepping through t in order.
 //!
-//! A thread keeps its column of each matrix state in registers (the rows unrolled, the state
-//! carried by the loop over t), so a read-out `x @ S` or the delta rule's `k @ S` is a
-//! thread-local sum over the rows; states with no column axis (a normaliser `z`, a scalar) live
+//! The threads of a column keep its rows of each matrix state in registers, split between them
+//! (the rows unrolled, the state carried by the loop over t), so a read-out `x @ S` or the delta
+//! rule's `k @ S` is a sum over a thread's rows and a few warp shuffles (`step.rs`); states with
+//! no column axis (a normaliser `z`, a scalar) live
 //! in shared memory, two copies alternating by the parity of t, since every update is
 //! simultaneous and the outputs read the new values. Each step's inputs (loads, feature maps,
 //! gates) are computed once per block into shared memory, one node after another with a barrier
@@ -11,34 +12,41 @@
 //! inputs' element type. A read of a matrix state across columns (a contraction over its
 //! columns) would need another thread's registers and is refused with that reason.
 
+mod step;
+
 use crate::NvptxError;
 use crate::classify::{Layout, feature_of};
 use crate::kernel::{bind_params, extent};
 use crate::leaves::{
     GuardSite, Guards, LoadSite, element_index, flat_offset, lower_err, read_load,
 };
-use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
+use attnc_ir::expr::{ExprArena, ExprId};
 use attnc_ir::graph::{Graph, Op, PortType, StateDef, ValueRef};
-use attnc_ir::ops::{BinaryOp, UnaryOp};
 use attnc_ir::types::{Dim, Feature, FrameIndex, ScalarKind};
-use attnc_lower::{
-    Cmp, Emitter, ExprLowering, FastMath, Leaves, LowerError, MathHooks, PtxMath, Ty, Val,
-};
+use attnc_lower::{Cmp, Emitter, ExprLowering, FastMath, Leaves, LowerError, PtxMath, Ty, Val};
 use attnc_passes::fusion::recurrent::RecurrentKernel;
 use attnc_passes::fusion::tree::Tree;
 use petgraph::stable_graph::NodeIndex;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use step::{Phase, Pos, Step};
 
-/// Threads per block at most: one value column each.
-const MAX_THREADS: usize = 128;
+/// Value columns per block at most.
+const COLUMNS_PER_BLOCK: usize = 32;
+/// Rows of matrix state a thread keeps in registers, where the rows divide evenly.
+const ROWS_PER_THREAD: usize = 32;
+/// Threads per value column at most.
+const MAX_GROUP: usize = 8;
 
 /// A written scan kernel and its launch shape.
 pub(crate) struct ScanKernel {
     pub text: String,
     pub guards: Vec<GuardSite>,
     pub threads: usize,
-    /// Blocks per (b, h), each owning `threads` value columns.
+    /// Value columns per block, and threads per column.
+    pub columns: usize,
+    pub group: usize,
+    /// Blocks per (b, h), each owning `columns` value columns.
     pub slices: usize,
     pub shared_bytes: usize,
     pub specialised: BTreeMap<String, i64>,
@@ -159,6 +167,10 @@ struct Ctx<'a> {
     tid: Val,
     /// This thread's value column.
     col: Val,
+    /// Which share of the column's rows this thread keeps (0 where one thread keeps them all).
+    slab: Val,
+    /// Threads per column: adjacent lanes of a warp.
+    group: usize,
     threads: usize,
 }
 
@@ -301,356 +313,6 @@ impl Leaves for StepLeaves<'_, '_> {
     }
 }
 
-/// One coordinate where an arena expression is evaluated.
-#[derive(Clone, Debug)]
-enum Pos {
-    /// A row known when the code is written (unrolled).
-    Row(usize),
-    /// This thread's value column.
-    Own,
-    /// A run-time position (an element of a shared state).
-    At(Val),
-}
-
-impl Pos {
-    fn key(&self) -> String {
-        match self {
-            Pos::Row(r) => format!("r{r}"),
-            Pos::Own => "c".into(),
-            Pos::At(v) => v.name.clone(),
-        }
-    }
-}
-
-/// Whether state reads see the values before this step's update or after it.
-#[derive(Clone, Copy, PartialEq)]
-enum Phase {
-    Update,
-    Emit,
-}
-
-/// Evaluates the recurrence's arena at one step.
-struct Step<'c, 'a> {
-    ctx: &'c Ctx<'a>,
-    arena: &'c ExprArena,
-    operands: &'c [ValueRef],
-    states: &'c [StateDef],
-    homes: &'c [Home],
-    /// Each state's offset of the copy read (before the update) and written (after).
-    cur: &'c [Val],
-    next: &'c [Val],
-    old: &'c [Vec<Val>],
-    new: &'c [Vec<Val>],
-    phase: Phase,
-    /// Contractions already computed in this region, by node and position.
-    cache: HashMap<(ExprId, Vec<String>), Val>,
-    /// How many contractions over rows were written (not found in the cache).
-    contractions: usize,
-    node: NodeIndex,
-}
-
-impl Step<'_, '_> {
-    fn err(&self, m: impl Into<String>) -> NvptxError {
-        NvptxError::unsupported(self.ctx.graph, self.node, m)
-    }
-
-    fn feature(&self, id: ExprId) -> Feature {
-        self.arena.ty(id).feature.clone()
-    }
-
-    fn len(&self, f: &Feature, axis: usize) -> Result<usize, NvptxError> {
-        let (r, c) = shape_of(self.ctx.graph, self.node, f, &self.ctx.specialised)?;
-        Ok(if axis == 0 { r } else { c })
-    }
-
-    /// An index into a vector of `len` elements at `p`, clamped into it (threads past the end
-    /// of a shorter axis compute values nobody stores).
-    fn index(&self, e: &mut Emitter, p: &Pos, len: usize) -> Val {
-        match p {
-            Pos::Row(r) => e.index((*r).min(len - 1) as i64),
-            Pos::Own => {
-                let last = e.index(len as i64 - 1);
-                e.min(&self.ctx.col, &last)
-            }
-            Pos::At(v) => {
-                let last = e.index(len as i64 - 1);
-                e.min(v, &last)
-            }
-        }
-    }
-
-    /// A child at the parent's position: a scalar child ignores it.
-    fn broadcast(&mut self, e: &mut Emitter, id: ExprId, pos: &[Pos]) -> Result<Val, NvptxError> {
-        if self.feature(id) == Feature::Scalar {
-            self.eval(e, id, &[])
-        } else {
-            self.eval(e, id, pos)
-        }
-    }
-
-    fn state(
-        &self,
-        e: &mut Emitter,
-        k: usize,
-        time: StateTime,
-        pos: &[Pos],
-    ) -> Result<Val, NvptxError> {
-        let after = match (self.phase, time) {
-            (Phase::Update, StateTime::Previous) | (Phase::Emit, StateTime::Previous) => false,
-            (Phase::Emit, StateTime::Current) => true,
-            (Phase::Update, StateTime::Current) => {
-                return Err(self.err("an update that reads a state's new value"));
-            }
-        };
-        let name = &self.states[k].name;
-        match &self.homes[k] {
-            Home::Registers { rows } => match pos {
-                [Pos::Row(r), Pos::Own] if r < rows => {
-                    let regs = if after { &self.new[k] } else { &self.old[k] };
-                    Ok(regs[*r].clone())
-                }
-                _ => Err(self.err(format!(
-                    "a read of the matrix state `{name}` across its columns (a contraction over them); the GPU scan keeps a column per thread"
-                ))),
-            },
-            Home::Shared { buf, rows } => {
-                let base = if after { &self.next[k] } else { &self.cur[k] };
-                let i = match pos.first() {
-                    Some(p) => self.index(e, p, *rows),
-                    None => e.index(0),
-                };
-                let at = e.add(base, &i);
-                Ok(e.load(&buf.view, &at))
-            }
-        }
-    }
-
-    fn eval(&mut self, e: &mut Emitter, id: ExprId, pos: &[Pos]) -> Result<Val, NvptxError> {
-        let key = (id, pos.iter().map(Pos::key).collect::<Vec<_>>());
-        if let Some(v) = self.cache.get(&key) {
-            return Ok(v.clone());
-        }
-        let v = self.eval_uncached(e, id, pos)?;
-        let costly = matches!(
-            self.arena.node(id),
-            ExprNode::Binary(BinaryOp::MatMul, ..) | ExprNode::Call(..)
-        );
-        if costly {
-            self.cache.insert(key, v.clone());
-        }
-        Ok(v)
-    }
-
-    fn eval_uncached(
-        &mut self,
-        e: &mut Emitter,
-        id: ExprId,
-        pos: &[Pos],
-    ) -> Result<Val, NvptxError> {
-        let graph = self.ctx.graph;
-        Ok(match self.arena.node(id).clone() {
-            ExprNode::Operand(k) => {
-                let v = self.operands[k as usize];
-                let buf = self.ctx.bufs.get(&v.node).ok_or_else(|| {
-                    NvptxError::internal(graph, self.node, "a recurrence operand with no buffer")
-                })?;
-                let i = match (feature_of(graph, v.node), pos.first()) {
-                    (Feature::Scalar, _) | (_, None) => e.index(0),
-                    (_, Some(p)) => self.index(e, p, buf.len),
-                };
-                let x = e.load(&buf.view, &i);
-                e.cast(&x, &Ty::F32)
-            }
-            ExprNode::State(k, time) => self.state(e, k as usize, time, pos)?,
-            ExprNode::Index(fi) => {
-                let i = self
-                    .ctx
-                    .frame(fi)
-                    .map_err(|err| NvptxError::lowering(graph, self.node, err))?;
-                e.cast(&i, &Ty::F32)
-            }
-            ExprNode::Dim(d) => {
-                let i = self.ctx.dim_index(e, &Dim::Sym(d.clone()));
-                e.cast(&i, &Ty::F32)
-            }
-            ExprNode::Int(v) => e.f32(v as f64),
-            ExprNode::Float(v) => e.f32(v),
-            ExprNode::Unary(UnaryOp::Neg, a) => {
-                let a = self.broadcast(e, a, pos)?;
-                e.neg(&a)
-            }
-            ExprNode::Unary(UnaryOp::Not, a) => {
-                let a = self.broadcast(e, a, pos)?;
-                let one = e.f32(1.0);
-                e.sub(&one, &a)
-            }
-            ExprNode::Binary(BinaryOp::MatMul, a, b) => self.matmul(e, a, b, pos)?,
-            ExprNode::Binary(op, a, b) => {
-                let x = self.broadcast(e, a, pos)?;
-                let y = self.broadcast(e, b, pos)?;
-                self.binary(e, op, &x, &y)?
-            }
-            ExprNode::Call(Builtin::Outer, args) => {
-                let x = self.eval(e, args[0], &pos[..1])?;
-                let y = self.eval(e, args[1], &pos[1..])?;
-                e.mul(&x, &y)
-            }
-            ExprNode::Call(
-                f @ (Builtin::Dot
-                | Builtin::SumFeature
-                | Builtin::MeanFeature
-                | Builtin::MaxFeature
-                | Builtin::MinFeature
-                | Builtin::Norm),
-                args,
-            ) => self.feature_reduction(e, f, &args)?,
-            ExprNode::Call(f, args) => {
-                let mut vals = Vec::with_capacity(args.len());
-                for a in &args {
-                    vals.push(self.broadcast(e, *a, pos)?);
-                }
-                match f {
-                    Builtin::Min => PtxMath.min_num(e, &vals[0], &vals[1]),
-                    Builtin::Max => PtxMath.max_num(e, &vals[0], &vals[1]),
-                    Builtin::Select => {
-                        let zero = e.f32(0.0);
-                        let c = e.cmp(Cmp::Ne, &vals[0], &zero);
-                        e.select(&c, &vals[1], &vals[2])
-                    }
-                    _ => {
-                        let low = ExprLowering::new(graph, &PtxMath);
-                        low.float_call(e, f, &vals)
-                            .map_err(|err| NvptxError::lowering(graph, self.node, err))?
-                    }
-                }
-            }
-            ExprNode::Extract(..) => return Err(self.err("indexing a vector inside a recurrence")),
-        })
-    }
-
-    fn binary(&self, e: &mut Emitter, op: BinaryOp, x: &Val, y: &Val) -> Result<Val, NvptxError> {
-        let truth = |e: &mut Emitter, c: Cmp| {
-            let b = e.cmp(c, x, y);
-            e.cast(&b, &Ty::F32)
-        };
-        Ok(match op {
-            BinaryOp::Add => e.add(x, y),
-            BinaryOp::Sub => e.sub(x, y),
-            BinaryOp::Mul => e.mul(x, y),
-            BinaryOp::Div => e.div(x, y),
-            BinaryOp::FloorDiv => {
-                let q = e.div(x, y);
-                PtxMath.floor(e, &q)
-            }
-            BinaryOp::Rem => {
-                let q = e.div(x, y);
-                let f = PtxMath.floor(e, &q);
-                let m = e.mul(y, &f);
-                e.sub(x, &m)
-            }
-            BinaryOp::Eq => truth(e, Cmp::Eq),
-            BinaryOp::Ne => truth(e, Cmp::Ne),
-            BinaryOp::Lt => truth(e, Cmp::Lt),
-            BinaryOp::Le => truth(e, Cmp::Le),
-            BinaryOp::Gt => truth(e, Cmp::Gt),
-            BinaryOp::Ge => truth(e, Cmp::Ge),
-            BinaryOp::And => e.mul(x, y),
-            BinaryOp::Or => PtxMath.max_num(e, x, y),
-            BinaryOp::MatMul => return Err(self.err("`@` of these shapes")),
-        })
-    }
-
-    fn matmul(
-        &mut self,
-        e: &mut Emitter,
-        a: ExprId,
-        b: ExprId,
-        pos: &[Pos],
-    ) -> Result<Val, NvptxError> {
-        let diag = |id: ExprId| match self.arena.node(id) {
-            ExprNode::Call(Builtin::Diag, args) => Some(args[0]),
-            _ => None,
-        };
-        if let Some(d) = diag(a) {
-            let x = self.eval(e, d, &pos[..1])?;
-            let m = self.eval(e, b, pos)?;
-            return Ok(e.mul(&x, &m));
-        }
-        if let Some(d) = diag(b) {
-            let m = self.eval(e, a, pos)?;
-            let x = self.eval(e, d, &pos[1..])?;
-            return Ok(e.mul(&m, &x));
-        }
-        self.contractions += 1;
-        let (fa, fb) = (self.feature(a), self.feature(b));
-        let inner = self.len(
-            &fa,
-            if matches!(fa, Feature::Matrix(..)) {
-                1
-            } else {
-                0
-            },
-        )?;
-        let mut acc = e.f32(0.0);
-        for r in 0..inner {
-            let k = Pos::Row(r);
-            let (pa, pb) = match (&fa, &fb) {
-                (Feature::Vector(_), Feature::Matrix(..)) => {
-                    (vec![k.clone()], vec![k, pos[0].clone()])
-                }
-                (Feature::Matrix(..), Feature::Vector(_)) => {
-                    (vec![pos[0].clone(), k.clone()], vec![k])
-                }
-                (Feature::Matrix(..), Feature::Matrix(..)) => {
-                    (vec![pos[0].clone(), k.clone()], vec![k, pos[1].clone()])
-                }
-                _ => return Err(self.err("`@` of these shapes")),
-            };
-            let x = self.eval(e, a, &pa)?;
-            let y = self.eval(e, b, &pb)?;
-            acc = PtxMath.fma(e, &x, &y, &acc);
-        }
-        Ok(acc)
-    }
-
-    fn feature_reduction(
-        &mut self,
-        e: &mut Emitter,
-        f: Builtin,
-        args: &[ExprId],
-    ) -> Result<Val, NvptxError> {
-        self.contractions += 1;
-        let len = self.len(&self.feature(args[0]), 0)?;
-        let mut acc = e.f32(match f {
-            Builtin::MaxFeature => f64::NEG_INFINITY,
-            Builtin::MinFeature => f64::INFINITY,
-            _ => 0.0,
-        });
-        for r in 0..len {
-            let p = [Pos::Row(r)];
-            let x = self.eval(e, args[0], &p)?;
-            acc = match f {
-                Builtin::Dot => {
-                    let y = self.eval(e, args[1], &p)?;
-                    PtxMath.fma(e, &x, &y, &acc)
-                }
-                Builtin::Norm => PtxMath.fma(e, &x, &x, &acc),
-                Builtin::MaxFeature => PtxMath.max_num(e, &acc, &x),
-                Builtin::MinFeature => PtxMath.min_num(e, &acc, &x),
-                _ => e.add(&acc, &x),
-            };
-        }
-        Ok(match f {
-            Builtin::MeanFeature => {
-                let n = e.f32(len as f64);
-                e.div(&acc, &n)
-            }
-            Builtin::Norm => PtxMath.sqrt(e, &acc),
-            _ => acc,
-        })
-    }
-}
-
 /// Writes the scan kernel `name` for `plan`, specialised for the feature dims of `given`.
 pub(crate) fn write(
     graph: &Graph,
@@ -694,7 +356,11 @@ pub(crate) fn write(
             emits[source.result as usize],
         ));
     }
-    // Threads: one per value column of the widest matrix state or output.
+    let mut state_rows = Vec::new();
+    for s in states.iter() {
+        state_rows.push(shape_of(graph, n, &s.feature, &specialised)?.0);
+    }
+    // Threads: `group` per value column of the widest matrix state or output.
     let mut widest = 1;
     for s in states.iter() {
         if let Feature::Matrix(..) = s.feature {
@@ -704,8 +370,28 @@ pub(crate) fn write(
     for (_, _, _, id) in &written {
         widest = widest.max(shape_of(graph, n, &arena.ty(*id).feature, &specialised)?.0);
     }
-    let threads = widest.div_ceil(32).clamp(1, MAX_THREADS / 32) * 32;
-    let slices = widest.div_ceil(threads);
+    // Each column's rows are split between `group` adjacent threads, so that a thread keeps at
+    // most ROWS_PER_THREAD rows of state and a step's chain of dependent operations is short.
+    let matrix_rows: Vec<usize> = states
+        .iter()
+        .zip(&state_rows)
+        .filter(|(s, _)| matches!(s.feature, Feature::Matrix(..)))
+        .map(|(_, r)| *r)
+        .collect();
+    let mut group = 1;
+    while group < MAX_GROUP
+        && matrix_rows.iter().sum::<usize>() / group > ROWS_PER_THREAD
+        && matrix_rows.iter().all(|r| r.is_multiple_of(2 * group))
+    {
+        group *= 2;
+    }
+    // Columns per block: whole warps of threads, at most a warp's worth of columns per block
+    // (more blocks per (b, h) for the same columns keep more of the GPU busy).
+    let columns = widest
+        .next_multiple_of(32 / group)
+        .min(COLUMNS_PER_BLOCK.max(32 / group));
+    let threads = columns * group;
+    let slices = widest.div_ceil(columns);
 
     // Shared memory: a buffer per per-head and per-step value, two copies per shared state.
     let mut layout: Vec<(Option<NodeIndex>, Ty, usize, usize)> = Vec::new();
@@ -731,10 +417,7 @@ pub(crate) fn write(
         let (len, _) = shape_of(graph, v, &feature_of(graph, v), &specialised)?;
         place(Some(v), ty, len);
     }
-    let mut state_rows = Vec::new();
-    for s in states.iter() {
-        let (rows, _) = shape_of(graph, n, &s.feature, &specialised)?;
-        state_rows.push(rows);
+    for (s, &rows) in states.iter().zip(&state_rows) {
         if !matches!(s.feature, Feature::Matrix(..)) {
             place(None, Ty::F32, 2 * rows);
         }
@@ -771,9 +454,18 @@ pub(crate) fn write(
     } else {
         zero.clone()
     };
-    let per_slice = e.index(threads as i64);
+    let per_slice = e.index(columns as i64);
     let first = e.mul(&bx, &per_slice);
-    let col = e.add(&first, &tid);
+    let (col, slab) = if group > 1 {
+        let g = e.index(group as i64);
+        let c = e.div(&tid, &g);
+        (
+            e.add(&first, &c),
+            e.arith(attnc_lower::Arith::Rem, &tid, &g),
+        )
+    } else {
+        (e.add(&first, &tid), zero.clone())
+    };
     let smem = e.op(
         Ty::MemRef(vec![None], Box::new(Ty::I8), attnc_lower::Space::Workgroup),
         "gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>",
@@ -809,6 +501,8 @@ pub(crate) fn write(
         t: zero.clone(),
         tid: tid.clone(),
         col,
+        slab,
+        group,
         threads,
     };
     for &v in &plan.per_head {
@@ -822,8 +516,8 @@ pub(crate) fn write(
     for (s, &rows) in states.iter().zip(&state_rows) {
         if let Feature::Matrix(..) = s.feature {
             let z = e.f32(0.0);
-            init.extend(std::iter::repeat_n(z, rows));
-            homes.push(Home::Registers { rows });
+            init.extend(std::iter::repeat_n(z, rows / group));
+            homes.push(Home::Registers { rows: rows / group });
         } else {
             let buf = shared_states
                 .next()
@@ -877,6 +571,7 @@ pub(crate) fn write(
         old: &old,
         new: &[],
         phase: Phase::Update,
+        split: false,
         cache: HashMap::new(),
         contractions: 0,
         node: n,
@@ -904,10 +599,22 @@ pub(crate) fn write(
     // delta rule's `k @ S`) come first, then a barrier: without it the compiler keeps every row
     // of the vectors they read in registers for the rows' updates, beside the state itself.
     stepper.contractions = 0;
+    stepper.split = true;
+    let mut rows_of = Vec::new();
     for (k, s) in states.iter().enumerate() {
-        if let Home::Registers { .. } = homes[k] {
-            stepper.broadcast(&mut e, s.update, &[Pos::Row(0), Pos::Own])?;
+        let Home::Registers { rows } = homes[k] else {
+            rows_of.push(Vec::new());
+            continue;
+        };
+        let share = e.index(rows as i64);
+        let first = e.mul(&ctx.slab, &share);
+        let mut at = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let o = e.index(r as i64);
+            at.push(Pos::Row(r, e.add(&first, &o)));
         }
+        stepper.broadcast(&mut e, s.update, &[at[0].clone(), Pos::Own])?;
+        rows_of.push(at);
     }
     if stepper.contractions > 0 {
         e.line("gpu.barrier");
@@ -920,8 +627,8 @@ pub(crate) fn write(
             continue;
         };
         let mut col = Vec::with_capacity(rows);
-        for r in 0..rows {
-            col.push(stepper.broadcast(&mut e, s.update, &[Pos::Row(r), Pos::Own])?);
+        for r in &rows_of[k] {
+            col.push(stepper.broadcast(&mut e, s.update, &[r.clone(), Pos::Own])?);
         }
         flat.extend(col.iter().cloned());
         new.push(col);
@@ -933,20 +640,24 @@ pub(crate) fn write(
         stepper.cache.clear();
         let feature = arena.ty(*id).feature.clone();
         let (len, _) = shape_of(graph, n, &feature, &specialised)?;
-        let cond = if feature == Feature::Scalar {
-            let c0 = e.index(0);
-            e.cmp(Cmp::Eq, &ctx.col, &c0)
-        } else {
-            let l = e.index(len as i64);
-            e.cmp(Cmp::Lt, &ctx.col, &l)
-        };
-        e.if_then(&cond);
+        // Every thread evaluates (the column's threads combine their rows by shuffles, so none
+        // may sit out); the first thread of each column inside the output stores.
         let pos = if feature == Feature::Scalar {
             vec![]
         } else {
             vec![Pos::Own]
         };
         let v = stepper.eval(&mut e, *id, &pos)?;
+        let c0 = e.index(0);
+        let inside = if feature == Feature::Scalar {
+            e.cmp(Cmp::Eq, &ctx.col, &c0)
+        } else {
+            let l = e.index(len as i64);
+            e.cmp(Cmp::Lt, &ctx.col, &l)
+        };
+        let first = e.cmp(Cmp::Eq, &ctx.slab, &c0);
+        let cond = e.and(&inside, &first);
+        e.if_then(&cond);
         let coords: Vec<Val> = axes
             .iter()
             .map(|fi| {
@@ -978,6 +689,8 @@ pub(crate) fn write(
         text,
         guards: sites.into_inner(),
         threads,
+        columns,
+        group,
         slices,
         shared_bytes,
         specialised,

@@ -79,7 +79,7 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                         let _ = match program.target {
                             super::target::Target::Gpu(_) => writeln!(
                                 out,
-                                "  a block per (b, h) and slice of value columns: a thread per column of the matrix states (in registers), the other states in shared memory"
+                                "  a block per (b, h) and slice of value columns: a few threads per column of the matrix states (its rows split between their registers), the other states in shared memory"
                             ),
                             super::target::Target::Cpu(_) => writeln!(
                                 out,

@@ -134,7 +134,7 @@ impl Step<'_, '_> {
                     Ok(regs[*r].clone())
                 }
                 _ => Err(self.err(format!(
-                    "a read of the matrix state `{name}` across its columns (a contraction over them); the GPU scan keeps a column per thread"
+                    "a read of the matrix state `{name}` across its columns (a contraction over them); the GPU scan keeps each value column of a state in its own threads"
                 ))),
             },
             Home::Shared { buf, rows } => {

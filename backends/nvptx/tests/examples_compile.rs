@@ -213,7 +213,8 @@ fn ptx_assembles_and_uses_tensor_cores() {
                 .join("; ");
             let in_loop = local_memory_in_loops(&sass, !recurrent);
             println!(
-                "{name:24} {arch:7} HMMA {hmma:5} HGMMA {hgmma:3} registers {registers:8} {spills}; local memory in the main loop: {in_loop}"
+                "{name:24} {arch:7} HMMA {hmma:5} HGMMA {hgmma:3} registers {registers:8} {spills}; local memory in {}: {in_loop}",
+                if recurrent { "a loop" } else { "the main loop" }
             );
             if hmma + hgmma == 0 && !recurrent {
                 failures.push(format!("{name} {target}: no HMMA or HGMMA in the SASS"));

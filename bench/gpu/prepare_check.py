@@ -5,12 +5,15 @@ computed here (the GPU machine has no compiler). Writes .device/check/ (git-igno
 
     bundles/NAME.attnb    one per (variant, head dims): the same bundle serves every sequence length
     cases/K.in.safetensors, cases/K.ref.safetensors
+    generated/gen_SEED.attn  the recurrences among attnc-gen's programs of the first --generated
+                          seeds that the CPU back end runs within the generator's tolerance, one
+                          case each at its own shape (selected with the name `generated` in --only)
     cases.tsv             case, bundle, inputs, reference, tolerance, dtype, shape
     attnc-run             the runtime-only binary (release build)
 
 Then run bench/gpu/check.sh on the GPU machine with carry [".device/check"].
 
-    bench/gpu/prepare_check.py [--attnc target/debug/attnc] [--quick]
+    bench/gpu/prepare_check.py [--attnc target/debug/attnc] [--quick] [--only NAME,...] [--generated N]
 """
 import argparse
 import os
@@ -50,8 +53,26 @@ SHAPES = {
         ({"D": 128}, [{"B": 1, "H": 1, "S": 300, "NB": 5}]),
     ],
 }
+# Recurrences: S = 1, 77, 600 and 1000 (none a multiple of a chunk of 16 or 64 steps), head dims of
+# 64 and 128, and 256 value columns (more than one block's threads: two column slices per (b, h)).
+# The longest cases at D = 128 take one head, to keep the inputs small enough to carry.
+RECURRENT_RUNS = [{"B": 1, "H": 2, "S": 1}, {"B": 2, "H": 2, "S": 77}, {"B": 1, "H": 2, "S": 1000}]
+
+
+def recurrent_families(text):
+    key = "Dk" if re.search(r"\bdim\b[^;]*\bDk\b", text) else "D"
+    if not re.search(r"\bdim\b[^;]*\bDv\b", text):
+        return [({key: 64}, RECURRENT_RUNS), ({key: 128}, [{"B": 1, "H": 1, "S": 600}])]
+    return [
+        ({key: 64, "Dv": 64}, RECURRENT_RUNS),
+        ({key: 128, "Dv": 128}, [{"B": 1, "H": 1, "S": 600}]),
+        ({key: 64, "Dv": 256}, [{"B": 1, "H": 2, "S": 77}]),
+    ]
+
+
 # Dtype variants beyond bf16 (the examples' own dtype always runs too).
-EXTRA_DTYPES = {"softmax_causal": ["f16", "f32"], "gqa_causal": ["f32"], "alibi_causal": ["f16"]}
+EXTRA_DTYPES = {"softmax_causal": ["f16", "f32"], "gqa_causal": ["f32"], "alibi_causal": ["f16"],
+                "gated_deltanet": ["f16"], "retention": ["f16"]}
 
 
 def run(cmd, **kw):
@@ -75,6 +96,34 @@ def shape_arg(d):
     return ",".join(f"{k}={v}" for k, v in d.items())
 
 
+def generated_recurrences(args):
+    """attnc-gen's programs of the first --generated seeds that are recurrences and agree with
+    the reference on the CPU (so that a GPU failure is the GPU's): (path, text, shape, seed)."""
+    folder = OUT / "generated"
+    folder.mkdir()
+    run([args.attnc_gen, "--count", str(args.generated), "--write-only", str(folder)])
+    paths = []
+    for path in sorted(folder.glob("gen_*.attn"), key=lambda p: int(p.stem[4:])):
+        if "recurrence t" in path.read_text():
+            paths.append(path)
+        else:
+            path.unlink()
+    if not paths:
+        return []
+    verdict = subprocess.run([args.attnc_gen, "--file", *map(str, paths)], capture_output=True, text=True).stdout
+    out = []
+    for path in paths:
+        if f"{path}: agrees" not in verdict:
+            print(f"{path.stem}: left out ({next((l for l in verdict.splitlines() if l.startswith(str(path))), 'no verdict')})")
+            path.unlink()
+            continue
+        text = path.read_text()
+        shape = re.search(r"^# shape: (\S+)", text, re.M).group(1)
+        seed = int(re.search(r"^# seed: (\d+)", text, re.M).group(1))
+        out.append((path, text, shape, seed))
+    return out
+
+
 def rebuild_bundles(args):
     """The compiler changed, the language's semantics did not: new bundles, same references
     (into another folder with --bundle-dir, to check two compiler variants in one call)."""
@@ -93,6 +142,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--attnc", default=str(ROOT / "target" / "debug" / "attnc"))
     ap.add_argument("--attnc-run", default=str(ROOT / "target" / "release" / "attnc-run"))
+    ap.add_argument("--attnc-gen", default=str(ROOT / "target" / "debug" / "attnc-gen"))
+    ap.add_argument("--generated", type=int, default=300,
+                    help="how many of attnc-gen's seeds to scan for recurrences (0: none)")
     ap.add_argument("--quick", action="store_true", help="one shape per example")
     ap.add_argument("--only", default="", help="comma-separated example names")
     ap.add_argument("--bundles-only", action="store_true",
@@ -114,7 +166,7 @@ def main():
     for path in sorted((ROOT / "examples").glob("*.attn")):
         name = path.stem
         text = path.read_text()
-        if "recurrence t" in text or (only and name not in only):
+        if only and name not in only:
             continue
         own = main_dtype(text)
         dtypes = ["bf16"] + ([own] if own != "bf16" else []) + EXTRA_DTYPES.get(name, [])
@@ -122,7 +174,7 @@ def main():
             variant = f"{name}.{dtype}"
             src = OUT / "sources" / f"{variant}.attn"
             src.write_text(with_dtype(text, dtype))
-            families = SHAPES.get(name, SELF)
+            families = recurrent_families(text) if "recurrence t" in text else SHAPES.get(name, SELF)
             for head, shapes in families:
                 if args.quick:
                     shapes = shapes[-1:]
@@ -138,6 +190,23 @@ def main():
                          "--seed", str(seed), "--save-inputs", str(inp), "--output", str(ref)])
                     rows.append((case, bundle.name, inp.name, ref.name, TOLERANCE[dtype], dtype, shape_arg(full)))
                     print(f"{case:60} {dtype:5} {shape_arg(full)}", flush=True)
+    if args.generated and (not only or "generated" in only):
+        for path, text, shape, seed in generated_recurrences(args):
+            dtype = main_dtype(text)
+            variant = f"{path.stem}.{dtype}"
+            src = OUT / "sources" / f"{variant}.attn"
+            src.write_text(text)
+            dims = dict(kv.split("=") for kv in shape.split(","))
+            head = "_".join(f"{k}{v}" for k, v in dims.items() if k not in ("B", "H", "S")) or "none"
+            bundle = OUT / "bundles" / f"{variant}.{head}.attnb"
+            run([args.attnc, "build", str(src), "--target", "cuda:sm_90a", "--shape", shape, "-o", str(bundle)])
+            case = f"{bundle.stem}.0"
+            inp = OUT / "cases" / f"{case}.in.safetensors"
+            ref = OUT / "cases" / f"{case}.ref.safetensors"
+            run([args.attnc, "run", str(src), "--device", "reference", "--shape", shape,
+                 "--seed", str(seed), "--save-inputs", str(inp), "--output", str(ref)])
+            rows.append((case, bundle.name, inp.name, ref.name, TOLERANCE[dtype], dtype, shape))
+            print(f"{case:60} {dtype:5} {shape}", flush=True)
     with open(OUT / "cases.tsv", "w") as f:
         for r in rows:
             f.write("\t".join(map(str, r)) + "\n")

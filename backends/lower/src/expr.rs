@@ -469,7 +469,7 @@ impl<'a> ExprLowering<'a> {
     }
 
     /// A float built-in of evaluated f32 arguments.
-    fn float_call(&self, e: &mut Emitter, f: Builtin, v: &[Val]) -> Result<Val, LowerError> {
+    pub fn float_call(&self, e: &mut Emitter, f: Builtin, v: &[Val]) -> Result<Val, LowerError> {
         let m = self.math;
         let x = &v[0];
         Ok(match f {

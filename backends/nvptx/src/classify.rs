@@ -194,7 +194,7 @@ pub(crate) fn specialised_dims(
     Ok(out)
 }
 
-fn collect_symbols(d: &Dim, out: &mut BTreeSet<String>) {
+pub(crate) fn collect_symbols(d: &Dim, out: &mut BTreeSet<String>) {
     match d {
         Dim::Sym(s) => {
             out.insert(s.clone());

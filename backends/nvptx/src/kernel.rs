@@ -83,7 +83,7 @@ fn elements(e: &mut Emitter, ctx_dims: &BTreeMap<String, (Val, Val)>, dims: &[Di
     n
 }
 
-fn dim_value(e: &mut Emitter, dims: &BTreeMap<String, (Val, Val)>, d: &Dim) -> Val {
+pub(crate) fn dim_value(e: &mut Emitter, dims: &BTreeMap<String, (Val, Val)>, d: &Dim) -> Val {
     match d {
         Dim::Sym(s) => match dims.get(s) {
             Some((i, _)) => i.clone(),

@@ -93,7 +93,7 @@ pub(crate) struct Here<'c, 'a> {
     pub local: &'c BTreeMap<NodeIndex, Val>,
 }
 
-fn lower_err(e: NvptxError) -> LowerError {
+pub(crate) fn lower_err(e: NvptxError) -> LowerError {
     match e {
         NvptxError::Unsupported { message, .. } => LowerError::Unsupported(message),
         other => LowerError::Internal(other.to_string()),
@@ -102,23 +102,7 @@ fn lower_err(e: NvptxError) -> LowerError {
 
 impl Ctx<'_> {
     pub fn dim_index(&self, e: &mut Emitter, d: &Dim) -> Val {
-        match d {
-            Dim::Sym(s) => self
-                .dims
-                .get(s)
-                .map(|(i, _)| i.clone())
-                .unwrap_or_else(|| self.zero.clone()),
-            Dim::Const(c) => e.index(*c),
-            Dim::Add(a, b) | Dim::Sub(a, b) | Dim::Mul(a, b) | Dim::FloorDiv(a, b) => {
-                let (x, y) = (self.dim_index(e, a), self.dim_index(e, b));
-                match d {
-                    Dim::Add(..) => e.add(&x, &y),
-                    Dim::Sub(..) => e.sub(&x, &y),
-                    Dim::Mul(..) => e.mul(&x, &y),
-                    _ => e.arith(attnc_lower::Arith::FloorDiv, &x, &y),
-                }
-            }
-        }
+        crate::kernel::dim_value(e, &self.dims, d)
     }
 
     /// A shared buffer's element: copy `copy` (index) of buffer `buf`, row `row`, element `f`.
@@ -143,9 +127,234 @@ impl Ctx<'_> {
         at
     }
 
+    /// The kernel's run-time checks.
+    pub fn guards(&self) -> Guards<'_> {
+        Guards {
+            sites: &self.guards,
+            base: self.guard_base,
+            status: &self.status,
+        }
+    }
+
+    /// The input a load reads and the flat offset of its element at a position.
+    pub fn load_offset(
+        &self,
+        e: &mut Emitter,
+        low: &mut attnc_lower::ExprLowering<'_>,
+        here: &mut Here<'_, '_>,
+        n: NodeIndex,
+        feature: Option<&Val>,
+    ) -> Result<(NodeIndex, Val), NvptxError> {
+        let mut site = HereSite { low, here };
+        load_offset(
+            e,
+            self.graph,
+            &self.dims,
+            &self.guards(),
+            &mut site,
+            n,
+            feature,
+        )
+    }
+
+    /// Reads a load's element at a position, as the value's kind (f32 or i32).
+    pub fn load(
+        &self,
+        e: &mut Emitter,
+        low: &mut attnc_lower::ExprLowering<'_>,
+        here: &mut Here<'_, '_>,
+        n: NodeIndex,
+        feature: Option<&Val>,
+    ) -> Result<Val, NvptxError> {
+        let guards = Guards {
+            sites: &self.guards,
+            base: self.guard_base,
+            status: &self.status,
+        };
+        let mut site = HereSite { low, here };
+        read_load(
+            e,
+            self.graph,
+            &self.dims,
+            &self.inputs,
+            &guards,
+            &mut site,
+            n,
+            feature,
+        )
+    }
+}
+
+/// Where a load is addressed from: its frame indices and its computed integer operands.
+pub(crate) trait LoadSite {
+    /// A frame index at this position, as index.
+    fn frame(&mut self, e: &mut Emitter, fi: FrameIndex) -> Result<Val, LowerError>;
+    /// A computed index (an integer operand of the load) at this position.
+    fn operand(
+        &mut self,
+        e: &mut Emitter,
+        v: ValueRef,
+        feature: Option<&Val>,
+    ) -> Result<Val, LowerError>;
+}
+
+struct HereSite<'x, 'l, 'c, 'a> {
+    low: &'x mut attnc_lower::ExprLowering<'l>,
+    here: &'x mut Here<'c, 'a>,
+}
+
+impl LoadSite for HereSite<'_, '_, '_, '_> {
+    fn frame(&mut self, e: &mut Emitter, fi: FrameIndex) -> Result<Val, LowerError> {
+        self.here.frame_index(e, fi)
+    }
+
+    fn operand(
+        &mut self,
+        e: &mut Emitter,
+        v: ValueRef,
+        feature: Option<&Val>,
+    ) -> Result<Val, LowerError> {
+        let tree = attnc_passes::fusion::tree::Tree::Value(v);
+        self.low.lower(e, self.here, &tree, feature)
+    }
+}
+
+/// The flat offset (index) of the element of a tensor of `shape` at frame coordinates `coords`,
+/// the feature position (or 0) after them.
+pub(crate) fn flat_offset(
+    e: &mut Emitter,
+    dims: &BTreeMap<String, (Val, Val)>,
+    coords: &[Val],
+    feature: Option<&Val>,
+    shape: &[Dim],
+) -> Val {
+    let zero = e.index(0);
+    let mut coords = coords.to_vec();
+    if coords.len() < shape.len() {
+        coords.push(feature.cloned().unwrap_or_else(|| zero.clone()));
+    }
+    let mut offset = zero;
+    for (c, d) in coords.iter().zip(shape) {
+        let size = crate::kernel::dim_value(e, dims, d);
+        let scaled = e.mul(&offset, &size);
+        offset = e.add(&scaled, c);
+    }
+    offset
+}
+
+/// The input a load reads and the flat offset (index) of its element at a position; computed
+/// indices are range-checked.
+pub(crate) fn load_offset(
+    e: &mut Emitter,
+    graph: &Graph,
+    dims: &BTreeMap<String, (Val, Val)>,
+    guards: &Guards<'_>,
+    site: &mut dyn LoadSite,
+    n: NodeIndex,
+    feature: Option<&Val>,
+) -> Result<(NodeIndex, Val), NvptxError> {
+    let Op::Load { indices } = &graph.node(n).op else {
+        return Err(NvptxError::internal(graph, n, "a load that is not a load"));
+    };
+    let ops: Vec<ValueRef> = graph.operands(n).iter().map(|(v, _)| *v).collect();
+    let input = ops[0].node;
+    let Op::Input { name, ty, .. } = &graph.node(input).op else {
+        return Err(NvptxError::internal(graph, n, "a load of a non-input"));
+    };
+    let mut coords = Vec::new();
+    for (axis, ix) in indices.iter().enumerate() {
+        let size = crate::kernel::dim_value(e, dims, &ty.dims[axis]);
+        coords.push(match ix {
+            LoadIndex::Frame(fi) => site
+                .frame(e, *fi)
+                .map_err(|err| NvptxError::internal(graph, n, err.to_string()))?,
+            LoadIndex::Operand(k) => {
+                let v = site
+                    .operand(e, ops[*k as usize], feature)
+                    .map_err(|err| NvptxError::lowering(graph, n, err))?;
+                let v = e.cast(&v, &Ty::I32);
+                let i = e.cast(&v, &Ty::Index);
+                guards.check(
+                    e,
+                    n,
+                    format!("index {{value}} is outside axis {axis} of `{name}` (size {{bound}})"),
+                    &i,
+                    &size,
+                )
+            }
+        });
+    }
+    Ok((input, flat_offset(e, dims, &coords, feature, &ty.dims)))
+}
+
+/// Reads a load's element at a position, as the value's kind (f32 or i32).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn read_load(
+    e: &mut Emitter,
+    graph: &Graph,
+    dims: &BTreeMap<String, (Val, Val)>,
+    inputs: &BTreeMap<NodeIndex, Val>,
+    guards: &Guards<'_>,
+    site: &mut dyn LoadSite,
+    n: NodeIndex,
+    feature: Option<&Val>,
+) -> Result<Val, NvptxError> {
+    let (input, offset) = load_offset(e, graph, dims, guards, site, n, feature)?;
+    let buf = inputs
+        .get(&input)
+        .ok_or_else(|| NvptxError::internal(graph, n, "an input without a buffer"))?;
+    let x = e.load(buf, &offset);
+    Ok(if x.ty.is_float() {
+        e.cast(&x, &Ty::F32)
+    } else {
+        e.cast(&x, &Ty::I32)
+    })
+}
+
+/// Element `k` (i32) of the vector value `v` of length `len`, as a safe index (0 where `k` is out
+/// of range, which is reported through the status word).
+pub(crate) fn element_index(
+    e: &mut Emitter,
+    graph: &Graph,
+    guards: &Guards<'_>,
+    v: ValueRef,
+    k: &Val,
+    len: &Val,
+) -> Val {
+    let idx = e.cast(k, &Ty::Index);
+    let name = graph
+        .node(v.node)
+        .name
+        .clone()
+        .unwrap_or_else(|| "a vector".into());
+    guards.check(
+        e,
+        v.node,
+        format!("index {{value}} is outside `{name}` (length {{bound}})"),
+        &idx,
+        len,
+    )
+}
+
+/// A dim's value as i32, from the kernel's dims (index and i32 forms) by name.
+pub(crate) fn dim_i32(dims: &BTreeMap<String, (Val, Val)>, name: &str) -> Result<Val, LowerError> {
+    dims.get(name)
+        .map(|(_, i)| i.clone())
+        .ok_or_else(|| LowerError::Internal(format!("dim `{name}` has no value")))
+}
+
+/// A kernel's table of run-time checks and the status word they report through.
+pub(crate) struct Guards<'a> {
+    pub sites: &'a RefCell<Vec<GuardSite>>,
+    /// Guard codes of this kernel start after it (kernels of one manifest share a table).
+    pub base: u32,
+    pub status: &'a Val,
+}
+
+impl Guards<'_> {
     /// Reports a failed check through the status word (the first failure of a run wins) and
-    /// returns a safe index (0) where `bad` holds.
-    pub fn guard(
+    /// returns a safe index (0) where `idx` is outside `[0, size)`.
+    pub fn check(
         &self,
         e: &mut Emitter,
         node: NodeIndex,
@@ -153,11 +362,11 @@ impl Ctx<'_> {
         idx: &Val,
         size: &Val,
     ) -> Val {
-        let mut guards = self.guards.borrow_mut();
+        let mut guards = self.sites.borrow_mut();
         let code = match guards.iter().find(|g| g.node == node && g.message == what) {
             Some(g) => g.code,
             None => {
-                let code = self.guard_base + guards.len() as u32 + 1;
+                let code = self.base + guards.len() as u32 + 1;
                 guards.push(GuardSite {
                     code,
                     message: what,
@@ -174,88 +383,9 @@ impl Ctx<'_> {
         e.if_then(&bad);
         let value = e.cast(idx, &Ty::I32);
         let bound = e.cast(size, &Ty::I32);
-        report(e, &self.status, code, &value, &bound);
+        report(e, self.status, code, &value, &bound);
         e.end();
         e.select(&bad, &zero, idx)
-    }
-
-    /// The flat offset (index) of the element a load reads at a position; computed indices
-    /// are range-checked.
-    pub fn load_offset(
-        &self,
-        e: &mut Emitter,
-        low: &mut attnc_lower::ExprLowering<'_>,
-        here: &mut Here<'_, '_>,
-        n: NodeIndex,
-        feature: Option<&Val>,
-    ) -> Result<(NodeIndex, Val), NvptxError> {
-        let graph = self.graph;
-        let Op::Load { indices } = &graph.node(n).op else {
-            return Err(NvptxError::internal(graph, n, "a load that is not a load"));
-        };
-        let ops: Vec<ValueRef> = graph.operands(n).iter().map(|(v, _)| *v).collect();
-        let input = ops[0].node;
-        let Op::Input { name, ty, .. } = &graph.node(input).op else {
-            return Err(NvptxError::internal(graph, n, "a load of a non-input"));
-        };
-        let mut coords = Vec::new();
-        for (axis, ix) in indices.iter().enumerate() {
-            let size = self.dim_index(e, &ty.dims[axis]);
-            coords.push(match ix {
-                LoadIndex::Frame(fi) => here
-                    .frame_index(e, *fi)
-                    .map_err(|err| NvptxError::internal(graph, n, err.to_string()))?,
-                LoadIndex::Operand(k) => {
-                    let tree = attnc_passes::fusion::tree::Tree::Value(ops[*k as usize]);
-                    let v = low
-                        .lower(e, here, &tree, feature)
-                        .map_err(|err| NvptxError::lowering(graph, n, err))?;
-                    let v = e.cast(&v, &Ty::I32);
-                    let i = e.cast(&v, &Ty::Index);
-                    self.guard(
-                        e,
-                        n,
-                        format!(
-                            "index {{value}} is outside axis {axis} of `{name}` (size {{bound}})"
-                        ),
-                        &i,
-                        &size,
-                    )
-                }
-            });
-        }
-        if coords.len() < ty.dims.len() {
-            coords.push(feature.cloned().unwrap_or_else(|| self.zero.clone()));
-        }
-        let mut offset = self.zero.clone();
-        for (c, d) in coords.iter().zip(&ty.dims) {
-            let size = self.dim_index(e, d);
-            let scaled = e.mul(&offset, &size);
-            offset = e.add(&scaled, c);
-        }
-        Ok((input, offset))
-    }
-
-    /// Reads a load's element at a position, as the value's kind (f32 or i32).
-    pub fn load(
-        &self,
-        e: &mut Emitter,
-        low: &mut attnc_lower::ExprLowering<'_>,
-        here: &mut Here<'_, '_>,
-        n: NodeIndex,
-        feature: Option<&Val>,
-    ) -> Result<Val, NvptxError> {
-        let (input, offset) = self.load_offset(e, low, here, n, feature)?;
-        let buf = self
-            .inputs
-            .get(&input)
-            .ok_or_else(|| NvptxError::internal(self.graph, n, "an input without a buffer"))?;
-        let x = e.load(buf, &offset);
-        Ok(if x.ty.is_float() {
-            e.cast(&x, &Ty::F32)
-        } else {
-            e.cast(&x, &Ty::I32)
-        })
     }
 }
 
@@ -391,11 +521,7 @@ impl Leaves for Here<'_, '_> {
     }
 
     fn dim(&mut self, _e: &mut Emitter, name: &str) -> Result<Val, LowerError> {
-        self.ctx
-            .dims
-            .get(name)
-            .map(|(_, i)| i.clone())
-            .ok_or_else(|| LowerError::Internal(format!("dim `{name}` has no value")))
+        dim_i32(&self.ctx.dims, name)
     }
 
     fn len(&mut self, e: &mut Emitter, v: ValueRef) -> Result<Val, LowerError> {
@@ -408,21 +534,7 @@ impl Leaves for Here<'_, '_> {
 
     fn element(&mut self, e: &mut Emitter, v: ValueRef, k: &Val) -> Result<Val, LowerError> {
         let len = self.len(e, v)?;
-        let idx = e.cast(k, &Ty::Index);
-        let name = self
-            .ctx
-            .graph
-            .node(v.node)
-            .name
-            .clone()
-            .unwrap_or_else(|| "a vector".into());
-        let safe = self.ctx.guard(
-            e,
-            v.node,
-            format!("index {{value}} is outside `{name}` (length {{bound}})"),
-            &idx,
-            &len,
-        );
+        let safe = element_index(e, self.ctx.graph, &self.ctx.guards(), v, k, &len);
         self.value(e, v, Some(&safe))
     }
 }

@@ -8,7 +8,8 @@
 //! batch, heads and sequence lengths are run-time arguments, so one build serves every shape.
 //! Code generation lives in `kernel.rs` (prologue, epilogue, outputs), `sweep.rs` (the key tile
 //! loop and online reductions), `mma.rs` (fragments), `leaves.rs` (where values are read),
-//! `classify.rs` (where values live) and `per_head.rs` (the workspace kernel).
+//! `classify.rs` (where values live), `per_head.rs` (the workspace kernel) and `scan.rs` (a
+//! recurrence, step by step).
 
 mod classify;
 mod error;
@@ -17,6 +18,7 @@ mod leaves;
 mod manifest;
 mod mma;
 mod per_head;
+mod scan;
 mod sweep;
 
 pub use error::NvptxError;
@@ -92,6 +94,19 @@ pub fn fit(
             attnc_passes::tiling::tile(graph, fused, &Target::Gpu(budget.clone()), given)
                 .map_err(NvptxError::Resources)?;
         tiled.target = target.clone();
+        // The plan says what runs: this back end writes a recurrence's scan, not its chunks.
+        for k in &mut tiled.kernels {
+            if let TiledBody::Recurrent {
+                chunk, why_scan, ..
+            } = &mut k.body
+                && chunk.take().is_some()
+            {
+                *why_scan = Some(
+                    "the NVPTX back end does not write the chunked form yet (the CPU back end runs it)"
+                        .into(),
+                );
+            }
+        }
         // Other errors are the compile step's to report, with the tiling that caused them.
         let e = match generate(graph, fused, &tiled) {
             Ok(build) => {
@@ -173,12 +188,7 @@ pub fn generate(
     }
     let plan = match &kernel.template {
         Template::Parallel(p) => p,
-        Template::Recurrent(r) => {
-            return Err(NvptxError::Unsupported {
-                message: "recurrences (they run on the CPU backend; the GPU scan and chunked forms come with the recurrent-attention work)".into(),
-                span: Some(graph.node(r.recurrence).span),
-            });
-        }
+        Template::Recurrent(r) => return generate_scan(graph, r, tiled, gpu),
     };
     let TiledBody::Parallel(tiling) = &tiles.body else {
         return Err(internal("a parallel kernel tiled as a recurrence"));
@@ -317,6 +327,47 @@ pub fn generate(
         guards,
         tiling: tiling_text,
         timings: Vec::new(),
+    })
+}
+
+/// The scan form of a recurrence (`scan.rs`): a block per (b, h) and slice of value columns.
+fn generate_scan(
+    graph: &Graph,
+    plan: &attnc_passes::fusion::recurrent::RecurrentKernel,
+    tiled: &TiledProgram,
+    gpu: &attnc_passes::tiling::target::GpuTarget,
+) -> Result<GpuBuild, NvptxError> {
+    use attnc_ir::types::FrameIndex;
+    let entry = format!("attnc_{}", graph.kernel);
+    let k = scan::write(graph, plan, &tiled.dims, gpu.shared_bytes_per_block, &entry)?;
+    let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
+    let tiling = format!(
+        "scan over t: a block per (b, h) and slice of {} value columns ({} slices), {} threads ({} per column, each with its share of the rows of the matrix states in registers), the other states in shared memory, f32 states, {} bytes of shared memory",
+        k.columns, k.slices, k.threads, k.group, k.shared_bytes,
+    );
+    let mlir = format!(
+        "module attributes {{gpu.container_module}} {{\n  gpu.module @{GPU_MODULE} {{\n{}  }}\n}}\n",
+        k.text
+    );
+    Ok(GpuBuild {
+        target: gpu.id,
+        mlir,
+        llvm_ir: String::new(),
+        ptx: String::new(),
+        launches: vec![LaunchInfo {
+            entry,
+            grid: [
+                Dim::Const(k.slices as i64),
+                ext(FrameIndex::H),
+                ext(FrameIndex::B),
+            ],
+            threads: k.threads,
+            shared_bytes: k.shared_bytes,
+        }],
+        specialised: k.specialised,
+        workspace: None,
+        guards: k.guards,
+        tiling,
     })
 }
 

@@ -1,5 +1,5 @@
-//! Every parallel example compiles to PTX for sm_90a and sm_80 (the PTX is checked by ptxas in
-//! the integration tests where the PyPI ptxas is installed).
+//! Every example compiles to PTX for sm_90a and sm_80 (the parallel ones on the tensor cores,
+//! the recurrences as a scan), and the PTX is checked by ptxas where the PyPI ptxas is installed.
 
 use attnc_frontend::Sources;
 use attnc_passes::pass_manager::PassManager;
@@ -8,8 +8,19 @@ use std::collections::BTreeMap;
 
 fn build(path: &std::path::Path, target: &str) -> Result<attnc_nvptx::GpuBuild, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    build_text(&path.display().to_string(), text, target, &[])
+}
+
+/// Compiles a program with some dims given (the others nominal, as `attnc build --shape` does).
+fn build_text(
+    name: &str,
+    text: String,
+    target: &str,
+    shape: &[(&str, i64)],
+) -> Result<attnc_nvptx::GpuBuild, String> {
+    let path = std::path::Path::new(name);
     let mut sources = Sources::new();
-    let file = sources.add(path.display().to_string(), text);
+    let file = sources.add(name.to_string(), text);
     let mut graph = attnc_frontend::compile_to_graph(&mut sources, file)
         .map_err(|d| attnc_frontend::render_all(&d, &sources))?;
     PassManager::standard()
@@ -17,7 +28,13 @@ fn build(path: &std::path::Path, target: &str) -> Result<attnc_nvptx::GpuBuild, 
         .map_err(|e| e.to_string())?;
     let fused = attnc_passes::fusion::fuse(&graph)?;
     let target = Target::preset(target).ok_or("no target")?;
-    let tiled = attnc_nvptx::fit(&graph, &fused, &target, None).map_err(|e| e.to_string())?;
+    let given = (!shape.is_empty()).then(|| {
+        let (mut dims, _) = attnc_passes::tiling::tiling_dims(&graph, None);
+        dims.extend(shape.iter().map(|(k, v)| (k.to_string(), *v)));
+        attnc_ir::Bindings { dims }
+    });
+    let tiled =
+        attnc_nvptx::fit(&graph, &fused, &target, given.as_ref()).map_err(|e| e.to_string())?;
     if let Ok(dir) = std::env::var("ATTNC_DUMP")
         && let Ok(g) = attnc_nvptx::generate(&graph, &fused, &tiled)
     {
@@ -40,15 +57,11 @@ fn attn_files(folder: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn every_parallel_example_compiles_to_ptx() {
+fn every_example_compiles_to_ptx() {
     let paths = attn_files("../../examples");
     let mut failures = BTreeMap::new();
     for p in &paths {
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(p).unwrap();
-        if text.contains("recurrence t") {
-            continue;
-        }
         for target in ["cuda:sm_90a"] {
             match build(p, target) {
                 Ok(b) => {
@@ -97,9 +110,56 @@ fn cuda_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     (cuobjdump.is_file() && nvdisasm.is_file()).then_some((ptxas, cuobjdump))
 }
 
-/// Every parallel example's PTX assembles for sm_80, sm_90a and sm_90a on `wgmma`, and the
-/// machine code uses the tensor cores (HMMA; HGMMA where the tiling puts the scores on `wgmma`). Prints registers and spills per kernel. Skips with a reason where no
-/// ptxas is installed, unless ATTNC_REQUIRE_PTXAS=1 (CI), where that is a failure.
+/// Assembles `ptx` (written to `path`) with `ptxas -v` for `arch` and disassembles the cubin:
+/// ptxas's report and the SASS.
+fn assemble(
+    ptxas: &std::path::Path,
+    cuobjdump: &std::path::Path,
+    path: &std::path::Path,
+    ptx: &str,
+    arch: &str,
+) -> Result<(String, String), String> {
+    let cubin = path.with_extension("cubin");
+    std::fs::write(path, ptx).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(ptxas)
+        .args(["-v", &format!("-arch={arch}"), "-o"])
+        .arg(&cubin)
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        return Err(format!("ptxas failed:\n{report}"));
+    }
+    let tools_dir = cuobjdump
+        .parent()
+        .map(|d| d.to_path_buf())
+        .unwrap_or_default();
+    let search = std::env::join_paths(std::iter::once(tools_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .map_err(|e| e.to_string())?;
+    let sass = std::process::Command::new(cuobjdump)
+        .arg("-sass")
+        .arg(&cubin)
+        .env("PATH", search)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !sass.status.success() || sass.stdout.is_empty() {
+        return Err(format!(
+            "cuobjdump printed no SASS: {}",
+            String::from_utf8_lossy(&sass.stderr)
+        ));
+    }
+    Ok((report, String::from_utf8_lossy(&sass.stdout).to_string()))
+}
+
+/// Every example's PTX assembles for sm_80, sm_90a and sm_90a on `wgmma`; the parallel kernels'
+/// machine code uses the tensor cores (HMMA; HGMMA where the tiling puts the scores on `wgmma`),
+/// with no local memory in the loops that hold them, and a recurrence's scan has no local memory
+/// in any loop (its state is in registers). Prints registers and spills per kernel. Skips with a
+/// reason where no ptxas is installed, unless ATTNC_REQUIRE_PTXAS=1 (CI), where that is a
+/// failure.
 #[test]
 fn ptx_assembles_and_uses_tensor_cores() {
     let Some((ptxas, cuobjdump)) = cuda_tools() else {
@@ -114,9 +174,7 @@ fn ptx_assembles_and_uses_tensor_cores() {
     let mut checked = 0;
     for p in &paths {
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
-        if std::fs::read_to_string(p).unwrap().contains("recurrence t") {
-            continue;
-        }
+        let recurrent = std::fs::read_to_string(p).unwrap().contains("recurrence t");
         for (target, arch) in [
             ("cuda:sm_90a", "sm_90a"),
             ("cuda:sm_90a-wgmma", "sm_90a"),
@@ -132,41 +190,13 @@ fn ptx_assembles_and_uses_tensor_cores() {
             let ptx = tmp
                 .path()
                 .join(format!("{name}.{}.ptx", target.replace(':', "_")));
-            let cubin = ptx.with_extension("cubin");
-            std::fs::write(&ptx, &built.ptx).unwrap();
-            let out = std::process::Command::new(&ptxas)
-                .args(["-v", &format!("-arch={arch}"), "-o"])
-                .arg(&cubin)
-                .arg(&ptx)
-                .output()
-                .unwrap();
-            let report = String::from_utf8_lossy(&out.stderr).to_string();
-            if !out.status.success() {
-                failures.push(format!("{name} {target}: ptxas failed:\n{report}"));
-                continue;
-            }
-            let tools_dir = cuobjdump
-                .parent()
-                .map(|d| d.to_path_buf())
-                .unwrap_or_default();
-            let path = std::env::join_paths(std::iter::once(tools_dir).chain(
-                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-            ))
-            .unwrap();
-            let sass = std::process::Command::new(&cuobjdump)
-                .arg("-sass")
-                .arg(&cubin)
-                .env("PATH", path)
-                .output()
-                .unwrap();
-            if !sass.status.success() || sass.stdout.is_empty() {
-                failures.push(format!(
-                    "{name} {target}: cuobjdump printed no SASS: {}",
-                    String::from_utf8_lossy(&sass.stderr)
-                ));
-                continue;
-            }
-            let sass = String::from_utf8_lossy(&sass.stdout);
+            let (report, sass) = match assemble(&ptxas, &cuobjdump, &ptx, &built.ptx, arch) {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{name} {target}: {e}"));
+                    continue;
+                }
+            };
             let hmma = sass.matches("HMMA").count();
             let hgmma = sass.matches("HGMMA").count();
             let registers = report
@@ -181,11 +211,12 @@ fn ptx_assembles_and_uses_tensor_cores() {
                 .map(|l| l.trim().to_string())
                 .collect::<Vec<_>>()
                 .join("; ");
-            let in_loop = local_memory_in_matrix_loops(&sass);
+            let in_loop = local_memory_in_loops(&sass, !recurrent);
             println!(
-                "{name:24} {arch:7} HMMA {hmma:5} HGMMA {hgmma:3} registers {registers:8} {spills}; local memory in the main loop: {in_loop}"
+                "{name:24} {arch:7} HMMA {hmma:5} HGMMA {hgmma:3} registers {registers:8} {spills}; local memory in {}: {in_loop}",
+                if recurrent { "a loop" } else { "the main loop" }
             );
-            if hmma + hgmma == 0 {
+            if hmma + hgmma == 0 && !recurrent {
                 failures.push(format!("{name} {target}: no HMMA or HGMMA in the SASS"));
             }
             // The tiling says where the score products run; the machine code must agree.
@@ -198,20 +229,22 @@ fn ptx_assembles_and_uses_tensor_cores() {
             }
             if in_loop > 0 {
                 failures.push(format!(
-                    "{name} {target}: {in_loop} local-memory (spill) instructions in a loop with HMMA ({spills})"
+                    "{name} {target}: {in_loop} local-memory (spill) instructions in a loop{} ({spills})",
+                    if recurrent { "" } else { " with HMMA" }
                 ));
             }
             checked += 1;
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(checked >= 60, "only {checked} kernels checked");
+    assert!(checked >= 78, "only {checked} kernels checked");
 }
 
-/// The local-memory loads and stores (`LDL`/`STL`: register spills) inside the loops that hold
-/// matrix instructions. A loop is the range of a backward branch; spills outside the main loop
-/// (the prologue's invariants, the epilogue) cost little and are not counted.
-fn local_memory_in_matrix_loops(sass: &str) -> usize {
+/// The local-memory loads and stores (`LDL`/`STL`: register spills) inside loops: with
+/// `matrix_only`, those that hold matrix instructions. A loop is the range of a backward branch;
+/// spills outside the main loop (the prologue's invariants, the epilogue) cost little and are not
+/// counted.
+fn local_memory_in_loops(sass: &str, matrix_only: bool) -> usize {
     let mut code = Vec::new();
     for line in sass.lines() {
         let Some(rest) = line.trim_start().strip_prefix("/*") else {
@@ -243,9 +276,10 @@ fn local_memory_in_matrix_loops(sass: &str) -> usize {
             (target < *addr).then_some((target, *addr))
         })
         .filter(|(lo, hi)| {
-            code.iter().any(|(a, t)| {
-                a >= lo && a <= hi && ["HMMA", "HGMMA"].iter().any(|m| op(t).starts_with(m))
-            })
+            !matrix_only
+                || code.iter().any(|(a, t)| {
+                    a >= lo && a <= hi && ["HMMA", "HGMMA"].iter().any(|m| op(t).starts_with(m))
+                })
         })
         .collect();
     code.iter()
@@ -331,17 +365,11 @@ fn ptx_summary(b: &attnc_nvptx::GpuBuild) -> String {
     s
 }
 
-/// The PTX summary of every parallel example at sm_90a (`attnc build FILE --emit ptx` prints the
-/// full text).
+/// The PTX summary of every example at sm_90a (`attnc build FILE --emit ptx` prints the full
+/// text).
 #[test]
 fn ptx_of_every_example() {
     insta::glob!("../../../examples", "*.attn", |path| {
-        if std::fs::read_to_string(path)
-            .unwrap()
-            .contains("recurrence t")
-        {
-            return;
-        }
         let b = build(path, "cuda:sm_90a").expect("compiles");
         insta::assert_snapshot!("ptx_summary", ptx_summary(&b));
     });
@@ -386,4 +414,87 @@ fn math_builtins_compile_and_assemble() {
             println!("{name} {arch}: ptxas accepts {} bytes", built.ptx.len());
         }
     }
+}
+
+/// A recurrence through the scan's other paths: a column's rows split between two threads (36
+/// rows), reductions over a length two threads do not split evenly (5), vector and scalar states
+/// in shared memory updated from reductions, two outputs (one scalar per step), 16-bit inputs,
+/// 40 value columns (two blocks per (b, h)). It assembles with no local memory in any loop.
+const SCAN_PATHS: &str = "kernel scan_paths {
+  dim B, H, S, D, Dv, E;
+  input q, k: f32[B, H, S, D];
+  input v: bf16[B, H, S, Dv];
+  input x: f16[B, H, S, E];
+  output o: f32[B, H, S, Dv];
+  output n: bf16[B, H, S];
+  recurrence t {
+    let kn = k[b, h, t] / sqrt(sum(k[b, h, t] * k[b, h, t]) + 1.0);
+    state kv: [D, Dv] = 0.9 * kv + outer(kn, v[b, h, t]) - 0.1 * outer(kn, kn @ kv);
+    state z: [E] = 0.5 * z + x[b, h, t] * tanh(dot(x[b, h, t], z));
+    state c: [] = 0.9 * c + sum(x[b, h, t]);
+    o[b, h, t] = (q[b, h, t] @ kv) * (1.0 + dot(z, x[b, h, t]) / E) + c;
+    n[b, h, t] = c + sum(z);
+  }
+}";
+
+#[test]
+fn a_scan_with_split_rows_shared_states_and_two_outputs_assembles() {
+    let shape = [("D", 36), ("Dv", 40), ("E", 5)];
+    let tools = cuda_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    for (target, arch) in [("cuda:sm_90a", "sm_90a"), ("cuda:sm_80", "sm_80")] {
+        let b = build_text("scan_paths.attn", SCAN_PATHS.into(), target, &shape)
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(
+            b.tiling.contains("slice of 32 value columns (2 slices)")
+                && b.tiling.contains("(2 per column"),
+            "{}",
+            b.tiling
+        );
+        assert_eq!(b.launches.len(), 1);
+        assert_eq!(b.launches[0].grid[0].to_string(), "2");
+        // Two threads per column: each contraction over rows ends in one shuffle.
+        assert!(b.ptx.contains("shfl.sync.bfly"), "no shuffles");
+        let Some((ptxas, cuobjdump)) = &tools else {
+            println!("{target}: compiled; SKIPPED ptxas (set ATTNC_PTXAS)");
+            continue;
+        };
+        let ptx = tmp.path().join(format!("scan_paths.{arch}.ptx"));
+        let (report, sass) = assemble(ptxas, cuobjdump, &ptx, &b.ptx, arch)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(
+            local_memory_in_loops(&sass, false),
+            0,
+            "{arch}: local memory in a loop: {report}"
+        );
+        println!("scan_paths {arch}: {}", report.replace('\n', " "));
+    }
+}
+
+/// A read of a matrix state across its columns (here `kv @ w`, a contraction over them) needs
+/// another thread's registers: the scan refuses it, saying so, at the recurrence.
+#[test]
+fn a_contraction_over_a_matrix_state_s_columns_is_refused_with_the_reason() {
+    let text = "kernel across_columns {
+  dim B, H, S, D;
+  input k, v, w: f32[B, H, S, D];
+  output o: f32[B, H, S, D];
+  recurrence t {
+    state kv: [D, D] = kv + outer(k[b, h, t], v[b, h, t]);
+    o[b, h, t] = kv @ w[b, h, t];
+  }
+}";
+    let e = build_text(
+        "across_columns.attn",
+        text.into(),
+        "cuda:sm_90a",
+        &[("D", 16)],
+    )
+    .expect_err("compiled a contraction over a state's columns");
+    assert!(
+        e.contains("not supported by the NVPTX back end yet")
+            && e.contains("across its columns")
+            && e.contains("`kv`"),
+        "{e}"
+    );
 }

@@ -76,10 +76,16 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                         if let Some(why) = why_scan {
                             let _ = writeln!(out, "  no chunked form: {why}");
                         }
-                        let _ = writeln!(
-                            out,
-                            "  parallel for (b, h): one work item per core at a time"
-                        );
+                        let _ = match program.target {
+                            super::target::Target::Gpu(_) => writeln!(
+                                out,
+                                "  a block per (b, h) and slice of value columns: a few threads per column of the matrix states (its rows split between their registers), the other states in shared memory"
+                            ),
+                            super::target::Target::Cpu(_) => writeln!(
+                                out,
+                                "  parallel for (b, h): one work item per core at a time"
+                            ),
+                        };
                         let _ =
                             writeln!(out, "    for t in order: update the states, read them out");
                     }

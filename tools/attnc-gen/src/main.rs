@@ -35,6 +35,11 @@ struct Args {
     /// Check saved programs (with `# shape:` and `# seed:` headers) instead of generating.
     #[arg(long, num_args = 1..)]
     file: Vec<PathBuf>,
+    /// Write every generated program to this folder as `gen_SEED.attn` (with the headers
+    /// `--file` reads) and run none: inputs for other checks (the GPU check prepares cases from
+    /// them).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "reduce", "save"])]
+    write_only: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -48,6 +53,19 @@ struct Summary {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.write_only {
+        for k in 0..args.count {
+            let seed = args.seed.wrapping_add(k);
+            let program = generate(seed);
+            let text = format!("{}{program}", header(&program, seed));
+            let path = dir.join(format!("gen_{seed}.attn"));
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!("cannot write {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     let devices = devices::available();
     let names: Vec<&str> = devices.iter().map(|d| d.name()).collect();
     let start = Instant::now();

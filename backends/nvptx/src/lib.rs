@@ -368,6 +368,7 @@ fn generate_scan(
         workspace: None,
         guards: k.guards,
         tiling,
+        timings: Vec::new(),
     })
 }
 

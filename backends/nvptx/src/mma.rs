@@ -429,8 +429,6 @@ fn descriptor(e: &mut Emitter, view: &Val, offset: &Val, along_k: usize, along_m
 ///
 /// The operands must have been written (and `fence.proxy.async` issued by their writers) before
 /// a barrier the whole block passed; all four warps of the warpgroup must call this together.
-/// It issues and commits the group: the caller waits (`wgmma.wait_group`) before it unpacks the
-/// accumulators, and may issue other work in between.
 #[allow(clippy::too_many_arguments)] // two operands, each a view, a base and an arrangement
 pub(crate) fn warpgroup_product(
     e: &mut Emitter,
@@ -443,7 +441,7 @@ pub(crate) fn warpgroup_product(
     b_arr: Arrangement,
     n: usize,
     k_steps: usize,
-) -> Pending {
+) -> Vec<Vec<Val>> {
     // Core matrices of a row block lie 128 bytes apart along K; row blocks `stride / 8` core
     // matrices apart.
     let da = descriptor(e, a, a_base, 128, a_arr.stride / 8 * 128);
@@ -472,21 +470,8 @@ pub(crate) fn warpgroup_product(
         );
     }
     e.line("nvvm.wgmma.commit.group.sync.aligned");
-    Pending { acc, st, n }
-}
-
-/// Issued `wgmma` products whose accumulators are not read yet.
-pub(crate) struct Pending {
-    acc: Val,
-    st: Ty,
-    n: usize,
-}
-
-impl Pending {
-    /// The accumulators in the `mma.sync` layout, once `wgmma.wait_group` has retired them.
-    pub fn unpack(&self, e: &mut Emitter) -> Vec<Vec<Val>> {
-        unpack(e, &self.acc, &self.st, self.n)
-    }
+    e.line("nvvm.wgmma.wait.group.sync.aligned 0");
+    unpack(e, &acc, &st, n)
 }
 
 /// `acc += A B` on `wgmma` for the warpgroup, one k step of 16: A (the warp's 16 rows, its four

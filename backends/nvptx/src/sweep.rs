@@ -469,10 +469,14 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             // has in flight: the next tile's copies go out after it, or the fence would wait for
             // them too and nothing would overlap (ncu on the H200: 10% of the stall samples on the
             // fence, before this order).
-            // The copies go out while the score products run (`fragments`).
             let s = e.sub(&one, stage);
             e.line("nvvm.cp.async.wait.group 0");
             self.publish(e);
+            let more = e.cmp(Cmp::Lt, &next, &self.n_kt);
+            e.if_then(&more);
+            self.issue(e, &next, &s)?;
+            e.line("nvvm.cp.async.commit.group");
+            e.end();
             s
         } else if stages > 1 {
             let s = e.sub(&one, stage);
@@ -496,8 +500,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         }
         let code = self.coverage(e, kt);
         self.key_side(e, kt, stage)?;
-        let copies = (stages > 1 && body.shape.warpgroup).then_some((&next, &next_stage));
-        self.fragments(e, sweep, states, kt, stage, &code, copies)?;
+        self.fragments(e, sweep, states, kt, stage, &code)?;
         if !(stages > 1 && body.shape.warpgroup) {
             // The next tile's copies overwrite this tile's buffers; with wgmma they go out after
             // the next tile's barrier, which orders them after this tile's reads already.
@@ -576,9 +579,6 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
     }
 
     /// Scores, pair values and every reduction's update for one tile.
-    /// `copies`: the next tile and its stage, whose copies go out while the `wgmma` score
-    /// products run (after they are issued, before they are waited for).
-    #[allow(clippy::too_many_arguments)]
     fn fragments(
         &self,
         e: &mut Emitter,
@@ -587,7 +587,6 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         kt: &Val,
         stage: &Val,
         code: &Val,
-        copies: Option<(&Val, &Val)>,
     ) -> Result<(), NvptxError> {
         let body = self.body;
         let ctx = body.ctx;
@@ -596,7 +595,6 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         let blocks = bk / 8;
         // Score products.
         let mut scores: BTreeMap<NodeIndex, Vec<Vec<Val>>> = BTreeMap::new();
-        let mut pending: Vec<(NodeIndex, mma::Pending)> = Vec::new();
         for &n in body
             .plan
             .pair
@@ -634,7 +632,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                     bk,
                     steps,
                 );
-                pending.push((n, acc));
+                scores.insert(n, acc);
                 continue;
             }
             let q_frags = match self.q_frags.get(&n) {
@@ -674,20 +672,6 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                 }
             }
             scores.insert(n, acc);
-        }
-        if let Some((next, next_stage)) = copies {
-            let more = e.cmp(Cmp::Lt, next, &self.n_kt);
-            e.if_then(&more);
-            self.issue(e, next, next_stage)?;
-            e.line("nvvm.cp.async.commit.group");
-            e.end();
-        }
-        if !pending.is_empty() {
-            e.line("nvvm.wgmma.wait.group.sync.aligned 0");
-            for (n, p) in &pending {
-                let acc = p.unpack(e);
-                scores.insert(*n, acc);
-            }
         }
         // A tile the mask keeps whole and that lies inside the key range (most tiles of a long
         // sequence) takes a copy of the element code without the per-element mask and bounds

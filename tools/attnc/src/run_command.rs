@@ -133,6 +133,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         Resolved::Cuda => {
             let gpu = crate::gpu_device::open_cuda()?;
+            unchecked_form_warning(&graph, &sources, args.check);
             let _progress = Progress::spinner("compiling and running the CUDA kernel");
             let run = crate::gpu_device::run_cuda(
                 &gpu, &graph, &bindings, &inputs, &sources, &args.file,
@@ -488,4 +489,21 @@ fn checksum_line(name: &str, t: &HostTensor) -> String {
         t.dtype(),
         t.shape()
     )
+}
+
+/// The CUDA scan of a recurrence assembles and is tested in PTX, but has not yet been run
+/// against the reference on a GPU: say so unless `--check` compares it here and now.
+fn unchecked_form_warning(graph: &attnc_ir::Graph, sources: &attnc_frontend::Sources, check: bool) {
+    let recurrence = graph
+        .node_indices()
+        .find(|n| matches!(graph.node(*n).op, attnc_ir::graph::Op::Recurrence { .. }));
+    if let (Some(n), false) = (recurrence, check) {
+        let d = attnc_frontend::Diagnostic::warning(
+            "recurrences run on CUDA as a scan that has not yet been checked on a GPU".to_string(),
+            graph.node(n).span,
+            "compiled as a CUDA scan",
+        )
+        .with_note("`--check` compares the outputs with the f64 reference on this run");
+        crate::report::warn(&[d], sources);
+    }
 }

@@ -31,7 +31,7 @@ use attnc_ir::types::Dim;
 use attnc_kernel_abi::TargetId;
 use attnc_passes::fusion::{FusedProgram, Template};
 use attnc_passes::tiling::target::Target;
-use attnc_passes::tiling::{Mapping, Role, TiledBody, TiledProgram};
+use attnc_passes::tiling::{Instruction, Mapping, Role, TiledBody, TiledProgram};
 use std::collections::BTreeMap;
 
 /// One kernel launch of a build.
@@ -225,11 +225,28 @@ pub fn generate(
         ));
     }
     let specialised = classify::specialised_dims(graph, plan, &tiled.dims)?;
-    shape.warpgroup = warpgroup_scores(graph, plan, gpu, &shape, &specialised)?;
+    // The tiling chose the instructions (so `--emit tiled` says what runs); the operands'
+    // own lengths are checked here, where each score's are known.
+    let chose_wgmma = |role| {
+        tiling
+            .contraction(role)
+            .is_some_and(|c| matches!(c.instruction, Instruction::Warpgroup(_)))
+    };
+    shape.warpgroup = chose_wgmma(Role::Score);
     if shape.warpgroup {
+        if !warpgroup_scores(graph, plan, gpu, &shape, &specialised)? {
+            return Err(internal(
+                "the tiling chose wgmma for score operands the descriptors cannot address",
+            ));
+        }
         // The query operand is read from shared memory by every k step's descriptor.
         shape.query_in_registers = false;
-        shape.warpgroup_values = warpgroup_values(graph, plan, &shape, &specialised)?;
+        shape.warpgroup_values = chose_wgmma(Role::Aggregate);
+        if shape.warpgroup_values && !warpgroup_values(graph, plan, &shape, &specialised)? {
+            return Err(internal(
+                "the tiling chose wgmma for value rows the descriptors cannot address",
+            ));
+        }
     }
     let operands = classify::Operands {
         score: shape.score.operand,

@@ -265,6 +265,10 @@ fn instruction_text(i: Instruction) -> String {
             if m.tf32 { " (as tf32)" } else { "" },
             m.accumulator
         ),
+        Instruction::Warpgroup(m) => format!(
+            "wgmma {}x{}x{} {} -> {} per warpgroup, from shared memory",
+            m.m, m.n, m.k, m.operand, m.accumulator
+        ),
         Instruction::ThreadFma => "FMAs per thread (no matrix unit for these operands)".into(),
         Instruction::VectorFma(b) => block_text(Some(b)),
         Instruction::ScalarLoops => block_text(None),

@@ -111,6 +111,9 @@ pub enum Instruction {
     ScalarLoops,
     /// GPU: the matrix units' instruction (`mma.sync`, a cooperative matrix).
     Matrix(MatrixShape),
+    /// GPU: a warpgroup's asynchronous product (`wgmma`, m = 64 rows per warpgroup), its B
+    /// operand (and for scores A too) read from shared memory through descriptors.
+    Warpgroup(MatrixShape),
     /// GPU: plain FMAs per thread (no matrix unit for these operands).
     ThreadFma,
 }
@@ -500,6 +503,28 @@ fn gpu_tiling(
         gpu.matrix_shape(t)
             .map_or(Instruction::ThreadFma, Instruction::Matrix)
     };
+    // `wgmma` where the target has it: 16-bit operands, whole warpgroups, a key tile that is a
+    // valid n, and head dims in whole k steps of 16 (the descriptors address no padding); the
+    // value products follow when the value rows are a valid n too.
+    let sixteen_bit = |t| matches!(t, ElementType::Bf16 | ElementType::F16);
+    let warpgroup_scores = gpu.warpgroup_mma
+        && sixteen_bit(score_type)
+        && choice.warps.is_multiple_of(4)
+        && bk.is_multiple_of(8)
+        && bk <= 256
+        && d_qk.is_multiple_of(16);
+    let warpgroup_values =
+        warpgroup_scores && sixteen_bit(value_type) && d_v.is_multiple_of(8) && d_v <= 256;
+    let warpgroup = |operand, n| {
+        Instruction::Warpgroup(MatrixShape {
+            m: 64,
+            n,
+            k: 16,
+            operand,
+            accumulator: ElementType::F32,
+            tf32: false,
+        })
+    };
     let contractions = vec![
         Contraction {
             role: Role::Score,
@@ -508,7 +533,11 @@ fn gpu_tiling(
             k: d_qk,
             operand: score_type,
             accumulator: ElementType::F32,
-            instruction: instruction(score_type),
+            instruction: if warpgroup_scores {
+                warpgroup(score_type, bk)
+            } else {
+                instruction(score_type)
+            },
         },
         Contraction {
             role: Role::Aggregate,
@@ -517,7 +546,11 @@ fn gpu_tiling(
             k: bk,
             operand: value_type,
             accumulator: ElementType::F32,
-            instruction: instruction(value_type),
+            instruction: if warpgroup_values {
+                warpgroup(value_type, d_v)
+            } else {
+                instruction(value_type)
+            },
         },
     ];
     let buffers = choice.buffers.clone();

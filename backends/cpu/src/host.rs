@@ -4,7 +4,9 @@
 
 use crate::{CodegenError, CpuKernel};
 use attnc_ir::{Bindings, Graph};
+use attnc_passes::fusion::FusionError;
 use attnc_passes::pass_manager::{PassError, PassManager};
+use attnc_passes::tiling::TilingError;
 use attnc_passes::tiling::target::{CpuTarget, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -12,9 +14,9 @@ pub enum CompileError {
     #[error(transparent)]
     Passes(#[from] PassError),
     #[error("internal compiler error in fusion: {0}")]
-    Fusion(String),
-    #[error("tiling failed: {0}")]
-    Tiling(String),
+    Fusion(#[from] FusionError),
+    #[error(transparent)]
+    Tiling(#[from] TilingError),
     #[error(transparent)]
     Codegen(#[from] CodegenError),
 }
@@ -41,14 +43,13 @@ pub fn compile_for_host_as(
 ) -> Result<CpuKernel, CompileError> {
     let mut graph = graph.clone();
     PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
-    let fused = attnc_passes::fusion::fuse(&graph).map_err(CompileError::Fusion)?;
+    let fused = attnc_passes::fusion::fuse(&graph)?;
     let tiled = attnc_passes::tiling::tile(
         &graph,
         &fused,
         &Target::Cpu(CpuTarget::host()),
         Some(bindings),
-    )
-    .map_err(CompileError::Tiling)?;
+    )?;
     let mut tiled = tiled;
     if scan {
         for k in &mut tiled.kernels {

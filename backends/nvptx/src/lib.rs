@@ -88,7 +88,7 @@ pub fn fit(
     for _ in 0..8 {
         let mut tiled =
             attnc_passes::tiling::tile(graph, fused, &Target::Gpu(budget.clone()), given)
-                .map_err(NvptxError::Resources)?;
+                .map_err(NvptxError::Tiling)?;
         tiled.target = target.clone();
         // Other errors are the compile step's to report, with the tiling that caused them.
         let e = match generate(graph, fused, &tiled) {

@@ -15,7 +15,7 @@ fn build(path: &std::path::Path, target: &str) -> Result<attnc_nvptx::GpuBuild, 
     PassManager::standard()
         .run(&mut graph, &mut |_, _, _| {})
         .map_err(|e| e.to_string())?;
-    let fused = attnc_passes::fusion::fuse(&graph)?;
+    let fused = attnc_passes::fusion::fuse(&graph).map_err(|e| e.to_string())?;
     let target = Target::preset(target).ok_or("no target")?;
     let tiled = attnc_nvptx::fit(&graph, &fused, &target, None).map_err(|e| e.to_string())?;
     if let Ok(dir) = std::env::var("ATTNC_DUMP")

@@ -110,7 +110,10 @@ impl Device for Vulkan {
         let target = attnc_passes::tiling::target::Target::preset("vulkan")
             .ok_or_else(|| internal("the target", "no vulkan preset".into()))?;
         let spirv = |e: attnc_spirv::SpirvError| match e {
-            attnc_spirv::SpirvError::Unsupported { .. } => DeviceError::Rejected(e.to_string()),
+            // A construct it does not compile yet, or head dims no tiling fits: a limit.
+            attnc_spirv::SpirvError::Unsupported { .. } | attnc_spirv::SpirvError::Tiling(_) => {
+                DeviceError::Rejected(e.to_string())
+            }
             e => DeviceError::Internal(e.to_string()),
         };
         let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings)).map_err(spirv)?;

@@ -167,7 +167,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         }
         if last >= Stage::Fused {
             let fused = attnc_passes::fusion::fuse(&graph)
-                .map_err(|e| crate::ice::internal_at("fusion", e, &graph, &sources))?;
+                .map_err(|e| crate::ice::fusion_failed(e, &graph, &sources))?;
             laps.lap("fusion");
             if stages.contains(&Stage::Fused) {
                 emit.stage(
@@ -208,17 +208,19 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                 }
                 let tiled = match &target {
                     Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Cuda => {
-                        attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
-                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
+                        attnc_nvptx::fit(&graph, &fused, &target, given.as_ref()).map_err(|e| {
+                            crate::gpu_device::nvptx_tiling_failed(e, &graph, &sources)
+                        })?
                     }
                     // The SPIR-V shader sizes its own workgroup memory: its tiles are chosen
                     // without the matrix layout's shared-memory limits.
                     Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
-                        attnc_spirv::tile(&graph, &fused, &target, given.as_ref())
-                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
+                        attnc_spirv::tile(&graph, &fused, &target, given.as_ref()).map_err(|e| {
+                            crate::gpu_device::spirv_tiling_failed(e, &graph, &sources)
+                        })?
                     }
                     _ => attnc_passes::tiling::tile(&graph, &fused, &target, given.as_ref())
-                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
+                        .map_err(|e| crate::ice::tiling_failed(e, &graph, &sources))?,
                 };
                 laps.lap("tiling");
                 if stages.contains(&Stage::Tiled) {

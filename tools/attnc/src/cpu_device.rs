@@ -23,8 +23,8 @@ pub fn compile_as(
 ) -> anyhow::Result<CpuKernel> {
     attnc_cpu::compile_for_host_as(graph, bindings, scan).map_err(|e| match e {
         CompileError::Passes(e) => crate::ice::pass_failed(e, graph, sources),
-        CompileError::Fusion(message) => crate::ice::internal_at("fusion", message, graph, sources),
-        CompileError::Tiling(message) => anyhow::anyhow!("tiling failed: {message}"),
+        CompileError::Fusion(e) => crate::ice::fusion_failed(e, graph, sources),
+        CompileError::Tiling(e) => crate::ice::tiling_failed(e, graph, sources),
         CompileError::Codegen(CodegenError::Internal(message)) => {
             crate::ice::internal_at("the CPU backend", message, graph, sources)
         }

@@ -23,6 +23,40 @@ pub fn compile_gpu(
     })
 }
 
+/// The NVPTX back end's tiling failed: the tiler's own refusal as a located diagnostic, the
+/// back end's (a layout over the target's shared memory) at the kernel.
+pub fn nvptx_tiling_failed(
+    e: attnc_nvptx::NvptxError,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    match e {
+        attnc_nvptx::NvptxError::Tiling(e) => crate::ice::tiling_failed(e, graph, sources),
+        e => tiling_failed_at_kernel(e, graph, sources),
+    }
+}
+
+/// As [`nvptx_tiling_failed`], for the SPIR-V back end.
+pub fn spirv_tiling_failed(
+    e: attnc_spirv::SpirvError,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    match e {
+        attnc_spirv::SpirvError::Tiling(e) => crate::ice::tiling_failed(e, graph, sources),
+        e => tiling_failed_at_kernel(e, graph, sources),
+    }
+}
+
+fn tiling_failed_at_kernel(
+    e: impl std::fmt::Display,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    let at = crate::ice::kernel_location(graph, sources);
+    anyhow::anyhow!("{at}: tiling failed: {e}")
+}
+
 /// The bundle of a GPU build: its manifest (guards located in the source) and its PTX.
 pub fn bundle(
     build: &attnc_nvptx::GpuBuild,
@@ -83,9 +117,9 @@ pub fn run_cuda(
     let mut graph = graph.clone();
     attnc_passes::pass_manager::PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
     let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+        .map_err(|e| crate::ice::fusion_failed(e, &graph, sources))?;
     let tiled = attnc_nvptx::fit(&graph, &fused, &target, Some(bindings))
-        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+        .map_err(|e| nvptx_tiling_failed(e, &graph, sources))?;
     let build = compile_gpu(&graph, &fused, &tiled, sources)?;
     let bundle = bundle(&build, &graph, sources, file);
     load_and_run(
@@ -151,9 +185,9 @@ pub fn run_vulkan(
     let mut graph = graph.clone();
     attnc_passes::pass_manager::PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
     let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
+        .map_err(|e| crate::ice::fusion_failed(e, &graph, sources))?;
     let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings))
-        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+        .map_err(|e| spirv_tiling_failed(e, &graph, sources))?;
     let options = attnc_spirv::Options {
         stage_key_tiles: device.info().kind != attnc_vulkan::DeviceKind::Cpu,
         max_shared_bytes: Some(device.capabilities().max_compute_shared_memory_bytes),

@@ -35,6 +35,47 @@ pub fn internal_at(
     ))
 }
 
+/// An internal compiler error in `stage` at `span` (the op it is about), or at the kernel when
+/// the error has no span.
+pub fn internal_at_span(
+    stage: &str,
+    message: impl Display,
+    span: Option<attnc_frontend::Span>,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    let Some(span) = span else {
+        return internal_at(stage, message, graph, sources);
+    };
+    crate::internal(anyhow::anyhow!(
+        "internal compiler error in {stage}, compiling the kernel at {}: {message}\nnote: this is a bug in attnc; please report it with the command and the .attn file",
+        sources.location(span)
+    ))
+}
+
+/// Fusion refused a graph that verified: always a compiler bug, located at the op concerned.
+pub fn fusion_failed(
+    e: attnc_passes::fusion::FusionError,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    internal_at_span("fusion", &e, e.span(), graph, sources)
+}
+
+/// Tiling refused a kernel: a located diagnostic when no tile fits the target at the program's
+/// head dims (the user's to change), an internal compiler error otherwise.
+pub fn tiling_failed(
+    e: attnc_passes::tiling::TilingError,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    if e.is_internal() {
+        internal_at_span("tiling", &e, e.span(), graph, sources)
+    } else {
+        crate::build_command::report(&[e.to_diagnostic()], sources)
+    }
+}
+
 /// A pass that failed or broke the graph: always a compiler bug.
 pub fn pass_failed(e: PassError, graph: &Graph, sources: &Sources) -> anyhow::Error {
     let message = e.to_string();

@@ -10,6 +10,7 @@ use crate::progress::Progress;
 use crate::shape_arg::parse_shape;
 use crate::stdout::outln;
 use attnc_ir::Graph;
+use attnc_passes::tiling::target::{CpuTarget, Target};
 use attnc_reference::{Tensor, interpret, random_inputs, to_f64_tensors};
 use clap::{Args, ValueEnum};
 use rayon::prelude::*;
@@ -24,6 +25,16 @@ pub enum Unfused {
     Full,
     /// Keys j <= i.
     Causal,
+}
+
+/// Parses `bench --target`: a CPU preset of [`Target::PRESETS`] (the kernel runs here).
+fn parse_cpu_target(name: &str) -> Result<CpuTarget, String> {
+    match crate::build_command::parse_target(name)? {
+        Target::Cpu(cpu) => Ok(cpu),
+        Target::Gpu(_) => Err(format!(
+            "`{name}` is a GPU target; `attnc bench` times CPU kernels (attnc-run --time times GPU bundles)"
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -52,6 +63,11 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The CPU to compile for: host (this machine, as LLVM detects it), x86-avx2 (AVX2 and FMA
+    /// code, 8-lane tiles and register blocks, run here: how an AVX-512 machine times what an
+    /// AVX2-only one would run) or x86-avx512.
+    #[arg(long, default_value = "host", value_parser = parse_cpu_target)]
+    pub target: CpuTarget,
     /// Run a recurrence as the sequential scan even where its chunked form applies (to time
     /// one against the other).
     #[arg(long)]
@@ -109,7 +125,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let useful = useful_flops(&graph, &bindings, &inputs)?;
     let progress = Progress::spinner("compiling the CPU kernel");
     let start = Instant::now();
-    let kernel = crate::cpu_device::compile_as(&graph, &bindings, &sources, args.scan)?;
+    let target = args.target.clone();
+    let kernel = crate::cpu_device::compile_as(&graph, &bindings, &sources, target, args.scan)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     drop(progress);
     let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
@@ -175,6 +192,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "kernel": graph.kernel,
             "device": "cpu",
+            "target": args.target.name,
             "dims": dims_json(&bindings),
             "threads": threads,
             "repeat": args.repeat.max(1),
@@ -186,8 +204,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         outln!("{doc}");
     } else {
         outln!(
-            "kernel {} with {bindings}, {threads} threads, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",
-            graph.kernel
+            "kernel {} with {bindings}, {threads} threads, target {}, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",
+            graph.kernel,
+            args.target.name
         );
         for (name, s) in &rows {
             outln!(

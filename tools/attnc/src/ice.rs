@@ -76,6 +76,25 @@ pub fn tiling_failed(
     }
 }
 
+/// A failure of the driver's pipeline: the passes and fusion are compiler bugs, located; the
+/// back end's errors go to `backend` with the stage that failed (`Until::Tiled` for tiling,
+/// `Until::Code` for code generation), which knows which are limits of the target.
+pub fn driver_failed<E: std::error::Error + 'static>(
+    e: attnc_driver::DriverError<E>,
+    graph: &Graph,
+    sources: &Sources,
+    backend: impl FnOnce(attnc_driver::Until, E, &Graph, &Sources) -> anyhow::Error,
+) -> anyhow::Error {
+    use attnc_driver::DriverError;
+    match e {
+        DriverError::Passes(e) => pass_failed(e, graph, sources),
+        DriverError::Fusion(e) => fusion_failed(e, graph, sources),
+        DriverError::Tiling(e) => backend(attnc_driver::Until::Tiled, e, graph, sources),
+        DriverError::Generate(e) => backend(attnc_driver::Until::Code, e, graph, sources),
+        DriverError::Stopped => internal_at("the driver", "no build came back", graph, sources),
+    }
+}
+
 /// A pass that failed or broke the graph: always a compiler bug.
 pub fn pass_failed(e: PassError, graph: &Graph, sources: &Sources) -> anyhow::Error {
     let message = e.to_string();

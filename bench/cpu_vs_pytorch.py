@@ -6,6 +6,10 @@ inputs and the same thread count. Prints a table and writes it to bench/results/
 Needs PyTorch (a bench-only venv: python3 -m venv .bench-venv && .bench-venv/bin/pip install
 torch==2.11.0 numpy) and a release build (cargo build --release -p attnc). Never run in CI.
 FLOPs count the two contractions on the pairs kept: 4*B*H*S*S*D, halved for causal masks.
+
+To time AVX2 code on an AVX-512 machine: TARGET=x86-avx2 (attnc bench --target: AVX2 and FMA
+code with 8-lane tiles) and ATEN_CPU_CAPABILITY=avx2 (PyTorch's AVX2 kernels); RESULT names the
+file written under bench/results/ (default cpu-DATE.md).
 """
 import datetime
 import json
@@ -23,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 ATTNC = os.environ.get("ATTNC", str(ROOT / "target" / "release" / "attnc"))
 THREADS = int(os.environ.get("THREADS", "2"))
 REPEAT = int(os.environ.get("REPEAT", "5"))
+TARGET = os.environ.get("TARGET", "host")
 
 # (label, kernel, B, H, S, D, causal, dtype, also time the reference)
 CASES = [
@@ -42,6 +47,7 @@ def cpu_name():
 
 def attnc_bench(kernel, path, dims, causal, reference, out):
     cmd = [ATTNC, "bench", kernel, "--inputs", path, "--threads", str(THREADS), "--repeat", str(REPEAT),
+           "--target", TARGET,
            "--json", "--output", out, "--unfused", "causal" if causal else "full"]
     if reference:
         cmd.append("--reference")
@@ -107,7 +113,7 @@ def main():
             path = os.path.join(tmp, "mem.npz")
             np.savez(path, **arrays)
             cmd = [ATTNC, "bench", "bench/kernels/causal_f32.attn", "--inputs", path, "--threads", str(THREADS),
-                   "--repeat", "1", "--json"]
+                   "--repeat", "1", "--json", "--target", TARGET]
             result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
             rss[s] = json.loads(result.stdout)["peak_rss_mb"]
     date = datetime.date.today().isoformat()
@@ -115,6 +121,8 @@ def main():
         f"# CPU: attnc against PyTorch {torch.__version__} CPU SDPA ({date})",
         "",
         f"{cpu_name()}, {THREADS} threads, B=1, H=16. GFLOP/s count 4*B*H*S^2*D (halved for causal). Median of {REPEAT} runs.",
+        f"attnc --target {TARGET}; PyTorch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+        f" (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}).",
         "Inputs are the same tensors for every implementation (written once as .npz).",
         "",
         "| case | attnc | PyTorch SDPA | attnc / SDPA | unfused loop | attnc / unfused | reference | compile | max abs diff vs SDPA |",
@@ -132,7 +140,7 @@ def main():
               f"{16 * 8192 * 8192 * 4 / 2**30:.0f} GiB at S=8192).", ""]
     text = "\n".join(lines)
     print(text)
-    out = ROOT / "bench" / "results" / f"cpu-{date}.md"
+    out = ROOT / "bench" / "results" / os.environ.get("RESULT", f"cpu-{date}.md")
     out.write_text(text)
     print(f"written to {out}")
 

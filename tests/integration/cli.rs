@@ -425,3 +425,31 @@ fn progress_and_colour_on_a_terminal_only() {
         "--color never ignored:\n{never}"
     );
 }
+
+/// Head dims no tile fits are the program's limit on that target: a located diagnostic at the
+/// score contraction (exit 1), on the CPU and on a GPU target alike, never "tiling failed" text
+/// or an internal error.
+#[test]
+fn a_tiling_refusal_points_at_the_contraction() {
+    for target in ["x86-avx512", "cuda:sm_90a"] {
+        let out = common::attnc(&[
+            "build",
+            "examples/softmax_full.attn",
+            "--emit",
+            "tiled",
+            "--target",
+            target,
+            "--shape",
+            "B=1,H=1,S=64,D=1000000",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{target}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("error: kernel `softmax_full`: no tile size fits")
+                && err.contains("head dims 1000000")
+                && err.contains("examples/softmax_full.attn:7:11")
+                && err.contains("^^^^ the rows of this contraction"),
+            "{target}: {err}"
+        );
+    }
+}

@@ -187,7 +187,7 @@ fn llvm_ir_of_every_example() {
         let fused = attnc_passes::fusion::fuse(&graph).expect("fuses");
         let tiled = attnc_passes::tiling::tile(&graph, &fused, &target, None).expect("tiles");
         let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled).expect("generates");
-        let llvm = attnc_cpu::lower_to_llvm(&mlir).expect("lowers");
+        let llvm = attnc_cpu::lower_to_llvm(&mlir, &tiled.target).expect("lowers");
         insta::assert_snapshot!("llvm", llvm);
     });
 }

@@ -11,6 +11,7 @@ use attnc_mlir::{Arg, CPU_LOWERING_PIPELINE, HostJit, JitOptions, KernelSignatur
 use attnc_passes::fusion::tile_rule::{Coverage, key_tile_coverage, mask_tree};
 use attnc_passes::fusion::tree::Tree;
 use attnc_passes::fusion::{FusedProgram, Template};
+use attnc_passes::tiling::target::Target;
 use attnc_passes::tiling::{Role, TiledBody, TiledProgram};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -141,13 +142,26 @@ fn specialised_dims(tiled: &TiledProgram) -> BTreeMap<String, i64> {
     }
 }
 
-/// The kernel's MLIR lowered by MLIR's CPU pipeline and translated to LLVM IR (`--emit llvm`).
-pub fn lower_to_llvm(mlir: &str) -> Result<String, CodegenError> {
+/// The kernel's MLIR lowered by MLIR's CPU pipeline and translated to LLVM IR (`--emit llvm`),
+/// its functions marked for the target's CPU model where it names one.
+pub fn lower_to_llvm(mlir: &str, target: &Target) -> Result<String, CodegenError> {
     let session = MlirSession::new();
     let mut module = session.parse(mlir)?;
     module.verify()?;
     module.run_pipeline(CPU_LOWERING_PIPELINE)?;
+    mark_cpu(&mut module, target)?;
     Ok(module.to_llvm_ir()?)
+}
+
+/// Marks the lowered functions with the target's LLVM CPU model (an AVX2 preset on an AVX-512
+/// host), so the JIT's vectoriser and code generator use that ISA; the host's otherwise.
+fn mark_cpu(module: &mut attnc_mlir::MlirModule, target: &Target) -> Result<(), CodegenError> {
+    if let Target::Cpu(cpu) = target
+        && let Some(model) = &cpu.llvm_cpu
+    {
+        module.set_target_cpu(&model.name, &model.features)?;
+    }
+    Ok(())
 }
 
 impl CpuKernel {
@@ -162,6 +176,7 @@ impl CpuKernel {
         let mut module = session.parse(&mlir)?;
         module.verify()?;
         module.run_pipeline(CPU_LOWERING_PIPELINE)?;
+        mark_cpu(&mut module, &tiled.target)?;
         let llvm_ir = module.to_llvm_ir()?;
         let jit = HostJit::compile(
             &module,
@@ -177,6 +192,30 @@ impl CpuKernel {
             llvm_ir,
             chunked_work: chunked_work(fused, tiled),
         })
+    }
+
+    /// As [`CpuKernel::compile`]; with `scan`, a recurrence runs as the sequential scan even
+    /// where the tiling chose its chunked form (to time one against the other), and its work is
+    /// still counted as the chunked form's.
+    pub fn compile_as(
+        graph: &Graph,
+        fused: &FusedProgram,
+        tiled: &TiledProgram,
+        scan: bool,
+    ) -> Result<CpuKernel, CodegenError> {
+        if !scan {
+            return Self::compile(graph, fused, tiled);
+        }
+        let work = chunked_work(fused, tiled);
+        let mut scanned = tiled.clone();
+        for k in &mut scanned.kernels {
+            if let TiledBody::Recurrent { chunk, .. } = &mut k.body {
+                *chunk = None;
+            }
+        }
+        let mut kernel = Self::compile(graph, fused, &scanned)?;
+        kernel.chunked_work = work;
+        Ok(kernel)
     }
 
     /// The steps per chunk the tiling chose for this kernel's recurrence (also under `--scan`),
@@ -258,11 +297,12 @@ impl CpuKernel {
                 });
             }
             lengths.push(data.len() as i64);
+            // Converted on all cores: for a large input this copy is a tenth of the call.
             if self.layout.int_inputs.contains(name) {
-                ints.push(data.iter().map(|x| *x as i32).collect());
+                ints.push(data.par_iter().map(|x| *x as i32).collect());
                 floats.push(Vec::new());
             } else {
-                floats.push(data.iter().map(|x| *x as f32).collect());
+                floats.push(data.par_iter().map(|x| *x as f32).collect());
                 ints.push(Vec::new());
             }
         }

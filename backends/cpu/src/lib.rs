@@ -4,13 +4,11 @@
 //! copies into place, so no two threads ever share a writable buffer.
 
 mod chunked;
-mod host;
 mod launch;
 mod mlir_text;
 mod parallel;
 mod recurrent;
 
-pub use host::{CompileError, compile_for_host, compile_for_host_as};
 pub use launch::{Array, CpuKernel, RunError, generate_mlir, lower_to_llvm};
 
 use attnc_ir::types::{Dim, FrameIndex};

@@ -10,8 +10,9 @@ use melior::{
     Context,
     dialect::DialectRegistry,
     ir::{
-        BlockLike, Location, Module, Operation, RegionLike, attribute::StringAttribute,
-        operation::OperationLike,
+        Attribute, BlockLike, Location, Module, Operation, RegionLike,
+        attribute::StringAttribute,
+        operation::{OperationLike, OperationMutLike},
     },
     pass::PassManager,
     utility::{
@@ -118,6 +119,41 @@ impl<'s> MlirModule<'s> {
                 pipeline: pipeline.to_owned(),
                 diagnostics: session.diagnostics.take(),
             })
+    }
+
+    /// Makes every top-level `llvm.func` generate code for `cpu` (an LLVM CPU name such as
+    /// `haswell`) with exactly `features` (such as `+avx2,+fma`) instead of the JIT's host.
+    ///
+    /// LLVM reads a function's `target-cpu` and `target-features` attributes over its target
+    /// machine's own, both in the IR passes (the vectoriser's register width) and in code
+    /// generation, so an AVX-512 host can build and time the code an AVX2 machine would run.
+    /// The features replace the target machine's, so none of the host's extra ones leak in.
+    /// The functions are also kept out of line: the JIT's packed wrappers (`_mlir_<name>`) are
+    /// compiled for the host, and LLVM would inline a kernel into its wrapper (a subset of the
+    /// host's features is inline-compatible) and vectorise it there with the host's registers.
+    pub fn set_target_cpu(&mut self, cpu: &str, features: &str) -> Result<(), MlirError> {
+        let context = &self.session.context;
+        let quoted: Vec<String> = features
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| format!("\"{f}\""))
+            .collect();
+        let text = format!("#llvm.target_features<[{}]>", quoted.join(", "));
+        let features = Attribute::parse(context, &text).ok_or_else(|| MlirError::Parse {
+            diagnostics: format!("not a list of LLVM target features: {text}"),
+        })?;
+        let cpu = StringAttribute::new(context, cpu);
+        let body = self.module.body();
+        let mut op = body.first_operation_mut();
+        while let Some(mut current) = op {
+            if current.name().as_string_ref().as_str() == Ok("llvm.func") {
+                current.set_attribute("target_cpu", cpu.into());
+                current.set_attribute("target_features", features);
+                current.set_attribute("no_inline", Attribute::unit(context));
+            }
+            op = current.next_in_block_mut();
+        }
+        Ok(())
     }
 
     /// Translates a module that is entirely in the LLVM dialect to LLVM IR text (`--emit llvm`).

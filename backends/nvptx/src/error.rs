@@ -17,6 +17,9 @@ pub enum NvptxError {
     /// The generated kernel is larger than the target allows.
     #[error("{0}")]
     Resources(String),
+    /// No tiling fits the target at these head dims.
+    #[error(transparent)]
+    Tiling(#[from] attnc_passes::tiling::TilingError),
     /// The kernel's shared-memory layout at the chosen tiles exceeds the target's.
     #[error(
         "kernel `{kernel}` needs {needed} bytes of shared memory per block with query tile {query_tile} and key tile {key_tile}; {target} allows {allowed} (use smaller head dims)"
@@ -54,6 +57,7 @@ impl NvptxError {
     pub fn span(&self) -> Option<Span> {
         match self {
             NvptxError::Unsupported { span, .. } | NvptxError::Internal { span, .. } => *span,
+            NvptxError::Tiling(e) => e.span(),
             _ => None,
         }
     }

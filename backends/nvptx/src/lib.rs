@@ -92,7 +92,7 @@ pub fn fit(
     for _ in 0..8 {
         let mut tiled =
             attnc_passes::tiling::tile(graph, fused, &Target::Gpu(budget.clone()), given)
-                .map_err(NvptxError::Resources)?;
+                .map_err(NvptxError::Tiling)?;
         tiled.target = target.clone();
         // The plan says what runs: this back end writes a recurrence's scan, not its chunks.
         for k in &mut tiled.kernels {

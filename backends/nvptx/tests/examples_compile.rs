@@ -26,7 +26,7 @@ fn build_text(
     PassManager::standard()
         .run(&mut graph, &mut |_, _, _| {})
         .map_err(|e| e.to_string())?;
-    let fused = attnc_passes::fusion::fuse(&graph)?;
+    let fused = attnc_passes::fusion::fuse(&graph).map_err(|e| e.to_string())?;
     let target = Target::preset(target).ok_or("no target")?;
     let given = (!shape.is_empty()).then(|| {
         let (mut dims, _) = attnc_passes::tiling::tiling_dims(&graph, None);

@@ -14,6 +14,9 @@ pub enum SpirvError {
     /// A compiler bug.
     #[error("internal compiler error in the SPIR-V back end: {message}")]
     Internal { message: String, span: Option<Span> },
+    /// No tiling fits the target at these head dims.
+    #[error(transparent)]
+    Tiling(#[from] attnc_passes::tiling::TilingError),
 }
 
 impl SpirvError {
@@ -35,6 +38,7 @@ impl SpirvError {
     pub fn span(&self) -> Option<Span> {
         match self {
             SpirvError::Unsupported { span, .. } | SpirvError::Internal { span, .. } => *span,
+            SpirvError::Tiling(e) => e.span(),
         }
     }
 

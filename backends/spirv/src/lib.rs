@@ -94,8 +94,7 @@ pub fn tile(
     model.shared_bytes_per_block = 1 << 30;
     model.shared_bytes_per_multiprocessor = 1 << 30;
     model.max_registers_per_thread = 1 << 20;
-    let mut tiled = attnc_passes::tiling::tile(graph, fused, &Target::Gpu(model), given)
-        .map_err(unsupported)?;
+    let mut tiled = attnc_passes::tiling::tile(graph, fused, &Target::Gpu(model), given)?;
     tiled.target = target.clone();
     // The plan's fragment layout is not the shader's: `compile` sizes the workgroup memory.
     for k in &mut tiled.kernels {

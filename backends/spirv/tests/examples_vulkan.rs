@@ -95,9 +95,9 @@ fn build_tiled(
     options: Options,
     query_tile: Option<usize>,
 ) -> Result<(SpirvBuild, Bundle), SpirvError> {
-    let fused = attnc_passes::fusion::fuse(graph).map_err(|message| SpirvError::Unsupported {
-        message,
-        span: None,
+    let fused = attnc_passes::fusion::fuse(graph).map_err(|e| SpirvError::Internal {
+        message: e.to_string(),
+        span: e.span(),
     })?;
     let given = attnc_ir::Bindings {
         dims: shape.clone(),

@@ -10,6 +10,7 @@
 
 pub mod chunked;
 pub mod dump;
+pub mod error;
 pub mod online;
 pub mod recurrent;
 pub mod tile_rule;
@@ -17,6 +18,7 @@ pub mod tree;
 
 use attnc_ir::graph::{Graph, Op, PortType, ReduceKind, ValueRef};
 use attnc_ir::types::{FrameIndex, IndexSet};
+pub use error::FusionError;
 use online::{Classify, NotOnline, OnlineTerm};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,7 +102,7 @@ pub enum Wait {
 }
 
 /// Fuses the graph of one kernel.
-pub fn fuse(graph: &Graph) -> Result<FusedProgram, String> {
+pub fn fuse(graph: &Graph) -> Result<FusedProgram, FusionError> {
     let template = if graph.extents.contains_key(&FrameIndex::T) {
         Template::Recurrent(recurrent::analyse(graph)?)
     } else {
@@ -112,6 +114,17 @@ pub fn fuse(graph: &Graph) -> Result<FusedProgram, String> {
             template,
         }],
     })
+}
+
+/// The graph's ops in topological order, or the cycle as an error.
+pub(crate) fn topo_order(graph: &Graph) -> Result<Vec<NodeIndex>, FusionError> {
+    match graph.topo_order() {
+        Some(order) => Ok(order),
+        None => Err(FusionError::Cycle {
+            kernel: graph.kernel.clone(),
+            span: error::kernel_span(graph)?,
+        }),
+    }
 }
 
 fn indices_of(graph: &Graph, n: NodeIndex) -> Option<IndexSet> {
@@ -189,8 +202,8 @@ impl Classify for SweepClassify<'_> {
     }
 }
 
-fn parallel(graph: &Graph) -> Result<ParallelKernel, String> {
-    let order = graph.topo_order().ok_or("the graph has a cycle")?;
+fn parallel(graph: &Graph) -> Result<ParallelKernel, FusionError> {
+    let order = topo_order(graph)?;
     let stats = reductions_read(graph, &order);
     let reads_stats = |v: ValueRef| stats.get(&v.node).is_some_and(|s| !s.is_empty());
     let pair_level =

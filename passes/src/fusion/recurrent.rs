@@ -8,6 +8,7 @@
 //! with its normaliser have it; the delta rule, or any other recurrence, runs as a scan, and
 //! `chunked` says why.
 
+use super::FusionError;
 use super::chunked::{ChunkedForm, DeltaTerm, Term, state_free};
 use attnc_ir::expr::{Builtin, ExprArena, ExprId, ExprNode, StateTime};
 use attnc_ir::graph::{Graph, Op};
@@ -50,20 +51,30 @@ pub enum Decay {
     Other,
 }
 
-pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, String> {
-    let order = graph.topo_order().ok_or("the graph has a cycle")?;
-    let recurrence = order
-        .iter()
-        .copied()
-        .find(|n| matches!(graph.node(*n).op, Op::Recurrence { .. }))
-        .ok_or("a kernel over t without a recurrence")?;
-    let Op::Recurrence {
-        arena,
-        states,
-        emits,
-    } = &graph.node(recurrence).op
-    else {
-        return Err("not a recurrence".to_string());
+pub fn analyse(graph: &Graph) -> Result<RecurrentKernel, FusionError> {
+    let order = super::topo_order(graph)?;
+    let found = order.iter().find_map(|&n| match &graph.node(n).op {
+        Op::Recurrence {
+            arena,
+            states,
+            emits,
+        } => Some((n, arena, states, emits)),
+        _ => None,
+    });
+    let Some((recurrence, arena, states, emits)) = found else {
+        // Point at the first value that varies with t: the one that needed a recurrence.
+        let over_t = order.iter().find(|&&n| {
+            matches!(graph.node(n).results.first(),
+                Some(attnc_ir::graph::PortType::Value(t)) if t.indices.contains(FrameIndex::T))
+        });
+        let span = match over_t {
+            Some(&n) => graph.node(n).span,
+            None => super::error::kernel_span(graph)?,
+        };
+        return Err(FusionError::NoRecurrence {
+            kernel: graph.kernel.clone(),
+            span,
+        });
     };
     let mut plans = Vec::new();
     let mut chunked_states = Vec::new();

@@ -3,6 +3,7 @@
 
 pub mod cost_model;
 pub mod dump;
+pub mod error;
 pub mod gpu_cost_model;
 pub mod target;
 
@@ -13,7 +14,9 @@ use attnc_ir::bind::Bindings;
 use attnc_ir::graph::{Graph, Op, PortType};
 use attnc_ir::types::{Feature, FrameIndex};
 use attnc_kernel_abi::ElementType;
+use attnc_source::Span;
 use cost_model::{Problem, RegisterBlock};
+pub use error::TilingError;
 use std::collections::BTreeMap;
 use target::{CpuTarget, GpuTarget, MatrixShape, Target};
 
@@ -182,7 +185,7 @@ pub fn tile(
     fused: &FusedProgram,
     target: &Target,
     given: Option<&Bindings>,
-) -> Result<TiledProgram, String> {
+) -> Result<TiledProgram, TilingError> {
     let (dims, nominal) = tiling_dims(graph, given);
     let bindings = Bindings { dims: dims.clone() };
     let kernels = fused
@@ -198,7 +201,7 @@ pub fn tile(
                 body,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, TilingError>>()?;
     Ok(TiledProgram {
         target: target.clone(),
         dims,
@@ -347,8 +350,12 @@ fn parallel(
     p: &ParallelKernel,
     target: &Target,
     b: &Bindings,
-) -> Result<TiledBody, String> {
+) -> Result<TiledBody, TilingError> {
     let shape = shape_of(graph, p, b);
+    let at = Refusal {
+        kernel: &graph.kernel,
+        span: contraction_span(graph, p)?,
+    };
     // The tile rule's coverage depends on the tile sizes: measure it for each candidate.
     let coverage = |bq: usize, bk: usize| {
         let t = count_tiles(graph, p, b, bq, bk);
@@ -359,21 +366,56 @@ fn parallel(
         )
     };
     let mut tiling = match target {
-        Target::Cpu(cpu) => cpu_tiling(cpu, &shape, &coverage)?,
-        Target::Gpu(gpu) => gpu_tiling(gpu, &shape, &coverage)?,
+        Target::Cpu(cpu) => cpu_tiling(cpu, &shape, &coverage, &at)?,
+        Target::Gpu(gpu) => gpu_tiling(gpu, &shape, &coverage, &at)?,
     };
     tiling.tiles = count_tiles(graph, p, b, tiling.query_tile, tiling.key_tile);
     Ok(TiledBody::Parallel(tiling))
+}
+
+/// Where a refusal points: the kernel and the contraction whose rows decide the tile sizes.
+struct Refusal<'a> {
+    kernel: &'a str,
+    span: Span,
+}
+
+/// The span of the contraction whose rows a tile holds: the first score, else the first
+/// aggregation, else the kernel's output.
+fn contraction_span(graph: &Graph, p: &ParallelKernel) -> Result<Span, TilingError> {
+    let score = p
+        .pair
+        .iter()
+        .find(|n| matches!(graph.node(**n).op, Op::Score));
+    let aggregate = p
+        .sweeps
+        .iter()
+        .flat_map(|s| &s.reductions)
+        .find(|r| matches!(graph.node(r.node).op, Op::Aggregate))
+        .map(|r| &r.node);
+    match score.or(aggregate) {
+        Some(&n) => Ok(graph.node(n).span),
+        None => crate::fusion::error::kernel_span(graph).map_err(|_| TilingError::Empty {
+            kernel: graph.kernel.clone(),
+        }),
+    }
 }
 
 fn cpu_tiling(
     cpu: &CpuTarget,
     shape: &Shape,
     coverage: &dyn Fn(usize, usize) -> (f64, f64),
-) -> Result<ParallelTiling, String> {
+    at: &Refusal,
+) -> Result<ParallelTiling, TilingError> {
     let problem = shape.problem;
-    let choice = cost_model::choose_with(cpu, &problem, coverage)
-        .ok_or("no tile size fits the target's caches")?;
+    let choice =
+        cost_model::choose_with(cpu, &problem, coverage).ok_or_else(|| TilingError::CpuCaches {
+            kernel: at.kernel.to_string(),
+            target: cpu.name.clone(),
+            d_qk: problem.d_qk,
+            d_v: problem.d_v,
+            l2_kib: cpu.l2_bytes >> 10,
+            span: at.span,
+        })?;
     let (density, partial) = coverage(choice.query_tile, choice.key_tile);
     let problem = Problem {
         density,
@@ -471,7 +513,8 @@ fn gpu_tiling(
     gpu: &GpuTarget,
     shape: &Shape,
     coverage: &dyn Fn(usize, usize) -> (f64, f64),
-) -> Result<ParallelTiling, String> {
+    at: &Refusal,
+) -> Result<ParallelTiling, TilingError> {
     // The matrix unit takes 16-bit operands as they are stored and f32 ones as tf32; inputs
     // of mixed types are computed in f32 (tf32 on the matrix unit).
     let operand = |t: Option<ElementType>| match t {
@@ -489,8 +532,17 @@ fn gpu_tiling(
         extra_key_bytes: shape.extra_key_bytes,
         pair_loads: shape.pair_loads,
     };
-    let choice = gpu_cost_model::choose(gpu, &request, coverage)
-        .ok_or("no tile size fits the target's shared memory and registers")?;
+    let choice = gpu_cost_model::choose(gpu, &request, coverage).ok_or_else(|| {
+        TilingError::GpuResources {
+            kernel: at.kernel.to_string(),
+            target: gpu.name.clone(),
+            d_qk: shape.problem.d_qk,
+            d_v: shape.problem.d_v,
+            shared_kib: gpu.shared_bytes_per_block >> 10,
+            registers: gpu.max_registers_per_thread,
+            span: at.span,
+        }
+    })?;
     let (bq, bk) = (choice.query_tile, choice.key_tile);
     let (density, partial) = coverage(bq, bk);
     let problem = Problem {

@@ -26,6 +26,18 @@ pub struct CpuTarget {
     pub dram_bytes_per_s: f64,
     /// L2 read bandwidth of one core, bytes per second.
     pub l2_bytes_per_s: f64,
+    /// The CPU LLVM generates code for, where it is not the machine the JIT runs on (a preset
+    /// for another ISA); `None` compiles for the host as LLVM detects it.
+    pub llvm_cpu: Option<LlvmCpu>,
+}
+
+/// A CPU model for LLVM's code generator: its name and exactly the features it may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlvmCpu {
+    /// LLVM's CPU name, e.g. `haswell`.
+    pub name: String,
+    /// Comma-separated features, e.g. `+avx2,+fma`; they replace the host's.
+    pub features: String,
 }
 
 impl CpuTarget {
@@ -43,11 +55,13 @@ impl CpuTarget {
             dram_bytes_per_s: 20e9,
             // 64 bytes per cycle at 3.0 GHz, halved for a realistic sustained rate.
             l2_bytes_per_s: 96e9,
+            llvm_cpu: None,
         }
     }
 
     /// An AVX2 machine with `cores` cores (8 f32 lanes, 16 vector registers): what an AVX-512
-    /// machine builds to time AVX2 code, and what AVX2-only hosts detect.
+    /// machine builds to time AVX2 code (LLVM generates Haswell code for it: AVX2 and FMA,
+    /// no AVX-512, whatever the host has), and what AVX2-only hosts detect.
     pub fn x86_avx2(cores: usize) -> Self {
         let base = Self::xeon_avx512_2core();
         CpuTarget {
@@ -58,6 +72,10 @@ impl CpuTarget {
             core_flops: 8.0 * 2.0 * 2.0 * 3.0e9,
             l1_bytes: 32 << 10,
             l2_bytes: 1 << 20,
+            llvm_cpu: Some(LlvmCpu {
+                name: "haswell".to_string(),
+                features: "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt,+sse4.2".to_string(),
+            }),
             ..base
         }
     }
@@ -99,6 +117,7 @@ impl CpuTarget {
             l2_bytes: cache(2).unwrap_or(preset.l2_bytes),
             dram_bytes_per_s: preset.dram_bytes_per_s,
             l2_bytes_per_s: preset.l2_bytes_per_s,
+            llvm_cpu: None,
         }
     }
 }

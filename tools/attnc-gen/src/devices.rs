@@ -2,6 +2,7 @@
 //! and runs a verified graph on the reference's inputs. A GPU backend joins by implementing the
 //! trait and being added to `available()`; the harness needs nothing else.
 
+use attnc_driver::Quiet;
 use attnc_ir::{Bindings, Graph};
 use attnc_reference::Tensor;
 use std::collections::BTreeMap;
@@ -51,12 +52,12 @@ impl Device for Cpu {
         bindings: &Bindings,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, DeviceError> {
-        let kernel = attnc_cpu::compile_for_host(graph, bindings).map_err(|e| {
-            if e.is_unsupported() {
+        let backend = attnc_driver::Cpu::host();
+        let kernel = attnc_driver::build(&backend, graph, Some(bindings)).map_err(|e| match e {
+            attnc_driver::DriverError::Generate(e) if e.is_unsupported() => {
                 DeviceError::Rejected(e.to_string())
-            } else {
-                DeviceError::Internal(e.to_string())
             }
+            e => DeviceError::Internal(e.to_string()),
         })?;
         let arrays = inputs
             .iter()
@@ -101,20 +102,27 @@ impl Device for Vulkan {
     ) -> Result<BTreeMap<String, Tensor>, DeviceError> {
         use attnc_device::Device as _;
         let internal = |what: &str, e: String| DeviceError::Internal(format!("{what}: {e}"));
-        let mut graph = graph.clone();
-        attnc_passes::pass_manager::PassManager::standard()
-            .run(&mut graph, &mut |_, _, _| {})
-            .map_err(|e| internal("the passes", e.to_string()))?;
-        let fused =
-            attnc_passes::fusion::fuse(&graph).map_err(|e| internal("fusion", e.to_string()))?;
         let target = attnc_passes::tiling::target::Target::preset("vulkan")
             .ok_or_else(|| internal("the target", "no vulkan preset".into()))?;
-        let spirv = |e: attnc_spirv::SpirvError| match e {
-            attnc_spirv::SpirvError::Unsupported { .. } => DeviceError::Rejected(e.to_string()),
-            e => DeviceError::Internal(e.to_string()),
+        let backend = attnc_driver::Vulkan::new(target, attnc_spirv::Options::default());
+        let until = attnc_driver::Until::Code;
+        let compiled = attnc_driver::compile(&backend, graph, Some(bindings), until, &mut Quiet)
+            .map_err(|e| match e {
+                // A construct it does not compile yet, or head dims no tiling fits: a limit.
+                attnc_driver::DriverError::Tiling(e) | attnc_driver::DriverError::Generate(e)
+                    if matches!(
+                        e,
+                        attnc_spirv::SpirvError::Unsupported { .. }
+                            | attnc_spirv::SpirvError::Tiling(_)
+                    ) =>
+                {
+                    DeviceError::Rejected(e.to_string())
+                }
+                e => DeviceError::Internal(e.to_string()),
+            })?;
+        let (graph, Some(build)) = (compiled.graph, compiled.build) else {
+            return Err(internal("the driver", "no build".into()));
         };
-        let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings)).map_err(spirv)?;
-        let build = attnc_spirv::compile(&graph, &fused, &tiled).map_err(spirv)?;
         let manifest = attnc_spirv::manifest(&build, &graph, "generated.attn", &|s| {
             format!("generated.attn:{}", s.start)
         });

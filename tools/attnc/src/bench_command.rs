@@ -10,6 +10,7 @@ use crate::progress::Progress;
 use crate::shape_arg::parse_shape;
 use crate::stdout::outln;
 use attnc_ir::Graph;
+use attnc_passes::tiling::target::{CpuTarget, Target};
 use attnc_reference::{Tensor, interpret, random_inputs, to_f64_tensors};
 use clap::{Args, ValueEnum};
 use rayon::prelude::*;
@@ -24,6 +25,16 @@ pub enum Unfused {
     Full,
     /// Keys j <= i.
     Causal,
+}
+
+/// Parses `bench --target`: a CPU preset of [`Target::PRESETS`] (the kernel runs here).
+fn parse_cpu_target(name: &str) -> Result<CpuTarget, String> {
+    match crate::build_command::parse_target(name)? {
+        Target::Cpu(cpu) => Ok(cpu),
+        Target::Gpu(_) => Err(format!(
+            "`{name}` is a GPU target; `attnc bench` times CPU kernels (attnc-run --time times GPU bundles)"
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -52,6 +63,11 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The CPU to compile for: host (this machine, as LLVM detects it), x86-avx2 (AVX2 and FMA
+    /// code, 8-lane tiles and register blocks, run here: how an AVX-512 machine times what an
+    /// AVX2-only one would run) or x86-avx512.
+    #[arg(long, default_value = "host", value_parser = parse_cpu_target)]
+    pub target: CpuTarget,
     /// Run a recurrence as the sequential scan even where its chunked form applies (to time
     /// one against the other).
     #[arg(long)]
@@ -108,7 +124,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let inputs = to_f64_tensors(&host);
     let progress = Progress::spinner("compiling the CPU kernel");
     let start = Instant::now();
-    let kernel = crate::cpu_device::compile_as(&graph, &bindings, &sources, args.scan)?;
+    let target = args.target.clone();
+    let kernel = crate::cpu_device::compile_as(&graph, &bindings, &sources, target, args.scan)?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     drop(progress);
     let useful = match kernel.chunked_flops(&bindings) {
@@ -117,12 +134,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         None => useful_flops(&graph, &bindings, &inputs)?,
     };
-    let mut outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
+    // The kernel's inputs are made once: each timed call converts them to f32 and its outputs
+    // back, as `attnc run` does, but copies nothing the kernel does not take.
+    let arrays = crate::cpu_device::arrays(&inputs);
+    let mut outputs = crate::cpu_device::run_arrays(&kernel, &bindings, &arrays)?;
     let mut times = Vec::new();
     let progress = Progress::bar("timing the kernel", args.repeat.max(1) as u64);
     for _ in 0..args.repeat.max(1) {
         let start = Instant::now();
-        outputs = crate::cpu_device::run(&kernel, &bindings, &inputs)?;
+        outputs = crate::cpu_device::run_arrays(&kernel, &bindings, &arrays)?;
         times.push(start.elapsed().as_secs_f64());
         progress.inc();
     }
@@ -180,6 +200,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "kernel": graph.kernel,
             "device": "cpu",
+            "target": args.target.name,
             "dims": dims_json(&bindings),
             "threads": threads,
             "repeat": args.repeat.max(1),
@@ -192,8 +213,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         outln!("{doc}");
     } else {
         outln!(
-            "kernel {} with {bindings}, {threads} threads, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",
-            graph.kernel
+            "kernel {} with {bindings}, {threads} threads, target {}, compile {compile_ms:.1} ms, peak RSS {peak_rss_mb:.1} MB",
+            graph.kernel,
+            args.target.name
         );
         for (name, s) in &rows {
             outln!(

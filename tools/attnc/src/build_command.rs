@@ -5,9 +5,10 @@
 use crate::output_format::OutputFormat;
 use crate::shape_arg::parse_shape;
 use crate::stdout::{out, outln};
+use attnc_driver::Until;
 use attnc_frontend::{Sources, print_ast};
-use attnc_passes::pass_manager::{PassManager, Timing};
-use attnc_passes::tiling::target::Target;
+use attnc_passes::pass_manager::Timing;
+use attnc_passes::tiling::target::{GpuApi, Target};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -152,175 +153,105 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         )?;
     }
     if last >= Stage::Graph {
-        let mut graph = compile_graph(&unit, &sources)?;
-        let graph_before_passes = graph.clone();
+        if last >= Stage::Mlir {
+            check_code_stages(args, &stages, bundle_path.is_some())?;
+        }
+        let graph = compile_graph(&unit, &sources)?;
         laps.lap("build graph");
         if args.print_after_all {
             outln!("// after build\n{}", attnc_ir::dump::dump_graph(&graph));
         }
-        let pass_timings = PassManager::standard()
-            .run(&mut graph, &mut |name, changed, g| {
-                if args.print_after_all {
-                    let note = if changed { "" } else { " (no change)" };
-                    outln!("// after {name}{note}\n{}", attnc_ir::dump::dump_graph(g));
-                }
-            })
-            .map_err(|e| crate::ice::pass_failed(e, &graph_before_passes, &sources))?;
-        laps.extend(pass_timings);
-        if stages.contains(&Stage::Graph) {
-            emit.stage(Stage::Graph, &attnc_ir::dump::dump_graph(&graph))?;
+        let given = given_dims(&graph, &fixed, &sources)?;
+        // A GPU kernel's tiles may be pinned; the CPU's are always the cost model's.
+        let mut target = args.target.clone();
+        if let (Some(tiles), Target::Gpu(g)) = (args.tile, &mut target) {
+            g.pinned_tiles = Some(tiles);
         }
-        if last >= Stage::Fused {
-            let fused = attnc_passes::fusion::fuse(&graph)
-                .map_err(|e| crate::ice::internal_at("fusion", e, &graph, &sources))?;
-            laps.lap("fusion");
-            if stages.contains(&Stage::Fused) {
-                emit.stage(
-                    Stage::Fused,
-                    &attnc_passes::fusion::dump::dump_fused(&graph, &fused),
-                )?;
+        let until = match last {
+            Stage::Ast | Stage::Graph => Until::Graph,
+            Stage::Fused => Until::Fused,
+            Stage::Tiled => Until::Tiled,
+            _ => Until::Code,
+        };
+        let mut watch = Watch {
+            print_after_all: args.print_after_all,
+            wanted: stages.clone(),
+            texts: Vec::new(),
+            laps,
+            vulkan: matches!(&target, Target::Gpu(g) if g.api == GpuApi::Vulkan),
+            emit: &mut emit,
+            graph: &graph,
+            given: given.as_ref(),
+            until,
+            sources: &sources,
+        };
+        let code = match &target {
+            Target::Cpu(cpu) => {
+                let backend = attnc_driver::Cpu::new(cpu.clone());
+                let failed = crate::cpu_device::cpu_failed;
+                let compiled = watch.run(&backend, failed)?;
+                compiled.build.map(|kernel| {
+                    let mut texts = vec![(Stage::Mlir, kernel.mlir().to_string())];
+                    texts.push((Stage::Llvm, kernel.llvm_ir().to_string()));
+                    ("cpu code", texts, None, Vec::new())
+                })
             }
-            if last >= Stage::Tiled {
-                let complete = graph
-                    .dims
-                    .iter()
-                    .all(|d| fixed.contains_key(&d.name) || d.default.is_some());
-                let given = if fixed.is_empty() {
-                    None
-                } else if complete {
-                    Some(
-                        attnc_ir::bind_dims(&graph, &fixed, &BTreeMap::new())
-                            .map_err(|d| report(&d, &sources))?,
+            Target::Gpu(g) if g.api == GpuApi::Vulkan => {
+                let backend =
+                    attnc_driver::Vulkan::new(target.clone(), attnc_spirv::Options::default());
+                let failed = crate::gpu_device::spirv_failed;
+                let compiled = watch.run(&backend, failed)?;
+                let after = compiled.graph;
+                compiled.build.map(|build| {
+                    let bundle =
+                        crate::gpu_device::vulkan_bundle(&build, &after, &sources, &args.file);
+                    (
+                        "spir-v",
+                        vec![(Stage::Spirv, build.disassembly)],
+                        Some(bundle),
+                        Vec::new(),
                     )
-                } else {
-                    // Some dims given (a GPU kernel's head dims, say): the others take nominal
-                    // values for the tile choice, and stay free in the compiled code.
-                    let (mut dims, _) = attnc_passes::tiling::tiling_dims(&graph, None);
-                    dims.extend(fixed.iter().map(|(k, v)| (k.clone(), *v)));
-                    Some(attnc_ir::Bindings { dims })
-                };
-                // A CUDA kernel is tiled so that what the back end writes fits the target.
-                let mut target = args.target.clone();
-                if let Some(tiles) = args.tile {
-                    match &mut target {
-                        Target::Gpu(g) => g.pinned_tiles = Some(tiles),
-                        Target::Cpu(_) => {
-                            return Err(crate::internal(anyhow::anyhow!(
-                                "--tile reached the CPU tiler past the check of the flags"
-                            )));
-                        }
-                    }
+                })
+            }
+            Target::Gpu(_) => {
+                let backend = attnc_driver::Cuda::new(target.clone());
+                let failed = crate::gpu_device::nvptx_failed;
+                let compiled = watch.run(&backend, failed)?;
+                let after = compiled.graph;
+                compiled.build.map(|build| {
+                    let bundle = crate::gpu_device::bundle(&build, &after, &sources, &args.file);
+                    let texts = vec![
+                        (Stage::Mlir, build.mlir),
+                        (Stage::Llvm, build.llvm_ir),
+                        (Stage::Ptx, build.ptx),
+                    ];
+                    // The code generation's own steps, for --time-passes.
+                    let steps = build
+                        .timings
+                        .iter()
+                        .map(|(name, duration)| Timing {
+                            name: name.to_string(),
+                            duration: *duration,
+                        })
+                        .collect();
+                    ("gpu code", texts, Some(bundle), steps)
+                })
+            }
+        };
+        laps = watch.laps;
+        if let Some((lap, texts, bundle, steps)) = code {
+            if steps.is_empty() {
+                laps.lap(lap);
+            } else {
+                laps.extend(steps);
+            }
+            for (stage, text) in texts {
+                if stages.contains(&stage) {
+                    emit.stage(stage, &text)?;
                 }
-                let tiled = match &target {
-                    Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Cuda => {
-                        attnc_nvptx::fit(&graph, &fused, &target, given.as_ref())
-                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
-                    }
-                    // The SPIR-V shader sizes its own workgroup memory: its tiles are chosen
-                    // without the matrix layout's shared-memory limits.
-                    Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
-                        attnc_spirv::tile(&graph, &fused, &target, given.as_ref())
-                            .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?
-                    }
-                    _ => attnc_passes::tiling::tile(&graph, &fused, &target, given.as_ref())
-                        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?,
-                };
-                laps.lap("tiling");
-                if stages.contains(&Stage::Tiled) {
-                    let mut text = attnc_passes::tiling::dump::dump_tiled(&tiled);
-                    if matches!(&target, Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan)
-                    {
-                        // The plan describes the matrix-fragment layout; the shader differs.
-                        text.push_str(attnc_spirv::PLAN_NOTE);
-                    }
-                    emit.stage(Stage::Tiled, &text)?;
-                }
-                if last >= Stage::Mlir {
-                    match &args.target {
-                        Target::Cpu(_) => {
-                            if bundle_path.is_some()
-                                || stages.contains(&Stage::Ptx)
-                                || stages.contains(&Stage::Spirv)
-                            {
-                                return Err(crate::usage(anyhow::anyhow!(
-                                    "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
-                                    args.target
-                                )));
-                            }
-                            let (mlir, _, _) = attnc_cpu::generate_mlir(&graph, &fused, &tiled)?;
-                            laps.lap("write mlir");
-                            if stages.contains(&Stage::Mlir) {
-                                emit.stage(Stage::Mlir, &mlir)?;
-                            }
-                            if last >= Stage::Llvm {
-                                let llvm = attnc_cpu::lower_to_llvm(&mlir)?;
-                                laps.lap("mlir to llvm");
-                                emit.stage(Stage::Llvm, &llvm)?;
-                            }
-                        }
-                        Target::Gpu(g) if g.api == attnc_passes::tiling::target::GpuApi::Vulkan => {
-                            if stages
-                                .iter()
-                                .any(|s| matches!(s, Stage::Mlir | Stage::Llvm | Stage::Ptx))
-                            {
-                                return Err(crate::usage(anyhow::anyhow!(
-                                    "--target {} writes SPIR-V directly (rspirv): it has no MLIR, LLVM IR or PTX stage; use --emit spirv",
-                                    g.id
-                                )));
-                            }
-                            let build = crate::gpu_device::compile_vulkan(
-                                &graph,
-                                &fused,
-                                &tiled,
-                                &sources,
-                                attnc_spirv::Options::default(),
-                            )?;
-                            laps.lap("spir-v");
-                            if stages.contains(&Stage::Spirv) {
-                                emit.stage(Stage::Spirv, &build.disassembly)?;
-                            }
-                            if let Some(path) = bundle_path {
-                                let bundle = crate::gpu_device::vulkan_bundle(
-                                    &build, &graph, &sources, &args.file,
-                                );
-                                write_bundle(&bundle, path)?;
-                            }
-                        }
-                        Target::Gpu(_) => {
-                            if stages.contains(&Stage::Spirv) {
-                                return Err(crate::usage(anyhow::anyhow!(
-                                    "--emit spirv is for Vulkan targets (--target vulkan); CUDA targets emit mlir, llvm and ptx"
-                                )));
-                            }
-                            let build =
-                                crate::gpu_device::compile_gpu(&graph, &fused, &tiled, &sources)?;
-                            laps.extend(
-                                build
-                                    .timings
-                                    .iter()
-                                    .map(|(name, duration)| Timing {
-                                        name: name.to_string(),
-                                        duration: *duration,
-                                    })
-                                    .collect(),
-                            );
-                            if stages.contains(&Stage::Mlir) {
-                                emit.stage(Stage::Mlir, &build.mlir)?;
-                            }
-                            if stages.contains(&Stage::Llvm) {
-                                emit.stage(Stage::Llvm, &build.llvm_ir)?;
-                            }
-                            if stages.contains(&Stage::Ptx) {
-                                emit.stage(Stage::Ptx, &build.ptx)?;
-                            }
-                            if let Some(path) = bundle_path {
-                                let bundle =
-                                    crate::gpu_device::bundle(&build, &graph, &sources, &args.file);
-                                write_bundle(&bundle, path)?;
-                            }
-                        }
-                    }
-                }
+            }
+            if let (Some(path), Some(bundle)) = (bundle_path, bundle) {
+                write_bundle(&bundle, path)?;
             }
         }
     }
@@ -354,6 +285,129 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         eprintln!("time {:<14} {:>9.3} ms", "total", total * 1e3);
     }
     Ok(())
+}
+
+/// The code stages that `--target` cannot write, refused before any stage runs (exit 2).
+fn check_code_stages(args: &BuildArgs, stages: &[Stage], bundle: bool) -> anyhow::Result<()> {
+    let wants = |s: Stage| stages.contains(&s);
+    let refusal = match &args.target {
+        Target::Cpu(_) if bundle || wants(Stage::Ptx) || wants(Stage::Spirv) => format!(
+            "--target {} compiles for this process's JIT: bundles and PTX come from GPU targets (--target cuda:sm_90a)",
+            args.target
+        ),
+        Target::Gpu(g)
+            if g.api == GpuApi::Vulkan
+                && (wants(Stage::Mlir) || wants(Stage::Llvm) || wants(Stage::Ptx)) =>
+        {
+            format!(
+                "--target {} writes SPIR-V directly (rspirv): it has no MLIR, LLVM IR or PTX stage; use --emit spirv",
+                g.id
+            )
+        }
+        Target::Gpu(g) if g.api == GpuApi::Cuda && wants(Stage::Spirv) => {
+            "--emit spirv is for Vulkan targets (--target vulkan); CUDA targets emit mlir, llvm and ptx".to_string()
+        }
+        _ => return Ok(()),
+    };
+    Err(crate::usage(anyhow::anyhow!(refusal)))
+}
+
+/// The dims the tiles are chosen for: none given, all (bound and checked), or some (a GPU
+/// kernel's head dims, say), the others then nominal for the tile choice and free in the code.
+fn given_dims(
+    graph: &attnc_ir::Graph,
+    fixed: &BTreeMap<String, i64>,
+    sources: &Sources,
+) -> anyhow::Result<Option<attnc_ir::Bindings>> {
+    let complete = graph
+        .dims
+        .iter()
+        .all(|d| fixed.contains_key(&d.name) || d.default.is_some());
+    if fixed.is_empty() {
+        Ok(None)
+    } else if complete {
+        let bound =
+            attnc_ir::bind_dims(graph, fixed, &BTreeMap::new()).map_err(|d| report(&d, sources))?;
+        Ok(Some(bound))
+    } else {
+        let (mut dims, _) = attnc_passes::tiling::tiling_dims(graph, None);
+        dims.extend(fixed.iter().map(|(k, v)| (k.clone(), *v)));
+        Ok(Some(attnc_ir::Bindings { dims }))
+    }
+}
+
+/// Watches the driver for `attnc build`: prints the graph after each pass with
+/// `--print-after-all`, keeps the text of each stage `--emit` asks for, times each stage.
+struct Watch<'a> {
+    print_after_all: bool,
+    wanted: Vec<Stage>,
+    texts: Vec<(Stage, String)>,
+    laps: Laps,
+    /// The tiled plan of a Vulkan target gets the SPIR-V back end's note.
+    vulkan: bool,
+    emit: &'a mut Emitter,
+    /// The graph before the passes, as built, and the driver's arguments.
+    graph: &'a attnc_ir::Graph,
+    given: Option<&'a attnc_ir::Bindings>,
+    until: Until,
+    sources: &'a Sources,
+}
+
+impl attnc_driver::Observer for Watch<'_> {
+    fn after_pass(&mut self, pass: &str, changed: bool, graph: &attnc_ir::Graph) {
+        if self.print_after_all {
+            let note = if changed { "" } else { " (no change)" };
+            outln!(
+                "// after {pass}{note}\n{}",
+                attnc_ir::dump::dump_graph(graph)
+            );
+        }
+    }
+
+    fn passes_done(&mut self, graph: &attnc_ir::Graph, timings: Vec<Timing>) {
+        self.laps.extend(timings);
+        if self.wanted.contains(&Stage::Graph) {
+            self.texts
+                .push((Stage::Graph, attnc_ir::dump::dump_graph(graph)));
+        }
+    }
+
+    fn fused(&mut self, graph: &attnc_ir::Graph, fused: &attnc_passes::fusion::FusedProgram) {
+        self.laps.lap("fusion");
+        if self.wanted.contains(&Stage::Fused) {
+            let text = attnc_passes::fusion::dump::dump_fused(graph, fused);
+            self.texts.push((Stage::Fused, text));
+        }
+    }
+
+    fn tiled(&mut self, tiled: &attnc_passes::tiling::TiledProgram) {
+        self.laps.lap("tiling");
+        if self.wanted.contains(&Stage::Tiled) {
+            let mut text = attnc_passes::tiling::dump::dump_tiled(tiled);
+            if self.vulkan {
+                // The plan describes the matrix-fragment layout; the shader differs.
+                text.push_str(attnc_spirv::PLAN_NOTE);
+            }
+            self.texts.push((Stage::Tiled, text));
+        }
+    }
+}
+
+impl Watch<'_> {
+    /// Runs the driver for `backend` up to `until`, writes the stages made (also those before
+    /// a stage that failed), then hands back the driver's result with its error located.
+    fn run<B: attnc_driver::Backend>(
+        &mut self,
+        backend: &B,
+        failed: fn(Until, B::Error, &attnc_ir::Graph, &Sources) -> anyhow::Error,
+    ) -> anyhow::Result<attnc_driver::Compiled<B::Build>> {
+        let (graph, given, until) = (self.graph, self.given, self.until);
+        let compiled = attnc_driver::compile(backend, graph, given, until, self);
+        for (stage, text) in self.texts.drain(..) {
+            self.emit.stage(stage, &text)?;
+        }
+        compiled.map_err(|e| crate::ice::driver_failed(e, graph, self.sources, failed))
+    }
 }
 
 /// Where the printed stages go: stdout (with a header line between stages when several are

@@ -1,40 +1,51 @@
 //! `attnc run --device cpu`: the graph through the passes, fusion and tiling for this machine,
 //! compiled by the CPU backend, and run on the same inputs the reference would see.
 
-use attnc_cpu::{CodegenError, CompileError, CpuKernel};
+use attnc_cpu::{CodegenError, CpuKernel};
+use attnc_driver::{CpuError, Until};
 use attnc_frontend::Sources;
 use attnc_ir::{Bindings, Graph};
+use attnc_passes::tiling::target::CpuTarget;
 use attnc_reference::Tensor;
 use std::collections::BTreeMap;
 
-/// Compiles `graph` for this machine, with tiles chosen for the bound dims.
-/// The path is `attnc_cpu::compile_for_host` (the generator's harness compiles the same way);
-/// here its errors become located diagnostics.
+/// Compiles `graph` for this machine, with tiles chosen for the bound dims, through the
+/// driver (the generator's harness compiles the same way); its errors become located
+/// diagnostics.
 pub fn compile(graph: &Graph, bindings: &Bindings, sources: &Sources) -> anyhow::Result<CpuKernel> {
-    compile_as(graph, bindings, sources, false)
+    compile_as(graph, bindings, sources, CpuTarget::host(), false)
 }
 
-/// As [`compile`]; with `scan`, a recurrence runs as the scan even where it could run chunked.
+/// As [`compile`], for a CPU `target` (`attnc bench --target x86-avx2` times AVX2 code on an
+/// AVX-512 host); with `scan`, a recurrence runs as the scan even where it could run chunked.
 pub fn compile_as(
     graph: &Graph,
     bindings: &Bindings,
     sources: &Sources,
+    target: CpuTarget,
     scan: bool,
 ) -> anyhow::Result<CpuKernel> {
-    attnc_cpu::compile_for_host_as(graph, bindings, scan).map_err(|e| match e {
-        CompileError::Passes(e) => crate::ice::pass_failed(e, graph, sources),
-        CompileError::Fusion(message) => crate::ice::internal_at("fusion", message, graph, sources),
-        CompileError::Tiling(message) => anyhow::anyhow!("tiling failed: {message}"),
-        CompileError::Codegen(CodegenError::Internal(message)) => {
+    let mut backend = attnc_driver::Cpu::new(target);
+    backend.scan = scan;
+    attnc_driver::build(&backend, graph, Some(bindings))
+        .map_err(|e| crate::ice::driver_failed(e, graph, sources, cpu_failed))
+}
+
+/// The CPU back end's own errors, located (the stage does not matter: each error says what it
+/// is).
+pub fn cpu_failed(_: Until, e: CpuError, graph: &Graph, sources: &Sources) -> anyhow::Error {
+    match e {
+        CpuError::Tiling(e) => crate::ice::tiling_failed(e, graph, sources),
+        CpuError::Codegen(CodegenError::Internal(message)) => {
             crate::ice::internal_at("the CPU backend", message, graph, sources)
         }
         // A limit of this backend, not a bug: the reference still runs the kernel.
-        CompileError::Codegen(CodegenError::Unsupported(message)) => anyhow::anyhow!(
+        CpuError::Codegen(CodegenError::Unsupported(message)) => anyhow::anyhow!(
             "{}: not supported by the CPU backend yet: {message} (`--device reference` runs it)",
             crate::ice::kernel_location(graph, sources)
         ),
-        CompileError::Codegen(other) => anyhow::Error::new(other),
-    })
+        CpuError::Codegen(other) => anyhow::Error::new(other),
+    }
 }
 
 /// Runs a compiled kernel on f64 inputs (as the reference takes them).
@@ -43,11 +54,25 @@ pub fn run(
     bindings: &Bindings,
     inputs: &BTreeMap<String, Tensor>,
 ) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    let arrays = inputs
+    run_arrays(kernel, bindings, &arrays(inputs))
+}
+
+/// The inputs as the kernel takes them: made once, so `attnc bench` times the kernel's call
+/// and not a copy of its inputs.
+pub fn arrays(inputs: &BTreeMap<String, Tensor>) -> BTreeMap<String, attnc_cpu::Array> {
+    inputs
         .iter()
         .map(|(name, t)| (name.clone(), (t.shape.clone(), t.data.clone())))
-        .collect();
-    let outputs = kernel.run(bindings, &arrays)?;
+        .collect()
+}
+
+/// As [`run`], on inputs already in the kernel's form.
+pub fn run_arrays(
+    kernel: &CpuKernel,
+    bindings: &Bindings,
+    arrays: &BTreeMap<String, attnc_cpu::Array>,
+) -> anyhow::Result<BTreeMap<String, Tensor>> {
+    let outputs = kernel.run(bindings, arrays)?;
     Ok(outputs
         .into_iter()
         .map(|(name, (shape, data))| (name, Tensor { shape, data }))

@@ -3,24 +3,59 @@
 //! `--device vulkan`).
 
 use attnc_bundle::Bundle;
+use attnc_driver::Until;
 use attnc_frontend::Sources;
 use attnc_ir::Graph;
-use attnc_passes::fusion::FusedProgram;
-use attnc_passes::tiling::TiledProgram;
 use std::path::Path;
 
-/// Compiles a kernel tiled for a GPU target; unsupported constructs name their place in the
-/// source.
-pub fn compile_gpu(
+/// The NVPTX back end's errors, located: the tiler's refusal as a diagnostic at the
+/// contraction, the back end's own tiling failure (a layout over the target's shared memory)
+/// at the kernel, and a code generation error at the op it names.
+pub fn nvptx_failed(
+    stage: Until,
+    e: attnc_nvptx::NvptxError,
     graph: &Graph,
-    fused: &FusedProgram,
-    tiled: &TiledProgram,
     sources: &Sources,
-) -> anyhow::Result<attnc_nvptx::GpuBuild> {
-    attnc_nvptx::compile(graph, fused, tiled).map_err(|e| match e.span() {
+) -> anyhow::Error {
+    match e {
+        attnc_nvptx::NvptxError::Tiling(e) => crate::ice::tiling_failed(e, graph, sources),
+        e if stage == Until::Tiled => tiling_failed_at_kernel(e, graph, sources),
+        e => located(e.span(), e, sources),
+    }
+}
+
+/// As [`nvptx_failed`], for the SPIR-V back end.
+pub fn spirv_failed(
+    stage: Until,
+    e: attnc_spirv::SpirvError,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    match e {
+        attnc_spirv::SpirvError::Tiling(e) => crate::ice::tiling_failed(e, graph, sources),
+        e if stage == Until::Tiled => tiling_failed_at_kernel(e, graph, sources),
+        e => located(e.span(), e, sources),
+    }
+}
+
+fn located(
+    span: Option<attnc_frontend::Span>,
+    e: impl std::fmt::Display,
+    sources: &Sources,
+) -> anyhow::Error {
+    match span {
         Some(span) => anyhow::anyhow!("{}: {e}", sources.location(span)),
         None => anyhow::anyhow!("{e}"),
-    })
+    }
+}
+
+fn tiling_failed_at_kernel(
+    e: impl std::fmt::Display,
+    graph: &Graph,
+    sources: &Sources,
+) -> anyhow::Error {
+    let at = crate::ice::kernel_location(graph, sources);
+    anyhow::anyhow!("{at}: tiling failed: {e}")
 }
 
 /// The bundle of a GPU build: its manifest (guards located in the source) and its PTX.
@@ -80,13 +115,8 @@ pub fn run_cuda(
     let preset = preset_for(device.capability())?;
     let target = attnc_passes::tiling::target::Target::preset(preset)
         .ok_or_else(|| anyhow::anyhow!("internal error: no target preset {preset}"))?;
-    let mut graph = graph.clone();
-    attnc_passes::pass_manager::PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
-    let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
-    let tiled = attnc_nvptx::fit(&graph, &fused, &target, Some(bindings))
-        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
-    let build = compile_gpu(&graph, &fused, &tiled, sources)?;
+    let backend = attnc_driver::Cuda::new(target);
+    let (graph, build) = build_with(&backend, graph, bindings, sources, nvptx_failed)?;
     let bundle = bundle(&build, &graph, sources, file);
     load_and_run(
         device,
@@ -95,21 +125,6 @@ pub fn run_cuda(
         inputs,
         start.elapsed().as_secs_f64(),
     )
-}
-
-/// Compiles a kernel tiled for a Vulkan target to a SPIR-V compute shader; unsupported
-/// constructs name their place in the source.
-pub fn compile_vulkan(
-    graph: &Graph,
-    fused: &FusedProgram,
-    tiled: &TiledProgram,
-    sources: &Sources,
-    options: attnc_spirv::Options,
-) -> anyhow::Result<attnc_spirv::SpirvBuild> {
-    attnc_spirv::compile_with(graph, fused, tiled, options).map_err(|e| match e.span() {
-        Some(span) => anyhow::anyhow!("{}: {e}", sources.location(span)),
-        None => anyhow::anyhow!("{e}"),
-    })
 }
 
 /// The bundle of a SPIR-V build: its manifest (guards located in the source) and the module.
@@ -148,17 +163,12 @@ pub fn run_vulkan(
     let start = std::time::Instant::now();
     let target = attnc_passes::tiling::target::Target::preset("vulkan")
         .ok_or_else(|| anyhow::anyhow!("internal error: no target preset vulkan"))?;
-    let mut graph = graph.clone();
-    attnc_passes::pass_manager::PassManager::standard().run(&mut graph, &mut |_, _, _| {})?;
-    let fused = attnc_passes::fusion::fuse(&graph)
-        .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
-    let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings))
-        .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
     let options = attnc_spirv::Options {
         stage_key_tiles: device.info().kind != attnc_vulkan::DeviceKind::Cpu,
         max_shared_bytes: Some(device.capabilities().max_compute_shared_memory_bytes),
     };
-    let build = compile_vulkan(&graph, &fused, &tiled, sources, options)?;
+    let backend = attnc_driver::Vulkan::new(target, options);
+    let (graph, build) = build_with(&backend, graph, bindings, sources, spirv_failed)?;
     let bundle = vulkan_bundle(&build, &graph, sources, file);
     load_and_run(
         device,
@@ -167,6 +177,29 @@ pub fn run_vulkan(
         inputs,
         start.elapsed().as_secs_f64(),
     )
+}
+
+/// The driver's pipeline for `backend` at the bound dims: the graph after the passes (the
+/// bundle's manifest describes it) and the build; errors located, the back end's by `failed`.
+fn build_with<B: attnc_driver::Backend>(
+    backend: &B,
+    graph: &Graph,
+    bindings: &attnc_ir::Bindings,
+    sources: &Sources,
+    failed: fn(Until, B::Error, &Graph, &Sources) -> anyhow::Error,
+) -> anyhow::Result<(Graph, B::Build)> {
+    let mut quiet = attnc_driver::Quiet;
+    let compiled = attnc_driver::compile(backend, graph, Some(bindings), Until::Code, &mut quiet)
+        .map_err(|e| crate::ice::driver_failed(e, graph, sources, failed))?;
+    match compiled.build {
+        Some(build) => Ok((compiled.graph, build)),
+        None => Err(crate::ice::internal_at(
+            "the driver",
+            "no build came back",
+            graph,
+            sources,
+        )),
+    }
 }
 
 /// Loads a compiled bundle on `device` and runs it once on `inputs`, timed by the host around

@@ -154,9 +154,11 @@ pub fn run_vulkan(
         .map_err(|e| anyhow::anyhow!("internal compiler error in fusion: {e}"))?;
     let tiled = attnc_spirv::tile(&graph, &fused, &target, Some(bindings))
         .map_err(|e| anyhow::anyhow!("tiling failed: {e}"))?;
+    let gpu = device.info().kind != attnc_vulkan::DeviceKind::Cpu;
     let options = attnc_spirv::Options {
-        stage_key_tiles: device.info().kind != attnc_vulkan::DeviceKind::Cpu,
+        stage_key_tiles: gpu,
         max_shared_bytes: Some(device.capabilities().max_compute_shared_memory_bytes),
+        chunk_recurrences: gpu,
     };
     let build = compile_vulkan(&graph, &fused, &tiled, sources, options)?;
     let bundle = vulkan_bundle(&build, &graph, sources, file);

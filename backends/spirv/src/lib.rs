@@ -14,9 +14,15 @@
 //! no 16-bit device feature is needed. Kernels are specialised only for the head dims; batch,
 //! heads, sequence lengths and other dims are push constants, so one module serves every shape.
 //!
+//! A recurrence runs as a scan (`recurrent.rs`: a workgroup per (b, h, slice of state columns),
+//! an invocation per column of every matrix state) or, where the plan chunks it and its decays
+//! are scalars or diagonals, in the chunked form (`chunked.rs`: the chunk's pieces in workgroup
+//! memory, the state passed from chunk to chunk). The delta rule's chunked form (UT transform)
+//! is not written yet: such recurrences run as a scan, and the build's tiling says why.
+//!
 //! Not yet: subgroup operations, cooperative matrices, several query rows per invocation,
-//! recurrences, prefix scans over per-head vectors (`cumsum`), and vectors whose
-//! length is a run-time dim. Each is an [`SpirvError::Unsupported`], never wrong numbers.
+//! prefix scans over per-head vectors (`cumsum`), and vectors whose length is a run-time dim.
+//! Each is an [`SpirvError::Unsupported`], never wrong numbers.
 
 mod chunked;
 mod error;

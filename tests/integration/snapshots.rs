@@ -59,16 +59,8 @@ fn tiled_kernels_of_every_example() {
     });
 }
 
-/// The examples the SPIR-V back end refuses (recurrences; a vector over the sequence).
-const NOT_ON_SPIRV: &[&str] = &[
-    "deltanet",
-    "forgetting_attention",
-    "gated_deltanet",
-    "gated_linear_attention",
-    "linear_attention",
-    "mamba2",
-    "retention",
-];
+/// The examples the SPIR-V back end refuses (a vector over the sequence).
+const NOT_ON_SPIRV: &[&str] = &["forgetting_attention"];
 
 /// `attnc build FILE --target vulkan --emit spirv` (rspirv's disassembly of the shader, at the
 /// examples' default head dims) for every example the back end compiles; the others must be

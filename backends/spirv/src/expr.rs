@@ -246,24 +246,7 @@ impl<'a> Lower<'a> {
                 _ => Err(unreachable_op(op)),
             };
         }
-        let (x, y) = (s.float(x)?, s.float(y)?);
-        match op {
-            BinaryOp::Add => s.add(x, y),
-            BinaryOp::Sub => s.sub(x, y),
-            BinaryOp::Mul => s.mul(x, y),
-            BinaryOp::Div => s.fdiv(x, y),
-            BinaryOp::FloorDiv => {
-                let q = s.fdiv(x, y)?;
-                s.ext(Ty::F32, glsl::FLOOR, &[q])
-            }
-            BinaryOp::Rem => {
-                let q = s.fdiv(x, y)?;
-                let fq = s.ext(Ty::F32, glsl::FLOOR, &[q])?;
-                let m = s.mul(y, fq)?;
-                s.sub(x, m)
-            }
-            _ => Err(unreachable_op(op)),
-        }
+        float_arithmetic(s, op, x, y)
     }
 
     fn call(
@@ -395,6 +378,28 @@ impl<'a> Lower<'a> {
     }
 }
 
+/// `+ - * / // %` on floats (Python's floor division and modulo).
+pub(crate) fn float_arithmetic(s: &mut Shader, op: BinaryOp, x: Val, y: Val) -> Result<Val> {
+    let (x, y) = (s.float(x)?, s.float(y)?);
+    match op {
+        BinaryOp::Add => s.add(x, y),
+        BinaryOp::Sub => s.sub(x, y),
+        BinaryOp::Mul => s.mul(x, y),
+        BinaryOp::Div => s.fdiv(x, y),
+        BinaryOp::FloorDiv => {
+            let q = s.fdiv(x, y)?;
+            s.ext(Ty::F32, glsl::FLOOR, &[q])
+        }
+        BinaryOp::Rem => {
+            let q = s.fdiv(x, y)?;
+            let fq = s.ext(Ty::F32, glsl::FLOOR, &[q])?;
+            let m = s.mul(y, fq)?;
+            s.sub(x, m)
+        }
+        _ => Err(unreachable_op(op)),
+    }
+}
+
 fn unreachable_op(op: BinaryOp) -> SpirvError {
     SpirvError::internal(format!(
         "operator `{}` reached arithmetic lowering",
@@ -433,7 +438,7 @@ pub(crate) fn monotone(s: &mut Shader, f: Builtin, x: Val) -> Result<Val> {
 }
 
 /// A float built-in of evaluated f32 arguments.
-fn float_call(s: &mut Shader, f: Builtin, v: &[Val]) -> Result<Val> {
+pub(crate) fn float_call(s: &mut Shader, f: Builtin, v: &[Val]) -> Result<Val> {
     let x = v[0];
     let g = |s: &mut Shader, inst: u32| s.ext(Ty::F32, inst, &[x]);
     match f {

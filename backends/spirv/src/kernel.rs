@@ -18,12 +18,10 @@
 use crate::error::{Result, SpirvError};
 use crate::expr::{Lower, ty_of};
 use crate::shader::{Shader, Ty, Val};
-use crate::values::{Ctx, Home, Tensor, storage_ty};
-use attnc_ir::expr::Builtin;
-use attnc_ir::graph::{Graph, LoadIndex, Op, PortType, ValueRef};
+use crate::values::{Ctx, Tensor, storage_ty};
+use attnc_ir::graph::{Graph, Op, PortType, ValueRef};
 use attnc_ir::types::{Dim, FrameIndex};
 use attnc_passes::fusion::ParallelKernel;
-use attnc_passes::fusion::tree::Tree;
 use petgraph::stable_graph::NodeIndex;
 use rspirv::spirv::{BuiltIn, Word};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -195,7 +193,7 @@ fn staging(
 
 /// Declares the buffers and the push-constant block in signature order (inputs, outputs, the
 /// status words, then every dim); returns the block too (the dims are read in the prologue).
-fn bind<'g>(
+pub(crate) fn bind<'g>(
     s: &mut Shader,
     graph: &'g Graph,
     specialised: &BTreeMap<String, i64>,
@@ -244,28 +242,33 @@ fn bind<'g>(
 }
 
 /// Module-scope variables the entry function reads.
-struct Globals {
-    push_block: Option<Word>,
-    workgroup: Word,
-    local: Word,
+pub(crate) struct Globals {
+    pub push_block: Option<Word>,
+    pub workgroup: Word,
+    pub local: Word,
+}
+
+/// Every dim as i32: specialised ones as constants, the others from the push-constant block.
+pub(crate) fn read_dims(s: &mut Shader, ctx: &mut Ctx<'_>, block: Option<Word>) -> Result<()> {
+    for (k, d) in ctx.graph.dims.iter().enumerate() {
+        let v = match (ctx.specialised.get(&d.name), block) {
+            (Some(c), _) => s.i32(*c),
+            (None, Some(block)) => s.push_constant(block, k)?,
+            (None, None) => {
+                return Err(SpirvError::internal(
+                    "a run-time dim without push constants",
+                ));
+            }
+        };
+        ctx.dims.insert(d.name.clone(), v);
+    }
+    Ok(())
 }
 
 impl<'g> Gen<'g> {
     /// The dims and the frame indices of this invocation.
     fn prologue(&mut self) -> Result<()> {
-        let block = self.globals.push_block;
-        for (k, d) in self.graph.dims.iter().enumerate() {
-            let v = match (self.ctx.specialised.get(&d.name), block) {
-                (Some(c), _) => self.s.i32(*c),
-                (None, Some(block)) => self.s.push_constant(block, k)?,
-                (None, None) => {
-                    return Err(SpirvError::internal(
-                        "a run-time dim without push constants",
-                    ));
-                }
-            };
-            self.ctx.dims.insert(d.name.clone(), v);
-        }
+        read_dims(&mut self.s, &mut self.ctx, self.globals.push_block)?;
         let (wg, local) = (self.globals.workgroup, self.globals.local);
         let tile = self.s.builtin_component(wg, 0)?;
         let h = self.s.builtin_component(wg, 1)?;
@@ -356,136 +359,9 @@ impl<'g> Gen<'g> {
         })
     }
 
-    /// Computes node `n` at the current position and records where its value is. Rows of
-    /// inputs read once per invocation (`copy_rows`) are copied into registers; key rows are
-    /// read in place.
+    /// Computes node `n` at the current position (`nodes::compute`).
     fn compute(&mut self, n: NodeIndex, copy_rows: bool) -> Result<()> {
-        let graph = self.graph;
-        let home = match &graph.node(n).op {
-            Op::Input { .. } | Op::Output { .. } | Op::RowReduce { .. } | Op::Aggregate => {
-                return Ok(());
-            }
-            Op::Load { indices } => self.load(n, indices, copy_rows)?,
-            Op::Map { .. } | Op::Mask { .. } => {
-                let tree = Tree::of_map(graph, vref(n), &|_| false);
-                self.evaluate(n, &tree)?
-            }
-            Op::Score => {
-                let ops = graph.operands(n);
-                let (Some((q, _)), Some((k, _))) = (ops.first(), ops.get(1)) else {
-                    return Err(SpirvError::internal("a score without two operands"));
-                };
-                let tree = Tree::Call(Builtin::Dot, vec![Tree::Value(*q), Tree::Value(*k)]);
-                self.evaluate(n, &tree)?
-            }
-            Op::Recurrence { .. } => {
-                return Err(SpirvError::unsupported(
-                    graph,
-                    n,
-                    "a recurrence inside a parallel kernel",
-                ));
-            }
-        };
-        self.ctx.homes.insert(n, home);
-        Ok(())
-    }
-
-    /// The value of `tree` as node `n`'s: a scalar, or an array over its feature axis.
-    fn evaluate(&mut self, n: NodeIndex, tree: &Tree) -> Result<Home> {
-        let kind = match self.graph.node(n).results.first() {
-            Some(PortType::Value(t)) => t.kind,
-            _ => return Err(SpirvError::internal("a value node without a value type")),
-        };
-        let ty = ty_of(kind);
-        let Some(len) = self.ctx.vector_len(n)? else {
-            let v = self
-                .low
-                .lower_as(&mut self.s, &mut self.ctx, tree, None, ty)
-                .map_err(|e| e.at(self.graph, n))?;
-            return Ok(Home::Scalar(v));
-        };
-        let var = self.s.array_local(ty, len);
-        self.low
-            .hoist(&mut self.s, &mut self.ctx, tree)
-            .map_err(|e| e.at(self.graph, n))?;
-        let (low, ctx) = (&mut self.low, &mut self.ctx);
-        let r = self.s.features(len, |s, f| {
-            let v = low.lower_as(s, ctx, tree, Some(f), ty)?;
-            let p = s.local_element(var, ty, f)?;
-            s.store(p, v)
-        });
-        self.low.clear_hoisted();
-        r.map_err(|e| e.at(self.graph, n))?;
-        Ok(Home::Array { var, ty, len })
-    }
-
-    /// A load: the flat offset of the element (or row) it reads, computed indices checked.
-    fn load(&mut self, n: NodeIndex, indices: &[LoadIndex], copy_rows: bool) -> Result<Home> {
-        let graph = self.graph;
-        let ops: Vec<ValueRef> = graph.operands(n).iter().map(|(v, _)| *v).collect();
-        let input = ops
-            .first()
-            .ok_or_else(|| SpirvError::internal("a load without its tensor"))?
-            .node;
-        let Op::Input { name, ty, .. } = &graph.node(input).op else {
-            return Err(SpirvError::internal("a load of a non-input"));
-        };
-        let mut offset = self.s.i32(0);
-        for (axis, ix) in indices.iter().enumerate() {
-            let size = self.ctx.dim_value(&mut self.s, &ty.dims[axis])?;
-            let c = match ix {
-                LoadIndex::Frame(fi) => *self.ctx.frame.get(fi).ok_or_else(|| {
-                    SpirvError::internal(format!("index `{}` read outside its loop", fi.name()))
-                })?,
-                LoadIndex::Operand(k) => {
-                    let v = ops
-                        .get(*k as usize)
-                        .ok_or_else(|| SpirvError::internal("a load index with no operand"))?;
-                    let idx = crate::expr::Leaves::value(&mut self.ctx, &mut self.s, *v, None)?;
-                    let idx = self.s.int(idx)?;
-                    let what = format!(
-                        "index {{value}} is outside axis {axis} of `{name}` (size {{bound}})"
-                    );
-                    self.ctx.guard(&mut self.s, n, what, idx, size)?
-                }
-            };
-            let scaled = self.s.mul(offset, size)?;
-            offset = self.s.add(scaled, c)?;
-        }
-        let rank = ty.dims.len();
-        if indices.len() == rank {
-            return Ok(Home::Scalar(self.ctx.read(&mut self.s, input, offset)?));
-        }
-        let last = &ty.dims[rank - 1];
-        let len = match self.ctx.vector_len(n)? {
-            Some(l) => l,
-            None => {
-                return Err(SpirvError::unsupported(
-                    graph,
-                    n,
-                    format!("a row of `{name}` over the run-time dim `{last}`"),
-                ));
-            }
-        };
-        let row_len = self.s.i32(len as i64);
-        let base = self.s.mul(offset, row_len)?;
-        if !copy_rows {
-            return Ok(Home::Row { input, base, len });
-        }
-        let elem = if ty.dtype.is_float() {
-            Ty::F32
-        } else {
-            Ty::I32
-        };
-        let var = self.s.array_local(elem, len);
-        let ctx = &self.ctx;
-        self.s.features(len, |s, f| {
-            let at = s.add(base, f)?;
-            let x = ctx.read(s, input, at)?;
-            let p = s.local_element(var, elem, f)?;
-            s.store(p, x)
-        })?;
-        Ok(Home::Array { var, ty: elem, len })
+        crate::nodes::compute(&mut self.s, &mut self.ctx, &mut self.low, n, copy_rows)
     }
 
     /// Runs `body` on the generator inside a structured construct (a loop, a branch) that
@@ -605,7 +481,7 @@ pub(crate) fn vector_dims(graph: &Graph, plan: &ParallelKernel) -> BTreeSet<Stri
     names
 }
 
-fn symbols(d: &Dim, out: &mut BTreeSet<String>) {
+pub(crate) fn symbols(d: &Dim, out: &mut BTreeSet<String>) {
     match d {
         Dim::Sym(s) => {
             out.insert(s.clone());

@@ -14,14 +14,23 @@
 //! no 16-bit device feature is needed. Kernels are specialised only for the head dims; batch,
 //! heads, sequence lengths and other dims are push constants, so one module serves every shape.
 //!
+//! A recurrence runs as a scan (`recurrent.rs`: a workgroup per (b, h, slice of state columns),
+//! an invocation per column of every matrix state) or, where the plan chunks it and its decays
+//! are scalars or diagonals, in the chunked form (`chunked.rs`: the chunk's pieces in workgroup
+//! memory, the state passed from chunk to chunk). The delta rule's chunked form (UT transform)
+//! is not written yet: such recurrences run as a scan, and the build's tiling says why.
+//!
 //! Not yet: subgroup operations, cooperative matrices, several query rows per invocation,
-//! recurrences, prefix scans over per-head vectors (`cumsum`), and vectors whose
-//! length is a run-time dim. Each is an [`SpirvError::Unsupported`], never wrong numbers.
+//! prefix scans over per-head vectors (`cumsum`), and vectors whose length is a run-time dim.
+//! Each is an [`SpirvError::Unsupported`], never wrong numbers.
 
+mod chunked;
 mod error;
 mod expr;
 mod kernel;
 mod manifest;
+mod nodes;
+mod recurrent;
 mod shader;
 mod tile_rule;
 mod values;
@@ -119,6 +128,11 @@ pub struct Options {
     /// device is known: staging then fits both it and the target's limit, so the bundle loads
     /// on a device with less than the target assumes.
     pub max_shared_bytes: Option<u32>,
+    /// Run a recurrence in its chunked form where the plan chunks it (`chunked.rs`), rather
+    /// than as a scan. Off by default: on lavapipe its outputs turn to NaN after a few hundred
+    /// steps at S = 4096 (correct at the tested S <= 150), cause not found yet, and no GPU has
+    /// run it; on lavapipe the scan is also faster (`bench/results/lavapipe-2026-12-02.md`).
+    pub chunk_recurrences: bool,
 }
 
 impl Default for Options {
@@ -126,6 +140,7 @@ impl Default for Options {
         Options {
             stage_key_tiles: true,
             max_shared_bytes: None,
+            chunk_recurrences: false,
         }
     }
 }
@@ -164,10 +179,10 @@ pub fn compile_with(
     let plan = match &kernel.template {
         Template::Parallel(p) => p,
         Template::Recurrent(r) => {
-            return Err(SpirvError::Unsupported {
-                message: "recurrences (they run on the CPU back end; the GPU scan and chunked forms are not written yet)".into(),
-                span: Some(graph.node(r.recurrence).span),
-            });
+            let budget = u32::try_from(gpu.shared_bytes_per_block)
+                .unwrap_or(u32::MAX)
+                .min(options.max_shared_bytes.unwrap_or(u32::MAX));
+            return compile_recurrent(graph, r, &tiles.body, &tiled.dims, gpu.id, budget, options);
         }
     };
     let TiledBody::Parallel(tiling) = &tiles.body else {
@@ -225,11 +240,72 @@ pub fn compile_with(
     })
 }
 
+/// A recurrence in the form its tiling chose: chunked (`chunked.rs`) where the plan has chunks
+/// and the form is written for SPIR-V, else a scan (`recurrent.rs`). Either way a workgroup
+/// covers (b, h) or (b, h, a slice of state columns).
+fn compile_recurrent(
+    graph: &Graph,
+    plan: &attnc_passes::fusion::recurrent::RecurrentKernel,
+    body: &TiledBody,
+    dims: &BTreeMap<String, i64>,
+    target: TargetId,
+    shared_budget: u32,
+    options: Options,
+) -> Result<SpirvBuild, SpirvError> {
+    let specialised = specialise(graph, recurrent::vector_dims(graph, plan), dims)?;
+    let entry = format!("attnc_{}", graph.kernel);
+    let chunk = match body {
+        TiledBody::Recurrent { chunk, .. } => *chunk,
+        TiledBody::Parallel(_) => {
+            return Err(SpirvError::internal("a recurrent kernel tiled as parallel"));
+        }
+    };
+    let mut why_scan = String::new();
+    let mut written = None;
+    if let (Some(c), Ok(form), true) = (chunk, &plan.chunked, options.chunk_recurrences) {
+        let c = u32::try_from(c).unwrap_or(u32::MAX);
+        match chunked::write(graph, plan, form, c, shared_budget, &specialised, &entry)? {
+            chunked::Outcome::Written(w) => written = Some(*w),
+            chunked::Outcome::NotHere(why) => why_scan = format!(" (not chunked: {why})"),
+        }
+    }
+    let written = match written {
+        Some(w) => w,
+        None => recurrent::write(graph, plan, &specialised, &entry)?,
+    };
+    let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
+    Ok(SpirvBuild {
+        target,
+        words: written.module.assemble(),
+        disassembly: written.module.disassemble(),
+        entry,
+        grid: [
+            Dim::Const(i64::from(written.slices)),
+            ext(FrameIndex::H),
+            ext(FrameIndex::B),
+        ],
+        threads: written.threads,
+        specialised,
+        guards: written.guards,
+        shared_bytes: written.shared_bytes,
+        tiling: format!("{}{why_scan}; f32 arithmetic", written.mapping),
+    })
+}
+
 /// The values of the dims the kernel keeps vectors over: given (or nominal) ones, or their
 /// declared defaults.
 fn specialised_dims(
     graph: &Graph,
     plan: &attnc_passes::fusion::ParallelKernel,
+    given: &BTreeMap<String, i64>,
+) -> Result<BTreeMap<String, i64>, SpirvError> {
+    specialise(graph, kernel::vector_dims(graph, plan), given)
+}
+
+/// The values of the dims `names` (less the frame dims): given ones, or their declared defaults.
+fn specialise(
+    graph: &Graph,
+    names: std::collections::BTreeSet<String>,
     given: &BTreeMap<String, i64>,
 ) -> Result<BTreeMap<String, i64>, SpirvError> {
     // Sequence dims stay run-time dims: a vector over one is refused where it is kept.
@@ -240,7 +316,7 @@ fn specialised_dims(
         }
     }
     let mut out = BTreeMap::new();
-    for name in kernel::vector_dims(graph, plan) {
+    for name in names {
         if frame_dims.contains(&name) {
             continue;
         }

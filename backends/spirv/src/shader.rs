@@ -81,6 +81,8 @@ pub(crate) struct Shader {
     strided: BTreeSet<Word>,
     /// Global variables the entry point uses.
     pub interface: Vec<Word>,
+    /// Feature loops up to this length are unrolled ([`UNROLL`] unless a kernel says otherwise).
+    pub unroll: u32,
 }
 
 impl Shader {
@@ -108,6 +110,7 @@ impl Shader {
             decorated: BTreeSet::new(),
             strided: BTreeSet::new(),
             interface: Vec::new(),
+            unroll: UNROLL,
         }
     }
 
@@ -362,7 +365,7 @@ impl Shader {
         Ok(Val { id, ty })
     }
 
-    /// `body(f)` for every feature `f < len`: unrolled up to [`UNROLL`] elements, so every
+    /// `body(f)` for every feature `f < len`: unrolled up to `unroll` elements, so every
     /// per-invocation array is indexed by constants and the driver can keep it in registers
     /// (a dynamically indexed private array lives in memory); a loop above that.
     pub fn features(
@@ -370,7 +373,7 @@ impl Shader {
         len: u32,
         mut body: impl FnMut(&mut Shader, Val) -> Result<()>,
     ) -> Result<()> {
-        if len <= UNROLL {
+        if len <= self.unroll {
             for f in 0..len {
                 let k = self.i32(f as i64);
                 body(self, k)?;

@@ -5,220 +5,13 @@
 //! With no Vulkan device the device checks print "skipped: …", unless `ATTNC_REQUIRE_VULKAN`
 //! is set (CI), where a missing device fails.
 
-use attnc_bundle::Bundle;
-use attnc_device::{Device, DeviceError};
-use attnc_frontend::Sources;
-use attnc_ir::Graph;
-use attnc_passes::pass_manager::PassManager;
-use attnc_passes::tiling::target::Target;
-use attnc_spirv::{Options, SpirvBuild, SpirvError};
-use attnc_vulkan::VulkanDevice;
+mod common;
+
+use attnc_device::Device;
+use attnc_spirv::{Options, SpirvError};
+use common::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// `examples/NAME.attn`, or `PATH.attn` relative to the repository for a name with a folder.
-fn example(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if name.contains('/') {
-        root.join(format!("{name}.attn"))
-    } else {
-        root.join(format!("examples/{name}.attn"))
-    }
-}
-
-fn parse_shape(text: &str) -> BTreeMap<String, i64> {
-    text.split(',')
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').expect("NAME=VALUE");
-            (k.to_string(), v.parse().expect("an integer"))
-        })
-        .collect()
-}
-
-/// The graph of a `.attn` file after the standard passes, and its sources for locations.
-fn graph_of(path: &Path) -> (Graph, Sources) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut sources = Sources::new();
-    let file = sources.add(path.display().to_string(), text);
-    let mut graph = attnc_frontend::compile_to_graph(&mut sources, file)
-        .unwrap_or_else(|d| panic!("{}", attnc_frontend::render_all(&d, &sources)));
-    PassManager::standard()
-        .run(&mut graph, &mut |_, _, _| {})
-        .unwrap();
-    (graph, sources)
-}
-
-/// Both ways of reading key-side values: staged in workgroup memory (GPUs), and read by every
-/// invocation from the storage buffers (what a CPU implementation gets).
-const LAYOUTS: [(&str, Options); 2] = [
-    (
-        "staged",
-        Options {
-            stage_key_tiles: true,
-            max_shared_bytes: None,
-        },
-    ),
-    (
-        "unstaged",
-        Options {
-            stage_key_tiles: false,
-            max_shared_bytes: None,
-        },
-    ),
-];
-
-/// Compiles for the plain Vulkan preset at `shape` with the default options; the bundle as a
-/// runtime reads it.
-fn build(
-    graph: &Graph,
-    sources: &Sources,
-    shape: &BTreeMap<String, i64>,
-) -> Result<(SpirvBuild, Bundle), SpirvError> {
-    build_with(graph, sources, shape, Options::default())
-}
-
-fn build_with(
-    graph: &Graph,
-    sources: &Sources,
-    shape: &BTreeMap<String, i64>,
-    options: Options,
-) -> Result<(SpirvBuild, Bundle), SpirvError> {
-    build_tiled(graph, sources, shape, options, None)
-}
-
-/// As [`build_with`], with the plan's query tile replaced by `query_tile` where given.
-fn build_tiled(
-    graph: &Graph,
-    sources: &Sources,
-    shape: &BTreeMap<String, i64>,
-    options: Options,
-    query_tile: Option<usize>,
-) -> Result<(SpirvBuild, Bundle), SpirvError> {
-    let fused = attnc_passes::fusion::fuse(graph).map_err(|e| SpirvError::Internal {
-        message: e.to_string(),
-        span: e.span(),
-    })?;
-    let given = attnc_ir::Bindings {
-        dims: shape.clone(),
-    };
-    let target = Target::preset("vulkan").unwrap();
-    let mut tiled = attnc_spirv::tile(graph, &fused, &target, Some(&given))?;
-    if let (Some(rows), Some(k)) = (query_tile, tiled.kernels.first_mut())
-        && let attnc_passes::tiling::TiledBody::Parallel(p) = &mut k.body
-    {
-        p.query_tile = rows;
-    }
-    let build = attnc_spirv::compile_with(graph, &fused, &tiled, options)?;
-    validate(&build);
-    let manifest = attnc_spirv::manifest(&build, graph, "example", &|s| sources.location(s));
-    manifest.validate().unwrap();
-    let bundle = Bundle {
-        manifest,
-        sections: vec![(attnc_spirv::SPIRV_SECTION.into(), build.bytes())],
-    };
-    let bundle = Bundle::from_bytes(&bundle.to_bytes().unwrap()).unwrap();
-    Ok((build, bundle))
-}
-
-/// `spirv-val --target-env vulkan1.3`; required where `ATTNC_REQUIRE_VULKAN` is set.
-fn validate(build: &SpirvBuild) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kernel.spv");
-    std::fs::write(&path, build.bytes()).unwrap();
-    match std::process::Command::new("spirv-val")
-        .args(["--target-env", "vulkan1.3"])
-        .arg(&path)
-        .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "spirv-val rejected {}: {}{}\n{}",
-            build.entry,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            build.disassembly
-        ),
-        Err(e) if std::env::var_os("ATTNC_REQUIRE_VULKAN").is_none() => {
-            eprintln!("skipped validation: spirv-val not found ({e})");
-        }
-        Err(e) => panic!("ATTNC_REQUIRE_VULKAN is set, but spirv-val cannot run: {e}"),
-    }
-}
-
-/// The best Vulkan device, or `None` after printing why the device checks are skipped.
-fn device() -> Option<VulkanDevice> {
-    match VulkanDevice::open("vulkan") {
-        Ok(d) => Some(d),
-        Err(DeviceError::Unavailable(why)) => {
-            if std::env::var_os("ATTNC_REQUIRE_VULKAN").is_some() {
-                panic!("ATTNC_REQUIRE_VULKAN is set, but no Vulkan device is usable: {why}");
-            }
-            eprintln!("skipped: {why}");
-            None
-        }
-        Err(e) => panic!("opening a Vulkan device failed: {e}"),
-    }
-}
-
-/// One call of the bundle on the device.
-fn run_device(
-    dev: &VulkanDevice,
-    bundle: &Bundle,
-    bindings: &attnc_ir::Bindings,
-    inputs: &attnc_device::Tensors,
-) -> Result<attnc_device::Tensors, String> {
-    let kernel = dev.load(bundle).map_err(|e| e.to_string())?;
-    let dims = bundle
-        .manifest
-        .bind(&bindings.dims, &BTreeMap::new())
-        .map_err(|e| format!("{e:?}"))?;
-    kernel.run(&dims, inputs).map_err(|e| e.to_string())
-}
-
-/// The relative L2 error of every output against the reference, and whether any element the
-/// reference computed came back NaN.
-fn run_and_compare(
-    dev: &VulkanDevice,
-    graph: &Graph,
-    bundle: &Bundle,
-    shape: &BTreeMap<String, i64>,
-    seed: u64,
-) -> Result<f64, String> {
-    let bindings =
-        attnc_ir::bind_dims(graph, shape, &BTreeMap::new()).map_err(|d| format!("{d:?}"))?;
-    let inputs = attnc_reference::random_inputs(graph, &bindings, seed)?;
-    let want =
-        attnc_reference::interpret(graph, &bindings, &attnc_reference::to_f64_tensors(&inputs))
-            .map_err(|e| e.to_string())?;
-    let got = run_device(dev, bundle, &bindings, &inputs)?;
-    let mut worst: f64 = 0.0;
-    for (name, w) in &want {
-        let g = got
-            .get(name)
-            .ok_or(format!("no output `{name}`"))?
-            .to_f64_vec();
-        if g.len() != w.data.len() {
-            return Err(format!(
-                "`{name}`: {} elements, want {}",
-                g.len(),
-                w.data.len()
-            ));
-        }
-        let (mut diff, mut norm) = (0.0, 0.0);
-        for (k, (x, y)) in g.iter().zip(&w.data).enumerate() {
-            if x.is_nan() != y.is_nan() {
-                return Err(format!("`{name}`[{k}] = {x}, the reference has {y}"));
-            }
-            if !y.is_nan() {
-                diff += (x - y) * (x - y);
-                norm += y * y;
-            }
-        }
-        worst = worst.max((diff / norm.max(1e-30)).sqrt());
-    }
-    Ok(worst)
-}
 
 /// Lavapipe timings of two kernels at a larger shape, staged and unstaged
 /// (`cargo test -- --ignored`): the median of five calls on resident inputs, by the device's
@@ -314,16 +107,11 @@ const CASES: &[(&str, &[&str])] = &[
 ];
 
 /// The examples the back end refuses today, with a word of the reason it must give.
-const UNSUPPORTED: &[(&str, &str, &str)] = &[
-    (
-        "forgetting_attention",
-        "B=1,H=2,S=77,D=16",
-        "run-time dim `S`",
-    ),
-    ("retention", "B=1,H=2,S=77,D=16", "recurrence"),
-    ("linear_attention", "B=1,H=2,S=77,D=16", "recurrence"),
-    ("gated_linear_attention", "B=1,H=2,S=77,D=16", "recurrence"),
-];
+const UNSUPPORTED: &[(&str, &str, &str)] = &[(
+    "forgetting_attention",
+    "B=1,H=2,S=77,D=16",
+    "run-time dim `S`",
+)];
 
 #[test]
 fn every_supported_example_matches_the_reference_on_vulkan() {
@@ -431,6 +219,15 @@ fn indices_out_of_range_are_reported_through_the_status_word() {
     }
 }
 
+/// A plan change: `rows` query rows per workgroup.
+fn query_tile(rows: usize) -> impl Fn(&mut attnc_passes::tiling::TiledBody) {
+    move |body| {
+        if let attnc_passes::tiling::TiledBody::Parallel(p) = body {
+            p.query_tile = rows;
+        }
+    }
+}
+
 /// Workgroups of fewer invocations than the staged key tile has keys: each invocation stages
 /// several keys (and, in the last tile of a ragged S, some stage none); a computed index out of
 /// range is still reported from the staging code.
@@ -447,7 +244,8 @@ fn staging_with_fewer_rows_than_keys() {
     ] {
         let (graph, sources) = graph_of(&example(name));
         let shape = parse_shape(text);
-        let (build, bundle) = build_tiled(&graph, &sources, &shape, staged, Some(rows)).unwrap();
+        let (build, bundle) =
+            build_tiled(&graph, &sources, &shape, staged, query_tile(rows)).unwrap();
         assert!(build.shared_bytes > 0, "{name}: nothing staged");
         assert_eq!(build.threads, rows as u32, "{name}");
         let Some(dev) = &dev else { continue };
@@ -460,7 +258,7 @@ fn staging_with_fewer_rows_than_keys() {
     }
     let (graph, sources) = graph_of(&example("tests/bounds/value_next_key"));
     let shape = parse_shape("B=1,H=1,S=33,D=8");
-    let (_, bundle) = build_tiled(&graph, &sources, &shape, staged, Some(8)).unwrap();
+    let (_, bundle) = build_tiled(&graph, &sources, &shape, staged, query_tile(8)).unwrap();
     let Some(dev) = &dev else { return };
     let bindings = attnc_ir::bind_dims(&graph, &shape, &BTreeMap::new()).unwrap();
     let inputs = attnc_reference::random_inputs(&graph, &bindings, 5).unwrap();
@@ -482,6 +280,7 @@ fn staging_fits_the_device_limit() {
         let options = Options {
             stage_key_tiles: true,
             max_shared_bytes: Some(limit),
+            chunk_recurrences: true,
         };
         let (build, bundle) = build_with(&graph, &sources, &shape, options).unwrap();
         assert!(

@@ -163,9 +163,12 @@ pub fn run_vulkan(
     let start = std::time::Instant::now();
     let target = attnc_passes::tiling::target::Target::preset("vulkan")
         .ok_or_else(|| anyhow::anyhow!("internal error: no target preset vulkan"))?;
+    let gpu = device.info().kind != attnc_vulkan::DeviceKind::Cpu;
     let options = attnc_spirv::Options {
-        stage_key_tiles: device.info().kind != attnc_vulkan::DeviceKind::Cpu,
+        stage_key_tiles: gpu,
         max_shared_bytes: Some(device.capabilities().max_compute_shared_memory_bytes),
+        // The chunked form is wrong at long S on lavapipe and unrun on GPUs: scans only.
+        chunk_recurrences: false,
     };
     let backend = attnc_driver::Vulkan::new(target, options);
     let (graph, build) = build_with(&backend, graph, bindings, sources, spirv_failed)?;

@@ -105,6 +105,30 @@ fn a_bundle_build_prints_only_what_it_wrote() {
     );
 }
 
+#[test]
+fn a_vulkan_plan_of_a_recurrence_says_it_runs_as_a_scan() {
+    // The SPIR-V chunked form is opt-in: the plan said "chunks of 16" for a kernel that ran
+    // step by step, and ended with the note about parallel kernels.
+    let out = common::attnc(&[
+        "build",
+        "examples/retention.attn",
+        "--target",
+        "vulkan",
+        "--emit",
+        "tiled",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("step by step") && plan.contains("opt-in"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("for chunk in") && !plan.contains("query tile"),
+        "{plan}"
+    );
+}
+
 /// Parses stdout as one JSON document, failing the test with the output otherwise.
 fn json_of(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));

@@ -384,7 +384,11 @@ impl attnc_driver::Observer for Watch<'_> {
         self.laps.lap("tiling");
         if self.wanted.contains(&Stage::Tiled) {
             let mut text = attnc_passes::tiling::dump::dump_tiled(tiled);
-            if self.vulkan {
+            let parallel = tiled
+                .kernels
+                .first()
+                .is_some_and(|k| matches!(k.body, attnc_passes::tiling::TiledBody::Parallel(_)));
+            if self.vulkan && parallel {
                 // The plan describes the matrix-fragment layout; the shader differs.
                 text.push_str(attnc_spirv::PLAN_NOTE);
             }

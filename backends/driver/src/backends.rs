@@ -6,7 +6,7 @@ use attnc_cpu::{CodegenError, CpuKernel};
 use attnc_ir::{Bindings, Graph};
 use attnc_passes::fusion::FusedProgram;
 use attnc_passes::tiling::target::{CpuTarget, Target};
-use attnc_passes::tiling::{TiledBody, TiledProgram, TilingError};
+use attnc_passes::tiling::{TiledProgram, TilingError};
 
 /// The host back end: kernels JIT-compiled for this process (`attnc run --device cpu`, `bench`).
 pub struct Cpu {
@@ -147,19 +147,9 @@ impl Backend for Vulkan {
     ) -> Result<TiledProgram, Self::Error> {
         let mut tiled = attnc_spirv::tile(graph, fused, &self.target, given)?;
         if !self.options.chunk_recurrences {
-            // The plan says what runs: the scan, since the chunked form is opt-in.
-            for k in &mut tiled.kernels {
-                if let TiledBody::Recurrent {
-                    chunk, why_scan, ..
-                } = &mut k.body
-                    && chunk.take().is_some()
-                {
-                    *why_scan = Some(
-                        "the SPIR-V back end's chunked form is opt-in (Options::chunk_recurrences): it goes wrong at long S on lavapipe"
-                            .into(),
-                    );
-                }
-            }
+            tiled.scan_recurrences(
+                "the SPIR-V back end's chunked form is opt-in (Options::chunk_recurrences): it goes wrong at long S on lavapipe",
+            );
         }
         Ok(tiled)
     }

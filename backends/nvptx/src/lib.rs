@@ -95,18 +95,9 @@ pub fn fit(
                 .map_err(NvptxError::Tiling)?;
         tiled.target = target.clone();
         // The plan says what runs: this back end writes a recurrence's scan, not its chunks.
-        for k in &mut tiled.kernels {
-            if let TiledBody::Recurrent {
-                chunk, why_scan, ..
-            } = &mut k.body
-                && chunk.take().is_some()
-            {
-                *why_scan = Some(
-                    "the NVPTX back end does not write the chunked form yet (the CPU back end runs it)"
-                        .into(),
-                );
-            }
-        }
+        tiled.scan_recurrences(
+            "the NVPTX back end does not write the chunked form yet (the CPU back end runs it)",
+        );
         // Other errors are the compile step's to report, with the tiling that caused them.
         let e = match generate(graph, fused, &tiled) {
             Ok(build) => {

@@ -30,6 +30,22 @@ pub struct TiledProgram {
     pub kernels: Vec<TiledKernel>,
 }
 
+impl TiledProgram {
+    /// Turns every chunked recurrence of the plan into a scan, saying `why`: for a back end that
+    /// writes only the scan, so that the plan says what runs.
+    pub fn scan_recurrences(&mut self, why: &str) {
+        for k in &mut self.kernels {
+            if let TiledBody::Recurrent {
+                chunk, why_scan, ..
+            } = &mut k.body
+                && chunk.take().is_some()
+            {
+                *why_scan = Some(why.to_string());
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TiledKernel {
     pub name: String,

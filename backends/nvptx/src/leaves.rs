@@ -166,18 +166,13 @@ impl Ctx<'_> {
         n: NodeIndex,
         feature: Option<&Val>,
     ) -> Result<Val, NvptxError> {
-        let guards = Guards {
-            sites: &self.guards,
-            base: self.guard_base,
-            status: &self.status,
-        };
         let mut site = HereSite { low, here };
         read_load(
             e,
             self.graph,
             &self.dims,
             &self.inputs,
-            &guards,
+            &self.guards(),
             &mut site,
             n,
             feature,

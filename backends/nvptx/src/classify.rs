@@ -72,6 +72,7 @@ impl Shared {
         crate::mma::Arrangement {
             stride: self.stride,
             cores: self.cores,
+            rows: self.rows,
         }
     }
 }
@@ -94,6 +95,8 @@ pub(crate) struct Layout {
     pub operand: BTreeMap<NodeIndex, usize>,
     /// Shared bytes in all, after layout.
     pub shared_bytes: usize,
+    /// The key tiles' bulk tensor copies, when every prefetched tile qualifies (`tma.rs`).
+    pub tma: Option<crate::tma::Tma>,
     pub specialised: BTreeMap<String, i64>,
 }
 
@@ -510,6 +513,7 @@ pub(crate) fn layout(
         prefetched,
         operand,
         shared_bytes: 0,
+        tma: None,
         specialised,
     })
 }
@@ -534,23 +538,27 @@ fn row_region(len: usize) -> Region {
 
 impl Layout {
     /// Assigns byte offsets: the persistent buffers first, then the sweep buffers and the
-    /// epilogue buffers over the same space. Every buffer starts 16-byte aligned.
+    /// epilogue buffers over the same space. Every buffer starts 16-byte aligned, and those in
+    /// core matrices 128-byte aligned (a bulk tensor copy's destination must be).
     pub fn place(&mut self) {
         let align = |x: usize| x.div_ceil(16) * 16;
+        let start = |x: usize, s: &Shared| {
+            if s.cores { x.div_ceil(128) * 128 } else { x }
+        };
         let mut at = 0;
         for s in self
             .shared
             .iter_mut()
             .filter(|s| s.region == Region::Persistent)
         {
-            s.offset = at;
-            at = align(at + s.bytes());
+            s.offset = start(at, s);
+            at = align(s.offset + s.bytes());
         }
         let base = at;
         let mut sweep_end = base;
         for s in self.shared.iter_mut().filter(|s| s.region == Region::Sweep) {
-            s.offset = sweep_end;
-            sweep_end = align(sweep_end + s.bytes());
+            s.offset = start(sweep_end, s);
+            sweep_end = align(s.offset + s.bytes());
         }
         let mut epilogue_end = base;
         for s in self
@@ -558,14 +566,46 @@ impl Layout {
             .iter_mut()
             .filter(|s| s.region == Region::Epilogue)
         {
-            s.offset = epilogue_end;
-            epilogue_end = align(epilogue_end + s.bytes());
+            s.offset = start(epilogue_end, s);
+            epilogue_end = align(s.offset + s.bytes());
         }
         self.shared_bytes = sweep_end.max(epilogue_end).max(16);
     }
 
     pub fn home(&self, n: NodeIndex) -> Option<Home> {
         self.homes.get(&n).copied()
+    }
+
+    /// Copies the key tiles by TMA where they all qualify (before [`Layout::place`]): adds the
+    /// stages' barriers, one 8-byte word each, to the persistent buffers.
+    pub fn use_tma(&mut self, graph: &Graph, bk: usize, stages: usize) {
+        let Some((copies, maps)) = crate::tma::plan(graph, self, bk) else {
+            return;
+        };
+        let stage_bytes = copies
+            .iter()
+            .map(|c| {
+                let s = &self.shared[c.buf];
+                s.rows * s.stride * s.elem.bits() / 8
+            })
+            .sum();
+        self.shared.push(Shared {
+            name: "tile barriers".into(),
+            elem: Ty::I64,
+            rows: 1,
+            len: stages,
+            stride: stages,
+            copies: 1,
+            region: Region::Persistent,
+            cores: false,
+            offset: 0,
+        });
+        self.tma = Some(crate::tma::Tma {
+            copies,
+            maps,
+            barriers: self.shared.len() - 1,
+            stage_bytes,
+        });
     }
 
     /// The home of a value, or an internal error naming it.

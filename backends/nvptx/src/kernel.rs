@@ -412,6 +412,25 @@ pub(crate) fn write_main(
         views.push(e.view(&smem, &off, s.rows * s.stride * s.copies, s.elem.clone()));
     }
     zero_shared(&mut e, &smem, layout.shared_bytes, &tid, shape.threads());
+    let tmaps = layout.tma.as_ref().map(|t| {
+        // The zeroes were written through the generic proxy, the tiles come through the async
+        // one: ordered by a proxy fence before the barrier.
+        e.line("nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}");
+        let z = e.index(0);
+        let first = e.cmp(Cmp::Eq, &tid, &z);
+        e.if_then(&first);
+        for s in 0..shape.stages {
+            let at = e.index(s as i64);
+            let bar = crate::tma::shared_address(&mut e, &views[t.barriers], &at);
+            crate::tma::init_barrier(&mut e, &bar);
+        }
+        crate::tma::fence_barrier_init(&mut e);
+        e.end();
+        Emitter::named(
+            "%tmaps",
+            Ty::MemRef(vec![], Box::new(Ty::I64), attnc_lower::Space::Default),
+        )
+    });
     e.line("gpu.barrier");
     let mut ctx = Ctx {
         graph,
@@ -420,6 +439,7 @@ pub(crate) fn write_main(
         inputs,
         workspace: ws,
         status,
+        tmaps,
         dims,
         b: b.clone(),
         h: h.clone(),
@@ -459,7 +479,10 @@ pub(crate) fn write_main(
     }
     body.outputs(&mut e)?;
     e.line("gpu.return");
-    let p = params(graph, ctx.workspace.is_some());
+    let mut p = params(graph, ctx.workspace.is_some());
+    if ctx.tmaps.is_some() {
+        p.text.push(crate::tma::PARAM.into());
+    }
     let text = format!(
         "    gpu.func @{name}({}) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n{}    }}\n",
         p.text.join(", "),

@@ -24,6 +24,8 @@ pub(crate) struct Ctx<'a> {
     pub inputs: BTreeMap<NodeIndex, Val>,
     pub workspace: Option<Val>,
     pub status: Val,
+    /// The buffer of TMA tensor maps, when the key tiles are copied by TMA.
+    pub tmaps: Option<Val>,
     /// Dims as index and as i32.
     pub dims: BTreeMap<String, (Val, Val)>,
     /// The frame indices of the block: b and h as index.
@@ -157,6 +159,26 @@ impl Ctx<'_> {
         )
     }
 
+    /// The input a load reads and its coordinates at a position (the feature axis left out).
+    pub fn load_coords(
+        &self,
+        e: &mut Emitter,
+        low: &mut attnc_lower::ExprLowering<'_>,
+        here: &mut Here<'_, '_>,
+        n: NodeIndex,
+    ) -> Result<(NodeIndex, Vec<Val>), NvptxError> {
+        let mut site = HereSite { low, here };
+        load_coords(
+            e,
+            self.graph,
+            &self.dims,
+            &self.guards(),
+            &mut site,
+            n,
+            None,
+        )
+    }
+
     /// Reads a load's element at a position, as the value's kind (f32 or i32).
     pub fn load(
         &self,
@@ -248,6 +270,24 @@ pub(crate) fn load_offset(
     n: NodeIndex,
     feature: Option<&Val>,
 ) -> Result<(NodeIndex, Val), NvptxError> {
+    let (input, coords) = load_coords(e, graph, dims, guards, site, n, feature)?;
+    let Op::Input { ty, .. } = &graph.node(input).op else {
+        return Err(NvptxError::internal(graph, n, "a load of a non-input"));
+    };
+    Ok((input, flat_offset(e, dims, &coords, feature, &ty.dims)))
+}
+
+/// The input a load reads and its coordinates at a position (every axis but a vector's
+/// feature axis), as index; computed indices are range-checked.
+pub(crate) fn load_coords(
+    e: &mut Emitter,
+    graph: &Graph,
+    dims: &BTreeMap<String, (Val, Val)>,
+    guards: &Guards<'_>,
+    site: &mut dyn LoadSite,
+    n: NodeIndex,
+    feature: Option<&Val>,
+) -> Result<(NodeIndex, Vec<Val>), NvptxError> {
     let Op::Load { indices } = &graph.node(n).op else {
         return Err(NvptxError::internal(graph, n, "a load that is not a load"));
     };
@@ -279,7 +319,7 @@ pub(crate) fn load_offset(
             }
         });
     }
-    Ok((input, flat_offset(e, dims, &coords, feature, &ty.dims)))
+    Ok((input, coords))
 }
 
 /// Reads a load's element at a position, as the value's kind (f32 or i32).

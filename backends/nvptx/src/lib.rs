@@ -20,6 +20,7 @@ mod mma;
 mod per_head;
 mod scan;
 mod sweep;
+mod tma;
 
 pub use error::NvptxError;
 pub use leaves::GuardSite;
@@ -42,6 +43,8 @@ pub struct LaunchInfo {
     pub grid: [Dim; 3],
     pub threads: usize,
     pub shared_bytes: usize,
+    /// The TMA tensor maps the launch reads its tiles through (its last parameter), if any.
+    pub tensor_maps: Vec<attnc_kernel_abi::TensorMap>,
 }
 
 /// A compiled GPU kernel: every stage's text and what its manifest needs.
@@ -257,6 +260,9 @@ pub fn generate(
             values: shape.warpgroup_values,
         },
     )?;
+    if gpu.bulk_tensor_copy && shape.warpgroup && shape.stages == 2 {
+        layout.use_tma(graph, shape.bk, shape.stages);
+    }
     layout.place();
     if layout.shared_bytes > gpu.shared_bytes_per_block {
         return Err(NvptxError::SharedMemory {
@@ -273,12 +279,22 @@ pub fn generate(
     let prologue = per_head::write(graph, plan, &layout, &prologue_entry)?;
     let workspace = kernel::workspace_len(graph, &layout);
     let shared_bytes = layout.shared_bytes;
+    let tensor_maps = layout
+        .tma
+        .as_ref()
+        .map(|t| t.maps.clone())
+        .unwrap_or_default();
     let tiling_text = format!(
-        "query tile {}, key tile {}, {} warps, {} stages, {}, {} bytes of shared memory; score operands {}, value operands {}",
+        "query tile {}, key tile {}, {} warps, {} stages{}, {}, {} bytes of shared memory; score operands {}, value operands {}",
         shape.bq,
         shape.bk,
         warps,
         shape.stages,
+        if tensor_maps.is_empty() {
+            ""
+        } else {
+            " (key tiles by TMA)"
+        },
         if shape.warpgroup {
             "scores on wgmma from shared memory"
         } else if shape.query_in_registers {
@@ -308,6 +324,7 @@ pub fn generate(
             ],
             threads: per_head::THREADS,
             shared_bytes: 0,
+            tensor_maps: Vec::new(),
         });
     }
     functions.push_str(&main);
@@ -320,6 +337,7 @@ pub fn generate(
         ],
         threads: shape.threads(),
         shared_bytes,
+        tensor_maps,
     });
     let mlir = format!(
         "module attributes {{gpu.container_module}} {{\n  gpu.module @{GPU_MODULE} {{\n{functions}  }}\n}}\n"
@@ -371,6 +389,7 @@ fn generate_scan(
             ],
             threads: k.threads,
             shared_bytes: k.shared_bytes,
+            tensor_maps: Vec::new(),
         }],
         specialised: k.specialised,
         workspace: None,

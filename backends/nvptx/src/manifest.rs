@@ -3,7 +3,9 @@
 
 use crate::GpuBuild;
 use attnc_ir::graph::Graph;
-use attnc_kernel_abi::{ElementType, KernelManifest, Launch, Workspace};
+use attnc_kernel_abi::{
+    Access, Arg, ElementType, Extent, KernelManifest, Launch, Param, TENSOR_MAP_BYTES, Workspace,
+};
 use attnc_lower::manifest::{BuildParts, dim_expr, signature};
 use attnc_source::Span;
 
@@ -22,7 +24,20 @@ pub fn manifest(
         .launches
         .iter()
         .map(|l| {
-            let (signature, args) = signature(graph, &l.entry, workspace);
+            let (mut signature, mut args) = signature(graph, &l.entry, workspace);
+            if !l.tensor_maps.is_empty() {
+                signature.params.push(Param::Buffer {
+                    name: "tmaps".into(),
+                    element: ElementType::I64,
+                    access: Access::Read,
+                    extent: vec![Extent::Fixed(
+                        (l.tensor_maps.len() * TENSOR_MAP_BYTES / 8) as u64,
+                    )],
+                });
+                args.push(Arg::TensorMaps {
+                    maps: l.tensor_maps.clone(),
+                });
+            }
             Launch {
                 code: PTX_SECTION.into(),
                 signature,

@@ -144,13 +144,17 @@ fn idx(e: &mut Emitter, x: usize) -> Val {
 
 /// How a shared buffer's rows lie: `stride` elements per row, either row after row or, for the
 /// operands `wgmma` reads through descriptors, in 8 x 8 core matrices of 16-bit elements (each
-/// 128 contiguous bytes; core matrices along a row next to each other, then the next 8 rows).
-/// Every 8 elements of a row that start at a multiple of 8 are contiguous either way, so
-/// `ldmatrix` rows and 16-byte copies address both through [`Arrangement::at`].
+/// 128 contiguous bytes), slab by slab: the core matrices of columns 0..8 for all `rows` rows one
+/// after another, then those of columns 8..16, and so on. A slab is then `rows` runs of 16
+/// contiguous bytes, which is what one bulk tensor copy of an `8 x rows` box writes. Every 8
+/// elements of a row that start at a multiple of 8 are contiguous either way, so `ldmatrix`
+/// rows and 16-byte copies address both through [`Arrangement::at`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Arrangement {
     pub stride: usize,
     pub cores: bool,
+    /// Rows of the buffer (a multiple of 8 when in core matrices).
+    pub rows: usize,
 }
 
 impl Arrangement {
@@ -160,9 +164,9 @@ impl Arrangement {
             let eight = idx(e, 8);
             let rb = e.div(row, &eight);
             let cb = e.div(col, &eight);
-            let per = idx(e, self.stride / 8);
-            let core = e.mul(&rb, &per);
-            let core = e.add(&core, &cb);
+            let per = idx(e, self.rows / 8);
+            let core = e.mul(&cb, &per);
+            let core = e.add(&core, &rb);
             let sixty_four = idx(e, 64);
             let core = e.mul(&core, &sixty_four);
             let rr = e.arith(attnc_lower::Arith::Rem, row, &eight);
@@ -176,6 +180,12 @@ impl Arrangement {
             e.add(&r, col)
         };
         e.add(base, &rc)
+    }
+
+    /// Bytes between core matrices next to each other along the rows (the next 8 rows) and
+    /// along the columns (the next slab), for descriptors.
+    fn core_distances(self) -> (usize, usize) {
+        (128, self.rows * 16)
     }
 }
 
@@ -442,23 +452,25 @@ pub(crate) fn warpgroup_product(
     n: usize,
     k_steps: usize,
 ) -> Vec<Vec<Val>> {
-    // Core matrices of a row block lie 128 bytes apart along K; row blocks `stride / 8` core
-    // matrices apart.
-    let da = descriptor(e, a, a_base, 128, a_arr.stride / 8 * 128);
-    let db = descriptor(e, b, b_base, 128, b_arr.stride / 8 * 128);
+    // K runs along the columns of both (the next slab), M and N along the rows.
+    let (a_rows, a_slab) = a_arr.core_distances();
+    let (b_rows, b_slab) = b_arr.core_distances();
+    let da = descriptor(e, a, a_base, a_slab, a_rows);
+    let db = descriptor(e, b, b_base, b_slab, b_rows);
     let st = accumulator_struct(n);
     let mut acc = e.op(st.clone(), &format!("llvm.mlir.undef : {st}"));
     let ptx = kind.ptx();
     e.line("nvvm.wgmma.fence.aligned");
     for kk in 0..k_steps {
-        // A k step of 16 is two core matrices along K: 256 bytes, 16 address units.
+        // A k step of 16 is two slabs, in the descriptor's 16-byte address units.
         let (da, db) = if kk == 0 {
             (da.clone(), db.clone())
         } else {
-            let step = e.constant(Const::Int(16 * kk as i64), &Ty::I64);
+            let sa = e.constant(Const::Int((2 * kk * a_slab / 16) as i64), &Ty::I64);
+            let sb = e.constant(Const::Int((2 * kk * b_slab / 16) as i64), &Ty::I64);
             (
-                e.op(Ty::I64, &format!("arith.addi {da}, {step} : i64")),
-                e.op(Ty::I64, &format!("arith.addi {db}, {step} : i64")),
+                e.op(Ty::I64, &format!("arith.addi {da}, {sa} : i64")),
+                e.op(Ty::I64, &format!("arith.addi {db}, {sb} : i64")),
             )
         };
         let scale = if kk == 0 { "zero" } else { "one" };
@@ -489,11 +501,11 @@ pub(crate) fn warpgroup_accumulate(
     acc: &[Vec<Val>],
 ) -> Vec<Vec<Val>> {
     let n = acc.len() * 8;
-    // Next to each other along K are 8-row groups (`stride / 8` core matrices apart), along N
-    // the core matrices of one row group (128 bytes). For this transposed B too the leading
-    // offset is the one along K: the H200 check with the two swapped failed every case
-    // (bench/results/h200-wgmma-2026-12-03.md).
-    let desc = descriptor(e, b, b_base, b_arr.stride / 8 * 128, 128);
+    // K runs along the rows here (the next 8 value rows), N along the columns (the next
+    // slab). For this transposed B too the leading offset is the one along K: the H200 check
+    // with the two swapped failed every case (bench/results/h200-wgmma-2026-12-03.md).
+    let (k_rows, n_slab) = b_arr.core_distances();
+    let desc = descriptor(e, b, b_base, k_rows, n_slab);
     let regs: Vec<Val> = a
         .iter()
         .map(|r| match kind.operand {

@@ -58,6 +58,9 @@ pub(crate) struct Sweeper<'b, 'a, 'c> {
     n_j: Val,
     last_j: Val,
     n_kt: Val,
+    /// With TMA: each stage barrier's parity for its next wait, carried across sweeps (a
+    /// barrier's phases run on through every sweep of the kernel).
+    phases: Vec<Val>,
 }
 
 fn ix(e: &mut Emitter, x: usize) -> Val {
@@ -129,6 +132,11 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
                 }
             }
         }
+        let phases = if ctx.layout.tma.is_some() {
+            (0..body.shape.stages).map(|_| ix(e, 0)).collect()
+        } else {
+            Vec::new()
+        };
         Ok(Sweeper {
             body,
             stats,
@@ -138,6 +146,7 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             n_j,
             last_j,
             n_kt,
+            phases,
         })
     }
 
@@ -237,30 +246,42 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         let first = self.next_visited(e, &zero);
         let stages = self.body.shape.stages;
         let some = e.cmp(Cmp::Lt, &first, &self.n_kt);
-        if stages > 1 {
+        let tma = self.body.ctx.layout.tma.is_some();
+        if tma {
+            // Whatever threads wrote over the stage buffers before (the zeroes, an earlier
+            // sweep's epilogue) is ordered before the copies that overwrite it.
+            self.publish(e);
+            let lead = self.lead(e);
+            let go = e.and(&some, &lead);
+            e.if_then(&go);
+            self.issue_tma(e, &first, &zero)?;
+            e.end();
+        } else if stages > 1 {
             e.if_then(&some);
             self.issue(e, &first, &zero)?;
             e.end();
             e.line("nvvm.cp.async.commit.group");
         }
         let n_kt = self.n_kt.clone();
+        let mut start = vec![first, zero];
+        start.extend(self.phases.iter().cloned());
         let results = {
             let this = &*self;
             let states = &states;
             let mut failure: Option<NvptxError> = None;
             let out = e.while_loop(
-                &[first, zero],
+                &start,
                 |e, s| {
                     let c = e.cmp(Cmp::Lt, &s[0], &n_kt);
                     (c, s.to_vec())
                 },
                 |e, s| {
                     let (kt, stage) = (s[0].clone(), s[1].clone());
-                    match this.visit(e, sweep, states, &kt, &stage) {
+                    match this.visit(e, sweep, states, &kt, &stage, &s[2..]) {
                         Ok(next) => next,
                         Err(err) => {
                             failure = Some(err);
-                            vec![kt, stage]
+                            s.to_vec()
                         }
                     }
                 },
@@ -270,7 +291,9 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             }
             out
         };
-        let _ = results;
+        if tma {
+            self.phases = results[2..].to_vec();
+        }
         if stages > 1 && self.body.shape.warpgroup {
             // The tiles' loop ends without a barrier on this path; the epilogue's rows may lie
             // over the last tile's buffers, which other warps' products may still read.
@@ -449,7 +472,92 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         Ok(())
     }
 
-    /// One visited tile: returns the next state (the next visited tile and its stage).
+    /// Whether this is the block's first thread (the one that issues bulk copies).
+    fn lead(&self, e: &mut Emitter) -> Val {
+        let z = ix(e, 0);
+        e.cmp(Cmp::Eq, &self.body.tid, &z)
+    }
+
+    /// Issues the bulk tensor copies of tile `kt` into stage `stage`: the stage barrier is told
+    /// the bytes to expect, then each tile's slabs are copied box by box. One thread calls it.
+    fn issue_tma(&self, e: &mut Emitter, kt: &Val, stage: &Val) -> Result<(), NvptxError> {
+        let body = self.body;
+        let ctx = body.ctx;
+        let (Some(tma), Some(tmaps)) = (&ctx.layout.tma, &ctx.tmaps) else {
+            return Err(NvptxError::internal(
+                ctx.graph,
+                body.order[0],
+                "bulk copies without a TMA plan",
+            ));
+        };
+        let bar = crate::tma::shared_address(e, &ctx.views[tma.barriers], stage);
+        crate::tma::arrive_expect(e, &bar, tma.stage_bytes);
+        let bkv = ix(e, body.shape.bk);
+        let k0 = e.mul(kt, &bkv);
+        let zero = ix(e, 0);
+        for c in &tma.copies {
+            let local = BTreeMap::new();
+            let mut low = ExprLowering::new(ctx.graph, &PtxMath);
+            let mut here = Here {
+                ctx,
+                at: At::Key {
+                    key: zero.clone(),
+                    j: k0.clone(),
+                    stage: stage.clone(),
+                },
+                local: &local,
+            };
+            let (_, coords) = ctx.load_coords(e, &mut low, &mut here, c.node)?;
+            // The driver's order: the feature axis first, then the others from the last.
+            let outer: Vec<Val> = coords.iter().rev().map(|v| e.cast(v, &Ty::I32)).collect();
+            let map = crate::tma::map_address(e, tmaps, c.map);
+            for slab in 0..c.slabs {
+                let f = ix(e, 8 * slab);
+                let at = ctx.shared_at(e, c.buf, Some(stage), &zero, &f);
+                let dst = crate::tma::shared_address(e, &ctx.views[c.buf], &at);
+                let mut box_at = vec![e.i32(8 * slab as i64)];
+                box_at.extend(outer.iter().cloned());
+                crate::tma::copy_box(e, &dst, &map, &box_at, &bar);
+            }
+        }
+        Ok(())
+    }
+
+    /// With TMA: the next tile's copies go out once every thread is past the tile that last
+    /// used their stage, then this tile's stage barrier is waited for. Returns the next stage
+    /// and the barriers' parities after this wait.
+    fn advance_tma(
+        &self,
+        e: &mut Emitter,
+        next: &Val,
+        stage: &Val,
+        phases: &[Val],
+    ) -> Result<(Val, Vec<Val>), NvptxError> {
+        let ctx = self.body.ctx;
+        let one = ix(e, 1);
+        let other = e.sub(&one, stage);
+        e.line("gpu.barrier");
+        let more = e.cmp(Cmp::Lt, next, &self.n_kt);
+        let lead = self.lead(e);
+        let go = e.and(&more, &lead);
+        e.if_then(&go);
+        self.issue_tma(e, next, &other)?;
+        e.end();
+        let zero = ix(e, 0);
+        let first = e.cmp(Cmp::Eq, stage, &zero);
+        let parity = e.select(&first, &phases[0], &phases[1]);
+        let parity = e.cast(&parity, &Ty::I32);
+        let barriers = ctx.layout.tma.as_ref().map_or(0, |t| t.barriers);
+        let bar = crate::tma::shared_address(e, &ctx.views[barriers], stage);
+        crate::tma::wait(e, &bar, &parity);
+        let flipped: Vec<Val> = phases.iter().map(|p| e.sub(&one, p)).collect();
+        let p0 = e.select(&first, &flipped[0], &phases[0]);
+        let p1 = e.select(&first, &phases[1], &flipped[1]);
+        Ok((other, vec![p0, p1]))
+    }
+
+    /// One visited tile: returns the next state (the next visited tile, its stage, and with
+    /// TMA the barriers' parities).
     fn visit(
         &self,
         e: &mut Emitter,
@@ -457,13 +565,20 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
         states: &[State],
         kt: &Val,
         stage: &Val,
+        phases: &[Val],
     ) -> Result<Vec<Val>, NvptxError> {
         let body = self.body;
         let one = ix(e, 1);
         let after = e.add(kt, &one);
         let next = self.next_visited(e, &after);
         let stages = body.shape.stages;
-        let next_stage = if stages > 1 && body.shape.warpgroup {
+        let mut carried = Vec::new();
+        let tma = body.ctx.layout.tma.is_some();
+        let next_stage = if tma {
+            let (s, p) = self.advance_tma(e, &next, stage, phases)?;
+            carried = p;
+            s
+        } else if stages > 1 && body.shape.warpgroup {
             // wgmma reads shared memory through the async proxy, so the tile's copies are
             // published with `fence.proxy.async`, and that fence waits for every copy the thread
             // has in flight: the next tile's copies go out after it, or the fence would wait for
@@ -506,7 +621,9 @@ impl<'b, 'a, 'c> Sweeper<'b, 'a, 'c> {
             // the next tile's barrier, which orders them after this tile's reads already.
             e.line("gpu.barrier");
         }
-        Ok(vec![next, next_stage])
+        let mut state = vec![next, next_stage];
+        state.extend(carried);
+        Ok(state)
     }
 
     /// The key-side values that are computed rather than copied, and operand copies.

@@ -227,6 +227,15 @@ fn ptx_assembles_and_uses_tensor_cores() {
                     built.tiling
                 ));
             }
+            // Likewise for the key tiles' bulk tensor copies (TMA: UTMALDG in the SASS).
+            let by_tma = built.tiling.contains("by TMA");
+            let utmaldg = sass.matches("UTMALDG").count();
+            if by_tma != (utmaldg > 0) {
+                failures.push(format!(
+                    "{name} {target}: the tiling says \"{}\" but the SASS has {utmaldg} UTMALDG",
+                    built.tiling
+                ));
+            }
             if in_loop > 0 {
                 failures.push(format!(
                     "{name} {target}: {in_loop} local-memory (spill) instructions in a loop{} ({spills})",
@@ -497,4 +506,45 @@ fn a_contraction_over_a_matrix_state_s_columns_is_refused_with_the_reason() {
             && e.contains("`kv`"),
         "{e}"
     );
+}
+
+/// On the wgmma template the key and value tiles of a plain (or GQA) layout come by TMA, one
+/// tensor map per tile with a box of 8 features by the key tile; `mma.sync` and f32 kernels keep
+/// `cp.async`.
+#[test]
+fn wgmma_kernels_copy_key_tiles_by_tma() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for (name, target, want) in [
+        ("softmax_causal", "cuda:sm_90a-wgmma", true),
+        ("gqa_causal", "cuda:sm_90a-wgmma", true),
+        ("softmax_causal", "cuda:sm_90a", false),
+        ("softmax_full", "cuda:sm_90a-wgmma", false),
+    ] {
+        let built = build(&examples.join(format!("{name}.attn")), target)
+            .unwrap_or_else(|e| panic!("{name} {target}: {e}"));
+        let main = built.launches.last().expect("a launch");
+        assert_eq!(
+            !main.tensor_maps.is_empty(),
+            want,
+            "{name} {target}: tensor maps {:?}, tiling {}",
+            main.tensor_maps,
+            built.tiling
+        );
+        assert_eq!(built.tiling.contains("by TMA"), want, "{}", built.tiling);
+        assert_eq!(
+            built.ptx.contains("cp.async.bulk.tensor"),
+            want,
+            "{name} {target}: the PTX disagrees with the plan"
+        );
+        if want {
+            let tensors: Vec<&str> = main.tensor_maps.iter().map(|m| m.tensor.as_str()).collect();
+            assert_eq!(tensors, ["k", "v"], "{name}");
+            for m in &main.tensor_maps {
+                // [B, H, S, D] (GQA: [B, Hkv, S, D]): one key tile of 8 features.
+                let key_tile = m.boxed[2];
+                assert_eq!(m.boxed, vec![1, 1, key_tile, 8], "{name}");
+                assert!(key_tile.is_multiple_of(16) && key_tile <= 256, "{name}");
+            }
+        }
+    }
 }

@@ -172,6 +172,10 @@ pub struct GpuTarget {
     /// slower than mma.sync until the Hopper pipeline (swizzled tiles, TMA, overlapped waits)
     /// lands (`bench/results/h200-wgmma-2026-12-03.md`).
     pub warpgroup_mma: bool,
+    /// Bulk tensor copies (TMA, sm_90) completing on shared-memory barriers: one thread moves a
+    /// whole tile, described by a tensor map the runtime encodes (the `wgmma` template uses
+    /// them for its key and value tiles).
+    pub bulk_tensor_copy: bool,
     pub dram_bytes_per_s: f64,
     pub l2_bytes: usize,
     /// Dense matrix-unit rate for 16-bit operands, FLOP/s.
@@ -220,6 +224,7 @@ impl GpuTarget {
             matrix: Self::mma_shapes(),
             async_copy: true,
             warpgroup_mma: false,
+            bulk_tensor_copy: false,
             dram_bytes_per_s: 1.55e12,
             l2_bytes: 40 << 20,
             matrix_flops_16bit: 312e12,
@@ -241,6 +246,7 @@ impl GpuTarget {
             shared_bytes_per_block: 227 << 10,
             shared_bytes_per_multiprocessor: 228 << 10,
             warpgroup_mma: false,
+            bulk_tensor_copy: true,
             dram_bytes_per_s: 4.24e12,
             l2_bytes: 50 << 20,
             matrix_flops_16bit: 790e12,
@@ -294,6 +300,7 @@ impl GpuTarget {
             matrix: vec![shape(ElementType::F16), shape(ElementType::Bf16)],
             async_copy: false,
             warpgroup_mma: false,
+            bulk_tensor_copy: false,
             ..Self::sm_90a()
         }
     }

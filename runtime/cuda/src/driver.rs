@@ -1,11 +1,13 @@
 //! The FFI edge of the CUDA runtime: every `unsafe` of this crate is in this file, each block
 //! with its reason, behind a safe function. Everything else goes through cudarc's safe API.
 //!
-//! Three things need it: probing for libcuda (cudarc panics on its first call when the library
-//! is missing), launching a kernel (the driver cannot check arguments), and loading PTX with a
-//! JIT log buffer (cudarc's loader passes none, so a failed load says only "invalid PTX").
+//! Four things need it: probing for libcuda (cudarc panics on its first call when the library
+//! is missing), launching a kernel (the driver cannot check arguments), loading PTX with a
+//! JIT log buffer (cudarc's loader passes none, so a failed load says only "invalid PTX"), and
+//! encoding TMA tensor maps (cudarc has no safe wrapper for it).
 #![allow(unsafe_code)]
 
+use attnc_kernel_abi::{ElementType, TensorMapEncoding};
 use cudarc::driver::sys;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
@@ -103,4 +105,66 @@ pub(crate) fn jit_error_log(ctx: &CudaContext, ptx: &CStr) -> Option<String> {
     let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
     let text = String::from_utf8_lossy(&log[..end]).trim().to_string();
     (!text.is_empty()).then_some(text)
+}
+
+/// Encodes one TMA tensor map over the device buffer at `address` (no swizzle, no interleave,
+/// zeros outside the tensor), as the 128 bytes a kernel reads.
+pub(crate) fn encode_tensor_map(
+    element: ElementType,
+    address: sys::CUdeviceptr,
+    map: &TensorMapEncoding,
+) -> Result<[u8; 128], String> {
+    use sys::CUtensorMapDataType as T;
+    let data_type = match element {
+        ElementType::F16 => T::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        ElementType::Bf16 => T::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        ElementType::F32 => T::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        ElementType::I32 => T::CU_TENSOR_MAP_DATA_TYPE_INT32,
+        other => return Err(format!("no tensor map reads {other} elements")),
+    };
+    let rank = map.dims.len();
+    if rank == 0 || rank > 5 || map.strides.len() + 1 != rank || map.boxed.len() != rank {
+        return Err(format!(
+            "a tensor map of rank {rank} with mismatched arrays"
+        ));
+    }
+    if !address.is_multiple_of(16) {
+        return Err("a tensor map's buffer is not 16-byte aligned".into());
+    }
+    let element_strides = [1u32; 5];
+    let mut out = sys::CUtensorMap { opaque: [0; 16] };
+    // SAFETY: `out` is a CUtensorMap (64-byte aligned by its type) that the call writes; the
+    // dims, strides, box and element strides point at arrays of `rank`, `rank - 1`, `rank` and
+    // at least `rank` elements, alive across the call (checked above); `address` is only
+    // recorded in the map, not dereferenced.
+    let status = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut out,
+            data_type,
+            rank as u32,
+            address as *mut c_void,
+            map.dims.as_ptr(),
+            map.strides.as_ptr(),
+            map.boxed.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return Err(format!(
+            "the driver refused the tensor map (dims {:?}, strides {:?}, box {:?}): {}",
+            map.dims,
+            map.strides,
+            map.boxed,
+            driver_text(&DriverError(status))
+        ));
+    }
+    let mut bytes = [0u8; 128];
+    for (k, w) in out.opaque.iter().enumerate() {
+        bytes[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    Ok(bytes)
 }

@@ -7,11 +7,13 @@ use crate::device::CudaDevice;
 use crate::driver::{self, KernelArg, driver_text};
 use crate::launch_plan::{ArgSlot, CallPlan, plan_call};
 use crate::timing::summarize;
-use attnc_device::{DeviceError, LoadedKernel, Tensors, Timing, check_inputs, poison_element};
-use attnc_kernel_abi::{DimValues, KernelManifest, STATUS_WORDS};
+use attnc_device::{
+    DeviceError, LoadedKernel, Tensors, Timing, check_inputs, poison_element, tensor_maps_key,
+};
+use attnc_kernel_abi::{Arg, DimValues, KernelManifest, STATUS_WORDS, TENSOR_MAP_BYTES};
 use attnc_tensors::HostTensor;
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaEvent, CudaFunction, CudaSlice, DriverError, LaunchConfig};
+use cudarc::driver::{CudaEvent, CudaFunction, CudaSlice, DevicePtr, DriverError, LaunchConfig};
 use std::collections::BTreeMap;
 
 /// Device buffers of one call, by the keys of [`attnc_device::buffer_bytes`].
@@ -66,7 +68,64 @@ impl<'d> CudaKernel<'d> {
             };
             buffers.insert(key.clone(), self.allocate(key, bytes, contents)?);
         }
+        self.write_tensor_maps(dims, &mut buffers)?;
         Ok((plan, buffers))
+    }
+
+    /// Encodes every launch's TMA tensor maps for this call's tensors and uploads them into the
+    /// launch's tensor-map buffer.
+    fn write_tensor_maps(
+        &self,
+        dims: &DimValues,
+        buffers: &mut Buffers,
+    ) -> Result<(), DeviceError> {
+        let stream = &self.device.stream;
+        for launch in &self.manifest.launches {
+            for arg in &launch.args {
+                let Arg::TensorMaps { maps } = arg else {
+                    continue;
+                };
+                let mut bytes = Vec::with_capacity(maps.len() * TENSOR_MAP_BYTES);
+                for map in maps {
+                    let tensor = self.manifest.input(&map.tensor).ok_or_else(|| {
+                        DeviceError::Input(format!(
+                            "a tensor map names `{}`, which is no input",
+                            map.tensor
+                        ))
+                    })?;
+                    let shape: Vec<u64> = self
+                        .manifest
+                        .shape_of(tensor, dims)
+                        .map_err(|e| DeviceError::Input(e.to_string()))?
+                        .into_iter()
+                        .map(|d| d as u64)
+                        .collect();
+                    let encoding = map
+                        .encoding(&shape, tensor.element.size_bytes() as u64)
+                        .map_err(DeviceError::Input)?;
+                    let buffer = buffers.get(&map.tensor).ok_or_else(|| {
+                        DeviceError::Device(format!("input `{}` was not allocated", map.tensor))
+                    })?;
+                    let (address, _sync) = buffer.device_ptr(stream);
+                    let encoded = driver::encode_tensor_map(tensor.element, address, &encoding)
+                        .map_err(|e| {
+                            DeviceError::Device(format!(
+                                "kernel `{}`, tensor `{}`: {e}",
+                                launch.signature.name, map.tensor
+                            ))
+                        })?;
+                    bytes.extend_from_slice(&encoded);
+                }
+                let key = tensor_maps_key(&launch.signature.name);
+                let buffer = buffers.get_mut(&key).ok_or_else(|| {
+                    DeviceError::Device(format!("buffer `{key}` was not allocated"))
+                })?;
+                stream
+                    .memcpy_htod(&bytes, buffer)
+                    .map_err(|e| device_error("cannot upload the tensor maps", &e))?;
+            }
+        }
+        Ok(())
     }
 
     /// One buffer of `bytes` (at least 4: the driver allocates nothing for 0).

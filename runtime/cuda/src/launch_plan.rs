@@ -124,6 +124,7 @@ pub fn check_launch(
                 .find(|w| &w.name == name)
                 .map(|w| w.element),
             attnc_kernel_abi::Arg::Status => Some(ElementType::I32),
+            attnc_kernel_abi::Arg::TensorMaps { .. } => Some(ElementType::I64),
             _ => None,
         };
         if given != Some(*element) {
@@ -189,6 +190,9 @@ pub fn form_args(
                 ArgSlot::Buffer(format!("workspace:{name}"))
             }
             (Param::Buffer { .. }, ArgValue::Status) => ArgSlot::Buffer("status".into()),
+            (Param::Buffer { .. }, ArgValue::TensorMaps(kernel, _)) => {
+                ArgSlot::Buffer(attnc_device::tensor_maps_key(kernel))
+            }
             (Param::Int { .. }, ArgValue::Int(n)) => ArgSlot::I64(n),
             (Param::F32 { .. }, ArgValue::F32(x)) => ArgSlot::F32(x),
             (p, v) => {

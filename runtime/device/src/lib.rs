@@ -82,6 +82,13 @@ pub enum ArgValue<'a> {
     Status,
     Int(i64),
     F32(f32),
+    /// The launch's tensor-map buffer ([`tensor_maps_key`]), with the maps to encode into it.
+    TensorMaps(&'a str, &'a [attnc_kernel_abi::TensorMap]),
+}
+
+/// The buffer key of a launch's tensor maps (one buffer per launch that takes them).
+pub fn tensor_maps_key(kernel: &str) -> String {
+    format!("tensor_maps:{kernel}")
 }
 
 /// The arguments of `launch` under `dims`, in parameter order.
@@ -104,6 +111,7 @@ pub fn launch_args<'a>(
                     ))
                 })?),
                 Arg::F32 { value } => ArgValue::F32(*value as f32),
+                Arg::TensorMaps { maps } => ArgValue::TensorMaps(&launch.signature.name, maps),
             })
         })
         .collect()
@@ -161,6 +169,16 @@ pub fn buffer_bytes(
         out.insert(format!("workspace:{}", w.name), bytes.max(4));
     }
     out.insert("status".into(), (STATUS_WORDS * 4) as u64);
+    for l in &manifest.launches {
+        for a in &l.args {
+            if let Arg::TensorMaps { maps } = a {
+                out.insert(
+                    tensor_maps_key(&l.signature.name),
+                    (maps.len() * attnc_kernel_abi::TENSOR_MAP_BYTES) as u64,
+                );
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -22,7 +22,7 @@ pub use element::ElementType;
 pub use expr::{BinOp, EvalError, Expr, ParseError};
 pub use manifest::{
     ABI_VERSION, Arg, Bound, DimDecl, Guard, KernelManifest, Launch, Requirement, STATUS_WORDS,
-    StatusError, TensorDecl, ValueRange, Workspace,
+    StatusError, TENSOR_MAP_BYTES, TensorDecl, TensorMap, TensorMapEncoding, ValueRange, Workspace,
 };
 pub use signature::{Access, Extent, KernelSignature, Param};
 pub use target::{TargetId, UnknownTarget};
@@ -143,6 +143,55 @@ mod tests {
         let mut m = gqa();
         m.abi_version = 99;
         assert!(m.validate().unwrap_err().contains("version 99"));
+    }
+
+    /// A tensor map's encoding is the tensor's dims and row-major byte strides and the box,
+    /// innermost axis first; a manifest's tensor-map argument names inputs of its box's rank.
+    #[test]
+    fn tensor_maps_encode_in_the_drivers_order_and_validate() {
+        let map = TensorMap {
+            tensor: "k".into(),
+            boxed: vec![1, 1, 64, 8],
+        };
+        let enc = map.encoding(&[2, 4, 1000, 128], 2).unwrap();
+        assert_eq!(enc.dims, vec![128, 1000, 4, 2]);
+        assert_eq!(enc.strides, vec![256, 256 * 1000, 256 * 1000 * 4]);
+        assert_eq!(enc.boxed, vec![8, 64, 1, 1]);
+        // Rows of 36 bytes are no multiple of 16; a box of 4 bf16 is not a 16-byte piece.
+        assert!(
+            map.encoding(&[2, 4, 1000, 18], 2)
+                .unwrap_err()
+                .contains("multiple of 16")
+        );
+        let narrow = TensorMap {
+            tensor: "k".into(),
+            boxed: vec![1, 1, 64, 4],
+        };
+        assert!(narrow.encoding(&[2, 4, 1000, 128], 2).is_err());
+        assert!(map.encoding(&[4, 1000, 128], 2).is_err());
+
+        let mut m = gqa();
+        m.launches[0].signature.params.push(Param::Buffer {
+            name: "tmaps".into(),
+            element: ElementType::I64,
+            access: Access::Read,
+            extent: vec![Extent::Fixed(16)],
+        });
+        m.launches[0].args.push(Arg::TensorMaps {
+            maps: vec![map.clone()],
+        });
+        m.validate().unwrap();
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"from\":\"tensor_maps\""), "{text}");
+        assert_eq!(serde_json::from_str::<KernelManifest>(&text).unwrap(), m);
+        let mut bad = m.clone();
+        bad.launches[0].args[6] = Arg::TensorMaps {
+            maps: vec![TensorMap {
+                tensor: "nothing".into(),
+                boxed: vec![1, 1, 64, 8],
+            }],
+        };
+        assert!(bad.validate().unwrap_err().contains("cannot take"));
     }
 
     #[test]

@@ -136,6 +136,95 @@ pub enum Arg {
     F32 {
         value: f64,
     },
+    /// A buffer of TMA tensor maps (CUDA on sm_90 and later), [`TENSOR_MAP_BYTES`] each, in
+    /// order: the runtime encodes each for the call's tensor with its device address and shape.
+    /// The code reads tiles through them with bulk tensor copies instead of per-thread loads.
+    TensorMaps {
+        maps: Vec<TensorMap>,
+    },
+}
+
+/// Bytes of one encoded tensor map (`CUtensorMap`); the buffer holds them back to back, each
+/// 64-byte aligned as the hardware requires.
+pub const TENSOR_MAP_BYTES: usize = 128;
+
+/// One TMA tensor map: which tensor it covers and the box one copy moves, as data, so that a
+/// runtime encodes it for the tensor it is given without knowing anything of the kernel.
+///
+/// The map covers the whole tensor, dense and row-major as every [`TensorDecl`] is, with no
+/// swizzle and no interleave; a box element outside the tensor reads as zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorMap {
+    /// The input tensor it reads.
+    pub tensor: String,
+    /// Elements of one box along each axis of the tensor, in the tensor's axis order. The last
+    /// (contiguous) axis' box is a whole number of 16-byte pieces.
+    #[serde(rename = "box")]
+    pub boxed: Vec<u32>,
+}
+
+impl TensorMap {
+    /// What a runtime passes to the driver: dims, byte strides of every axis but the
+    /// contiguous one, and the box, each innermost first (the driver's order), for a tensor of
+    /// `shape` with elements of `bytes` bytes.
+    pub fn encoding(&self, shape: &[u64], bytes: u64) -> Result<TensorMapEncoding, String> {
+        let rank = shape.len();
+        if rank == 0 || rank > 5 || self.boxed.len() != rank {
+            return Err(format!(
+                "tensor map of `{}`: a box of {} axes for a tensor of {rank} (1 to 5)",
+                self.tensor,
+                self.boxed.len()
+            ));
+        }
+        let dims: Vec<u64> = shape.iter().rev().copied().collect();
+        let boxed: Vec<u32> = self.boxed.iter().rev().copied().collect();
+        let mut strides = Vec::with_capacity(rank - 1);
+        let mut stride = bytes;
+        for d in &dims[..rank - 1] {
+            stride = stride
+                .checked_mul(*d)
+                .ok_or("a tensor map stride overflows")?;
+            strides.push(stride);
+        }
+        if dims.iter().any(|&d| d == 0 || d > 1 << 32) {
+            return Err(format!(
+                "tensor map of `{}`: dims {shape:?} are not all in 1..=2^32",
+                self.tensor
+            ));
+        }
+        if strides
+            .iter()
+            .any(|&s| !s.is_multiple_of(16) || s >= 1 << 40)
+        {
+            return Err(format!(
+                "tensor map of `{}`: its rows are {} bytes, not a multiple of 16",
+                self.tensor,
+                strides.first().copied().unwrap_or(0)
+            ));
+        }
+        if boxed.iter().any(|&b| b == 0 || b > 256)
+            || !(u64::from(boxed[0]) * bytes).is_multiple_of(16)
+        {
+            return Err(format!(
+                "tensor map of `{}`: box {:?} has an axis outside 1..=256, or its rows are not whole 16-byte pieces",
+                self.tensor, self.boxed
+            ));
+        }
+        Ok(TensorMapEncoding {
+            dims,
+            strides,
+            boxed,
+        })
+    }
+}
+
+/// A [`TensorMap`] for one tensor, in the driver's terms (innermost axis first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMapEncoding {
+    pub dims: Vec<u64>,
+    /// Byte strides of axes 1.. (axis 0 is contiguous).
+    pub strides: Vec<u64>,
+    pub boxed: Vec<u32>,
 }
 
 /// A check the code makes at run time (a computed index against its axis, a value against its
@@ -265,6 +354,14 @@ impl KernelManifest {
                         true
                     }
                     (Param::F32 { .. }, Arg::F32 { .. }) => true,
+                    (Param::Buffer { element, .. }, Arg::TensorMaps { maps }) => {
+                        *element == ElementType::I64
+                            && !maps.is_empty()
+                            && maps.iter().all(|m| {
+                                self.input(&m.tensor)
+                                    .is_some_and(|t| t.shape.len() == m.boxed.len())
+                            })
+                    }
                     _ => false,
                 };
                 if !ok {

@@ -226,6 +226,13 @@ fn check_launch(
             launch.block, caps.max_compute_workgroup_invocations, caps.max_compute_workgroup_size
         ));
     }
+    if launch
+        .args
+        .iter()
+        .any(|a| matches!(a, Arg::TensorMaps { .. }))
+    {
+        return Err("it reads through TMA tensor maps, which only CUDA has".into());
+    }
     for (param, arg) in launch.signature.params.iter().zip(&launch.args) {
         let Param::Buffer { name, element, .. } = param else {
             continue;

@@ -112,5 +112,12 @@ fn arg_text(a: &Arg) -> String {
         Arg::Status => "status".into(),
         Arg::Int { value } => value.to_string(),
         Arg::F32 { value } => format!("{value}"),
+        Arg::TensorMaps { maps } => {
+            let each: Vec<String> = maps
+                .iter()
+                .map(|m| format!("{} box {:?}", m.tensor, m.boxed))
+                .collect();
+            format!("tensor maps [{}]", each.join(", "))
+        }
     }
 }

@@ -59,12 +59,11 @@ pub(super) fn accumulator_at(
 
 impl Chunk<'_> {
     /// The A fragment of rows `row0..row0 + 16`, columns `k0..k0 + 8`.
-    fn a_frag(&self, e: &mut Emitter, row0: &Val, k0: usize, load: Load) -> Vec<Val> {
+    fn a_frag(&self, e: &mut Emitter, row0: &Val, k0: &Val, load: Load) -> Vec<Val> {
         let r_lo = e.add(row0, &self.g);
         let eight = e.index(8);
         let r_hi = e.add(&r_lo, &eight);
-        let k = e.index(k0 as i64);
-        let c_lo = e.add(&k, &self.t);
+        let c_lo = e.add(k0, &self.t);
         let four = e.index(4);
         let c_hi = e.add(&c_lo, &four);
         [(&r_lo, &c_lo), (&r_hi, &c_lo), (&r_lo, &c_hi), (&r_hi, &c_hi)]
@@ -77,9 +76,8 @@ impl Chunk<'_> {
     }
 
     /// The B fragment of rows (k) `k0..k0 + 8`, columns (n) `n0..n0 + 8`.
-    fn b_frag(&self, e: &mut Emitter, k0: usize, n0: usize, load: Load) -> Vec<Val> {
-        let k = e.index(k0 as i64);
-        let k_lo = e.add(&k, &self.t);
+    fn b_frag(&self, e: &mut Emitter, k0: &Val, n0: usize, load: Load) -> Vec<Val> {
+        let k_lo = e.add(k0, &self.t);
         let four = e.index(4);
         let k_hi = e.add(&k_lo, &four);
         let n = e.index(n0 as i64);
@@ -98,23 +96,29 @@ impl Chunk<'_> {
         vec![vec![z; 4]; blocks]
     }
 
-    /// `acc += A B` over `k_steps` steps of 8, A and B given by their loaders.
+    /// `acc += A B` over `k_steps` steps of 8, A and B given by their loaders. The steps are a
+    /// loop, not unrolled: unrolled, every fragment's address is invariant in the chunk loop,
+    /// hoisted out of it and kept in registers, and the state products spill.
     fn accumulate(
         &self,
         e: &mut Emitter,
-        acc: &mut [Vec<Val>],
+        acc: &mut Vec<Vec<Val>>,
         row0: &Val,
         k_steps: usize,
         a: Load,
         b: Load,
     ) {
-        for kk in 0..k_steps {
-            let af = self.a_frag(e, row0, kk * 8, a);
-            for (nb, c) in acc.iter_mut().enumerate() {
-                let bf = self.b_frag(e, kk * 8, nb * 8, b);
-                *c = mma::mma(e, TF32, &af, &bf, c);
-            }
+        let flat: Vec<Val> = acc.iter().flatten().cloned().collect();
+        let (zero, hi, step) = (e.index(0), e.index(8 * k_steps as i64), e.index(8));
+        let (k0, carried, lp) = e.for_iter(&zero, &hi, &step, &flat);
+        let af = self.a_frag(e, row0, &k0, a);
+        let mut next = Vec::with_capacity(flat.len());
+        for (nb, c) in carried.chunks(4).enumerate() {
+            let bf = self.b_frag(e, &k0, nb * 8, b);
+            next.extend(mma::mma(e, TF32, &af, &bf, c));
         }
+        let out = e.end_for(&next, lp);
+        *acc = out.chunks(4).map(|c| c.to_vec()).collect();
     }
 
     /// Opens `scf.if` for the warps that own a 16-row tile `mt` of `tiles`: warp w owns

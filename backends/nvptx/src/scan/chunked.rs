@@ -543,29 +543,28 @@ impl<'a> Kernel<'_, 'a> {
     fn maps(&self, e: &mut Emitter, ctx: &mut Ctx<'a>) -> Result<(), NvptxError> {
         let graph = self.sites.graph;
         for (n, arr, ty, len) in &self.sites.maps {
-            self.chunk
-                .try_shared_out(e, self.chunk.c * len, |e, i| {
-                    let (j, f) = Chunk::split(e, i, *len);
-                    let (t, _) = self.step_of(e, &j);
-                    self.sites.at(e, ctx, &j, &t);
-                    let vector = !matches!(feature_of(graph, *n), Feature::Scalar);
-                    let tree = Tree::of_map(
-                        graph,
-                        ValueRef {
-                            node: *n,
-                            result: 0,
-                        },
-                        &|_| false,
-                    );
-                    let mut low = ExprLowering::new(graph, &PtxMath);
-                    let mut leaves = StepLeaves { ctx };
-                    let v = low
-                        .lower(e, &mut leaves, &tree, vector.then_some(&f))
-                        .map_err(|err| NvptxError::lowering(graph, *n, err))?;
-                    let v = e.cast(&v, ty);
-                    self.chunk.st(e, arr, &j, &f, &v);
-                    Ok(())
-                })?;
+            self.chunk.try_shared_out(e, self.chunk.c * len, |e, i| {
+                let (j, f) = Chunk::split(e, i, *len);
+                let (t, _) = self.step_of(e, &j);
+                self.sites.at(e, ctx, &j, &t);
+                let vector = !matches!(feature_of(graph, *n), Feature::Scalar);
+                let tree = Tree::of_map(
+                    graph,
+                    ValueRef {
+                        node: *n,
+                        result: 0,
+                    },
+                    &|_| false,
+                );
+                let mut low = ExprLowering::new(graph, &PtxMath);
+                let mut leaves = StepLeaves { ctx };
+                let v = low
+                    .lower(e, &mut leaves, &tree, vector.then_some(&f))
+                    .map_err(|err| NvptxError::lowering(graph, *n, err))?;
+                let v = e.cast(&v, ty);
+                self.chunk.st(e, arr, &j, &f, &v);
+                Ok(())
+            })?;
             e.line("gpu.barrier");
         }
         Ok(())

@@ -128,8 +128,7 @@ pub(super) fn arrays(
         .map(|s| {
             let padded = padded_rows(s.rows, s.per_row);
             let w = if s.per_row { padded } else { 1 };
-            let (decay, to_step, to_end) =
-                (m.take(chunk, w), m.take(chunk, w), m.take(chunk, w));
+            let (decay, to_step, to_end) = (m.take(chunk, w), m.take(chunk, w), m.take(chunk, w));
             let between = (!s.per_row).then(|| m.take(chunk, chunk));
             let state = if s.matrix {
                 m.take(padded, columns)
@@ -231,7 +230,10 @@ mod tests {
         let last = all.last().unwrap();
         assert!(last.at + 4 * last.len() <= a.bytes);
         // The state: 128 rows of 64 columns (+4 for the banks); the scores 64 x (64 + 4).
-        assert_eq!((a.states[0].state.rows, a.states[0].state.stride), (128, 68));
+        assert_eq!(
+            (a.states[0].state.rows, a.states[0].state.stride),
+            (128, 68)
+        );
         assert_eq!(a.readouts[0].weights[0].stride, 68);
         assert_eq!(a.states[0].between.unwrap().rows, 64);
     }

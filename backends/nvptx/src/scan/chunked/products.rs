@@ -66,13 +66,18 @@ impl Chunk<'_> {
         let c_lo = e.add(k0, &self.t);
         let four = e.index(4);
         let c_hi = e.add(&c_lo, &four);
-        [(&r_lo, &c_lo), (&r_hi, &c_lo), (&r_lo, &c_hi), (&r_hi, &c_hi)]
-            .into_iter()
-            .map(|(r, c)| {
-                let x = load(e, r, c);
-                tf32(e, &x)
-            })
-            .collect()
+        [
+            (&r_lo, &c_lo),
+            (&r_hi, &c_lo),
+            (&r_lo, &c_hi),
+            (&r_hi, &c_hi),
+        ]
+        .into_iter()
+        .map(|(r, c)| {
+            let x = load(e, r, c);
+            tf32(e, &x)
+        })
+        .collect()
     }
 
     /// The B fragment of rows (k) `k0..k0 + 8`, columns (n) `n0..n0 + 8`.

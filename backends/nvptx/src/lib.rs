@@ -8,8 +8,9 @@
 //! batch, heads and sequence lengths are run-time arguments, so one build serves every shape.
 //! Code generation lives in `kernel.rs` (prologue, epilogue, outputs), `sweep.rs` (the key tile
 //! loop and online reductions), `mma.rs` (fragments), `leaves.rs` (where values are read),
-//! `classify.rs` (where values live), `per_head.rs` (the workspace kernel) and `scan.rs` (a
-//! recurrence, step by step).
+//! `classify.rs` (where values live), `per_head.rs` (the workspace kernel), `scan.rs` (a
+//! recurrence, step by step) and `scan/chunked.rs` (a recurrence chunk by chunk, its products
+//! on the tensor cores).
 
 mod classify;
 mod error;

@@ -134,7 +134,7 @@ def rebuild_bundles(args):
         head_args = ",".join(f"{m[0]}={m[1]}" for m in re.findall(r"([A-Za-z]+?)(\d+)(?:_|$)", head))
         src = OUT / "sources" / f"{variant}.attn"
         run([args.attnc, "build", str(src), "--target", args.target, "--shape", head_args,
-             "-o", str(OUT / args.bundle_dir / bundle)])
+             "-o", str(OUT / args.bundle_dir / bundle), *args.scan])
         print(f"rebuilt {bundle} ({head_args})", flush=True)
 
 
@@ -151,6 +151,9 @@ def main():
                     help="rebuild the bundles of the cases in cases.tsv, keeping their inputs and references")
     ap.add_argument("--target", default="cuda:sm_90a",
                     help="the GPU target preset of the bundles (cuda:sm_90a-wgmma for the wgmma template)")
+    ap.add_argument("--scan", action="store_const", const=["--scan"], default=[],
+                    help="build recurrences as the scan even where they run chunked (with --bundles-only "
+                         "--bundle-dir bundles-scan, BUNDLES=bundles-scan check.sh checks the scan)")
     ap.add_argument("--bundle-dir", default="bundles",
                     help="with --bundles-only: the folder of .device/check to write them to")
     args = ap.parse_args()
@@ -179,7 +182,7 @@ def main():
                 if args.quick:
                     shapes = shapes[-1:]
                 bundle = OUT / "bundles" / f"{variant}.{shape_arg(head).replace(',', '_').replace('=', '')}.attnb"
-                run([args.attnc, "build", str(src), "--target", args.target, "--shape", shape_arg(head), "-o", str(bundle)])
+                run([args.attnc, "build", str(src), "--target", args.target, "--shape", shape_arg(head), "-o", str(bundle), *args.scan])
                 for k, shape in enumerate(shapes):
                     case = f"{bundle.stem}.{k}"
                     full = dict(head, **shape)
@@ -199,7 +202,7 @@ def main():
             dims = dict(kv.split("=") for kv in shape.split(","))
             head = "_".join(f"{k}{v}" for k, v in dims.items() if k not in ("B", "H", "S")) or "none"
             bundle = OUT / "bundles" / f"{variant}.{head}.attnb"
-            run([args.attnc, "build", str(src), "--target", "cuda:sm_90a", "--shape", shape, "-o", str(bundle)])
+            run([args.attnc, "build", str(src), "--target", "cuda:sm_90a", "--shape", shape, "-o", str(bundle), *args.scan])
             case = f"{bundle.stem}.0"
             inp = OUT / "cases" / f"{case}.in.safetensors"
             ref = OUT / "cases" / f"{case}.ref.safetensors"

@@ -39,3 +39,16 @@ def kept_pairs(mask, s):
 def useful_flops(v, b, h, s, d):
     """4 * B * H * kept pairs * D (two products), times the number of score maps."""
     return 4 * b * h * kept_pairs(v["mask"], s) * d * v.get("maps", 1)
+
+
+# The recurrent variants: the example, its head dims (all set to the bench's D), and the
+# fla-core 0.6 chunked kernel that computes the same recurrence (bench_recurrent.py).
+RECURRENT = {
+    "retention": {"example": "retention", "head_dims": ["D"], "fla": "chunk_retention"},
+    "mamba2": {"example": "mamba2", "head_dims": ["D", "Dv"], "fla": "chunk_simple_gla"},
+    "gated_linear_attention": {"example": "gated_linear_attention", "head_dims": ["Dk", "Dv"],
+                               "fla": "chunk_gla"},
+    "gated_deltanet": {"example": "gated_deltanet", "head_dims": ["D", "Dv"],
+                       "fla": "chunk_gated_delta_rule"},
+}
+RECURRENT_SHAPES = [(4, 16, 4096, 128), (16, 16, 1024, 128)]

@@ -105,6 +105,38 @@ fn a_bundle_build_prints_only_what_it_wrote() {
     );
 }
 
+/// On CUDA a recurrence with a scalar decay runs chunked by default, and `--scan` forces the
+/// scan; the plan says which, and why for the scan.
+#[test]
+fn a_cuda_plan_of_a_recurrence_is_chunked_unless_scan_is_asked_for() {
+    let plan = |extra: &[&str]| {
+        let mut a = vec![
+            "build",
+            "examples/retention.attn",
+            "--target",
+            "cuda:sm_90a",
+            "--shape",
+            "D=64",
+            "--emit",
+            "tiled",
+        ];
+        a.extend(extra);
+        let out = common::attnc(&a);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let chunked = plan(&[]);
+    assert!(
+        chunked.contains("chunks of 64 steps") && chunked.contains("matrix units"),
+        "{chunked}"
+    );
+    let scan = plan(&["--scan"]);
+    assert!(
+        scan.contains("step by step") && scan.contains("--scan forces the scan"),
+        "{scan}"
+    );
+}
+
 #[test]
 fn a_vulkan_plan_of_a_recurrence_says_it_runs_as_a_scan() {
     // The SPIR-V chunked form is opt-in: the plan said "chunks of 16" for a kernel that ran

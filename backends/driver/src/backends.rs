@@ -82,11 +82,16 @@ impl Backend for Cpu {
 /// The CUDA back end: PTX through NVPTX, tiled to fit the exact shared-memory layout it writes.
 pub struct Cuda {
     target: Target,
+    /// Run a recurrence as the sequential scan even where its chunked form applies.
+    pub scan: bool,
 }
 
 impl Cuda {
     pub fn new(target: Target) -> Self {
-        Cuda { target }
+        Cuda {
+            target,
+            scan: false,
+        }
     }
 }
 
@@ -104,7 +109,11 @@ impl Backend for Cuda {
         fused: &FusedProgram,
         given: Option<&Bindings>,
     ) -> Result<TiledProgram, Self::Error> {
-        attnc_nvptx::fit(graph, fused, &self.target, given)
+        let mut tiled = attnc_nvptx::fit(graph, fused, &self.target, given)?;
+        if self.scan {
+            tiled.scan_recurrences("--scan forces the scan");
+        }
+        Ok(tiled)
     }
 
     fn generate(

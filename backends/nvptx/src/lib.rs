@@ -8,8 +8,9 @@
 //! batch, heads and sequence lengths are run-time arguments, so one build serves every shape.
 //! Code generation lives in `kernel.rs` (prologue, epilogue, outputs), `sweep.rs` (the key tile
 //! loop and online reductions), `mma.rs` (fragments), `leaves.rs` (where values are read),
-//! `classify.rs` (where values live), `per_head.rs` (the workspace kernel) and `scan.rs` (a
-//! recurrence, step by step).
+//! `classify.rs` (where values live), `per_head.rs` (the workspace kernel), `scan.rs` (a
+//! recurrence, step by step) and `scan/chunked.rs` (a recurrence chunk by chunk, its products
+//! on the tensor cores).
 
 mod classify;
 mod error;
@@ -68,6 +69,10 @@ pub struct GpuBuild {
     pub tiling: String,
     /// How long each step of the code generation took (`--time-passes`).
     pub timings: Vec<(&'static str, std::time::Duration)>,
+    /// A recurrence's chunk length as built (`None` for a scan or a parallel kernel).
+    pub chunk: Option<usize>,
+    /// Why a recurrence the plan chunks runs as a scan here.
+    pub why_scan: Option<String>,
 }
 
 /// The symbol of the gpu.module every kernel is in.
@@ -97,13 +102,18 @@ pub fn fit(
             attnc_passes::tiling::tile(graph, fused, &Target::Gpu(budget.clone()), given)
                 .map_err(NvptxError::Tiling)?;
         tiled.target = target.clone();
-        // The plan says what runs: this back end writes a recurrence's scan, not its chunks.
-        tiled.scan_recurrences(
-            "the NVPTX back end does not write the chunked form yet (the CPU back end runs it)",
-        );
         // Other errors are the compile step's to report, with the tiling that caused them.
         let e = match generate(graph, fused, &tiled) {
             Ok(build) => {
+                // The plan says what runs: the chunk length built, or why the scan runs.
+                if let Some(why) = &build.why_scan {
+                    tiled.scan_recurrences(why);
+                }
+                if let (Some(c), Some(k)) = (build.chunk, tiled.kernels.first_mut())
+                    && let TiledBody::Recurrent { chunk, .. } = &mut k.body
+                {
+                    *chunk = Some(c);
+                }
                 // The plan shows the layout's exact size, not the model's estimate.
                 let exact = build.launches.last().map(|l| l.shared_bytes);
                 if let (Some(exact), Some(k)) = (exact, tiled.kernels.first_mut())
@@ -182,7 +192,7 @@ pub fn generate(
     }
     let plan = match &kernel.template {
         Template::Parallel(p) => p,
-        Template::Recurrent(r) => return generate_scan(graph, r, tiled, gpu),
+        Template::Recurrent(r) => return generate_recurrent(graph, r, tiles, tiled, gpu),
     };
     let TiledBody::Parallel(tiling) = &tiles.body else {
         return Err(internal("a parallel kernel tiled as a recurrence"));
@@ -353,15 +363,97 @@ pub fn generate(
         guards,
         tiling: tiling_text,
         timings: Vec::new(),
+        chunk: None,
+        why_scan: None,
     })
 }
 
-/// The scan form of a recurrence (`scan.rs`): a block per (b, h) and slice of value columns.
+/// A recurrence in the chunked form where the plan chunks it and this back end writes it
+/// (`scan/chunked.rs`), else as the scan, saying why.
+fn generate_recurrent(
+    graph: &Graph,
+    plan: &attnc_passes::fusion::recurrent::RecurrentKernel,
+    tiles: &attnc_passes::tiling::TiledKernel,
+    tiled: &TiledProgram,
+    gpu: &attnc_passes::tiling::target::GpuTarget,
+) -> Result<GpuBuild, NvptxError> {
+    let planned = match &tiles.body {
+        TiledBody::Recurrent { chunk, .. } => *chunk,
+        TiledBody::Parallel(_) => None,
+    };
+    let (Some(chunk), Ok(form)) = (planned, &plan.chunked) else {
+        return generate_scan(graph, plan, tiled, gpu, None);
+    };
+    let entry = format!("attnc_{}", graph.kernel);
+    let written = scan::write_chunked(
+        graph,
+        plan,
+        form,
+        chunk,
+        &tiled.dims,
+        gpu.shared_bytes_per_block,
+        &entry,
+    );
+    let k = match written {
+        Ok(Ok(k)) => k,
+        Ok(Err(why)) | Err(NvptxError::Unsupported { message: why, .. }) => {
+            return generate_scan(graph, plan, tiled, gpu, Some(why));
+        }
+        Err(e) => return Err(e),
+    };
+    use attnc_ir::types::FrameIndex;
+    let ext = |fi| graph.extents.get(&fi).cloned().unwrap_or(Dim::Const(1));
+    let tiling = format!(
+        "chunks of {} steps: a block of {} threads per (b, h) and slice of {} value columns ({} slices), the states' slices in shared memory as f32; per chunk the scores, read-outs and state updates on the tensor cores (mma.sync m16n8k8, tf32 operands, f32 accumulators){}, {} bytes of shared memory",
+        k.chunk,
+        k.threads,
+        k.columns,
+        k.slices,
+        if k.per_row_scores {
+            "; a per-row decay's scores on the CUDA cores"
+        } else {
+            ""
+        },
+        k.shared_bytes,
+    );
+    let mlir = format!(
+        "module attributes {{gpu.container_module}} {{\n  gpu.module @{GPU_MODULE} {{\n{}  }}\n}}\n",
+        k.text
+    );
+    Ok(GpuBuild {
+        target: gpu.id,
+        mlir,
+        llvm_ir: String::new(),
+        ptx: String::new(),
+        launches: vec![LaunchInfo {
+            entry,
+            grid: [
+                Dim::Const(k.slices as i64),
+                ext(FrameIndex::H),
+                ext(FrameIndex::B),
+            ],
+            threads: k.threads,
+            shared_bytes: k.shared_bytes,
+            tensor_maps: Vec::new(),
+        }],
+        specialised: k.specialised,
+        workspace: None,
+        guards: k.guards,
+        tiling,
+        timings: Vec::new(),
+        chunk: Some(k.chunk),
+        why_scan: None,
+    })
+}
+
+/// The scan form of a recurrence (`scan.rs`): a block per (b, h) and slice of value columns;
+/// `why` says why a recurrence the plan chunks runs as a scan.
 fn generate_scan(
     graph: &Graph,
     plan: &attnc_passes::fusion::recurrent::RecurrentKernel,
     tiled: &TiledProgram,
     gpu: &attnc_passes::tiling::target::GpuTarget,
+    why: Option<String>,
 ) -> Result<GpuBuild, NvptxError> {
     use attnc_ir::types::FrameIndex;
     let entry = format!("attnc_{}", graph.kernel);
@@ -396,6 +488,8 @@ fn generate_scan(
         guards: k.guards,
         tiling,
         timings: Vec::new(),
+        chunk: None,
+        why_scan: why,
     })
 }
 

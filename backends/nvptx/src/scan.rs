@@ -12,6 +12,7 @@
 //! inputs' element type. A read of a matrix state across columns (a contraction over its
 //! columns) would need another thread's registers and is refused with that reason.
 
+mod chunked;
 mod step;
 
 use crate::NvptxError;
@@ -313,6 +314,61 @@ impl Leaves for StepLeaves<'_, '_> {
     }
 }
 
+/// An output of the kernel: its name, type and frame axes, and the emitted value it stores.
+type Written = (String, attnc_ir::types::TensorType, Vec<FrameIndex>, ExprId);
+
+/// The outputs, each a step of an emitted value (anything else is refused).
+fn written_outputs(
+    graph: &Graph,
+    plan: &RecurrentKernel,
+    emits: &[ExprId],
+) -> Result<Vec<Written>, NvptxError> {
+    let mut written = Vec::new();
+    for &o in &plan.epilogue {
+        let Op::Output { name, ty, axes } = &graph.node(o).op else {
+            return Err(NvptxError::unsupported(
+                graph,
+                o,
+                "values computed after a recurrence",
+            ));
+        };
+        let source = graph.operands(o)[0].0;
+        let emitted = emits.get(source.result as usize);
+        match emitted {
+            Some(id) if source.node == plan.recurrence && axes.contains(&FrameIndex::T) => {
+                written.push((name.clone(), ty.clone(), axes.clone(), *id))
+            }
+            _ => {
+                return Err(NvptxError::unsupported(
+                    graph,
+                    o,
+                    format!("output `{name}` is not a step of the recurrence"),
+                ));
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// The chunked form of `plan` in chunks of at most `chunk` steps (`chunked.rs`), or why it does
+/// not apply here.
+pub(crate) fn write_chunked(
+    graph: &Graph,
+    plan: &RecurrentKernel,
+    form: &attnc_passes::fusion::chunked::ChunkedForm,
+    chunk: usize,
+    given: &BTreeMap<String, i64>,
+    shared_limit: usize,
+    name: &str,
+) -> Result<Result<chunked::ChunkKernel, String>, NvptxError> {
+    Ok(
+        match chunked::write(graph, plan, form, chunk, given, shared_limit, name)? {
+            chunked::Outcome::Written(k) => Ok(*k),
+            chunked::Outcome::NotHere(why) => Err(why),
+        },
+    )
+}
+
 /// Writes the scan kernel `name` for `plan`, specialised for the feature dims of `given`.
 pub(crate) fn write(
     graph: &Graph,
@@ -331,31 +387,7 @@ pub(crate) fn write(
         return Err(NvptxError::internal(graph, n, "no recurrence"));
     };
     let specialised = specialised_dims(graph, plan, states, arena, emits, given)?;
-    // The outputs: each a step of an emitted value.
-    let mut written = Vec::new();
-    for &o in &plan.epilogue {
-        let Op::Output { name, ty, axes } = &graph.node(o).op else {
-            return Err(NvptxError::unsupported(
-                graph,
-                o,
-                "values computed after a recurrence",
-            ));
-        };
-        let source = graph.operands(o)[0].0;
-        if source.node != n || !axes.contains(&FrameIndex::T) {
-            return Err(NvptxError::unsupported(
-                graph,
-                o,
-                format!("output `{name}` is not a step of the recurrence"),
-            ));
-        }
-        written.push((
-            name.clone(),
-            ty.clone(),
-            axes.clone(),
-            emits[source.result as usize],
-        ));
-    }
+    let written = written_outputs(graph, plan, emits)?;
     let mut state_rows = Vec::new();
     for s in states.iter() {
         state_rows.push(shape_of(graph, n, &s.feature, &specialised)?.0);
@@ -575,6 +607,7 @@ pub(crate) fn write(
         cache: HashMap::new(),
         contractions: 0,
         node: n,
+        fixed: HashMap::new(),
     };
     // Shared states: their elements spread over the threads.
     for (k, s) in states.iter().enumerate() {

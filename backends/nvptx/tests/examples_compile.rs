@@ -548,3 +548,90 @@ fn wgmma_kernels_copy_key_tiles_by_tma() {
         }
     }
 }
+
+/// The plan and the build agree on the form of every recurrent example on CUDA: the scalar and
+/// per-row decays run chunked (on the tensor cores, the chunk shortened where the arrays would
+/// not fit: 64 steps at D = 64, 32 or 16 on sm_80's smaller shared memory at D = 128), the delta rule
+/// as a scan.
+#[test]
+fn recurrences_run_chunked_or_say_why_not() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let read = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.attn"))).unwrap();
+    for (name, chunk) in [
+        ("retention", 64),
+        ("linear_attention", 64),
+        ("gated_linear_attention", 64),
+        ("mamba2", 64),
+    ] {
+        let shape = [("D", 64), ("Dk", 64), ("Dv", 64)];
+        let b = build_text(name, read(name), "cuda:sm_90a", &shape).unwrap();
+        assert_eq!(b.chunk, Some(chunk), "{name}: {}", b.tiling);
+        assert!(b.why_scan.is_none() && b.ptx.contains("mma.sync"), "{name}");
+        let b = build_text(name, read(name), "cuda:sm_80", &[("D", 128), ("Dk", 128)]).unwrap();
+        assert!(
+            b.chunk.is_some_and(|c| c <= 32),
+            "{name} sm_80 D=128: {}",
+            b.tiling
+        );
+    }
+    for name in ["deltanet", "gated_deltanet"] {
+        // `fit` marked the plan a scan (its dump says why); the build follows the plan.
+        let b = build_text(name, read(name), "cuda:sm_90a", &[]).unwrap();
+        assert_eq!(b.chunk, None);
+        assert!(b.tiling.starts_with("scan over t"), "{name}: {}", b.tiling);
+    }
+}
+
+/// The chunked form through its other paths: rows that are not whole tiles (36), a per-row
+/// decay beside a scalar one, a vector state read by `dot` inside a matrix read-out's output and
+/// on its own as a scalar output (bf16), 16-bit inputs, a term with a factor after `outer` and
+/// 100 value columns (two slices, the second partial). It builds chunked and assembles, on the
+/// tensor cores. (At these dims ptxas spills one register, 4 bytes, inside the chunk loop on
+/// sm_90a: printed, not yet fixed; the examples have none.)
+const CHUNK_PATHS: &str = "kernel chunk_paths {
+  dim B, H, S, D, Dv;
+  input q, k, g: f32[B, H, S, D];
+  input v: bf16[B, H, S, Dv];
+  output o: f32[B, H, S, Dv];
+  output n: bf16[B, H, S];
+  recurrence t {
+    let a = exp(-softplus(g[b, h, t]) / 8.0);
+    state kv: [D, Dv] = diag(a) @ kv + outer(k[b, h, t], v[b, h, t]) * 0.5;
+    state z: [D] = 0.9 * z + k[b, h, t];
+    o[b, h, t] = (q[b, h, t] @ kv) / (1.0 + abs(dot(q[b, h, t], z)));
+    n[b, h, t] = dot(q[b, h, t], z);
+  }
+}";
+
+#[test]
+fn a_chunked_form_with_ragged_rows_two_decays_and_a_vector_state_assembles() {
+    let shape = [("D", 36), ("Dv", 100)];
+    let tools = cuda_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    for (target, arch) in [("cuda:sm_90a", "sm_90a"), ("cuda:sm_80", "sm_80")] {
+        let b = build_text("chunk_paths.attn", CHUNK_PATHS.into(), target, &shape)
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(b.chunk.is_some(), "{target}: {:?} {}", b.why_scan, b.tiling);
+        assert!(
+            b.tiling.contains("slice of 64 value columns (2 slices)"),
+            "{}",
+            b.tiling
+        );
+        assert_eq!(b.launches[0].grid[0].to_string(), "2");
+        let Some((ptxas, cuobjdump)) = &tools else {
+            println!("{target}: compiled; SKIPPED ptxas (set ATTNC_PTXAS)");
+            continue;
+        };
+        let ptx = tmp.path().join(format!("chunk_paths.{arch}.ptx"));
+        let (report, sass) = assemble(ptxas, cuobjdump, &ptx, &b.ptx, arch)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert!(sass.contains("HMMA"), "{arch}: no HMMA");
+        let spills = local_memory_in_loops(&sass, false);
+        assert!(
+            spills <= 2,
+            "{arch}: {spills} local-memory instructions in loops"
+        );
+        let used: Vec<&str> = report.lines().filter(|l| l.contains("Used")).collect();
+        println!("chunk_paths {arch}: {used:?}; local memory in loops: {spills}");
+    }
+}

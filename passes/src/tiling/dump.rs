@@ -39,10 +39,16 @@ pub fn dump_tiled(program: &TiledProgram) -> String {
                 match chunk {
                     Some(c) => {
                         let _ = writeln!(out, "kernel {}: chunks of {c} steps", k.name);
-                        let _ = writeln!(
-                            out,
-                            "  parallel for (b, h): one work item per core at a time"
-                        );
+                        let _ = match program.target {
+                            super::target::Target::Gpu(_) => writeln!(
+                                out,
+                                "  a block per (b, h) and slice of value columns, the states' slices in its shared memory; the chunk's products on the matrix units"
+                            ),
+                            super::target::Target::Cpu(_) => writeln!(
+                                out,
+                                "  parallel for (b, h): one work item per core at a time"
+                            ),
+                        };
                         let _ = writeln!(out, "    for chunk in t / {c}:");
                         let _ = writeln!(
                             out,

@@ -749,9 +749,16 @@ fn recurrent(graph: &Graph, r: &RecurrentKernel, target: &Target, b: &Bindings) 
             .sum(),
         _ => 0,
     };
-    // Chunks as long as the vector width at least, and short enough that a chunk's pair block
-    // (chunk x chunk) stays in L1 beside the state.
+    // On a CUDA GPU, chunks of 64 steps: a 16-step tile of the products for each of a block's
+    // four warps (the back end shortens them where its arrays would not fit shared memory).
+    // Elsewhere (CPUs, and the Vulkan back end, which shrinks them to fit), chunks as long as the vector width at least, and short enough that a chunk's pair
+    // block (chunk x chunk) stays in L1 beside the state.
     let chunk = r.chunked.is_ok().then(|| {
+        if let Target::Gpu(g) = target
+            && g.api == target::GpuApi::Cuda
+        {
+            return 64;
+        }
         [16usize, 32, 64, 128]
             .into_iter()
             .filter(|c| *c >= cpu.f32_lanes)

@@ -97,6 +97,10 @@ pub struct BuildArgs {
     /// to run with `attnc-run`. Any other name: write the one stage of --emit to FILE.
     #[arg(short = 'o', long, value_name = "FILE", conflicts_with = "out_dir")]
     pub output: Option<PathBuf>,
+    /// Run a recurrence as the sequential scan even where its chunked form applies (CPU and
+    /// CUDA targets), to compare one with the other.
+    #[arg(long)]
+    pub scan: bool,
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
@@ -187,7 +191,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         };
         let code = match &target {
             Target::Cpu(cpu) => {
-                let backend = attnc_driver::Cpu::new(cpu.clone());
+                let mut backend = attnc_driver::Cpu::new(cpu.clone());
+                backend.scan = args.scan;
                 let failed = crate::cpu_device::cpu_failed;
                 let compiled = watch.run(&backend, failed)?;
                 compiled.build.map(|kernel| {
@@ -214,7 +219,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
                 })
             }
             Target::Gpu(_) => {
-                let backend = attnc_driver::Cuda::new(target.clone());
+                let mut backend = attnc_driver::Cuda::new(target.clone());
+                backend.scan = args.scan;
                 let failed = crate::gpu_device::nvptx_failed;
                 let compiled = watch.run(&backend, failed)?;
                 let after = compiled.graph;

@@ -491,17 +491,19 @@ fn checksum_line(name: &str, t: &HostTensor) -> String {
     )
 }
 
-/// The CUDA scan of a recurrence assembles and is tested in PTX, but has not yet been run
-/// against the reference on a GPU: say so unless `--check` compares it here and now.
+/// The CUDA forms of a recurrence (the chunked form, or the scan) assemble and are tested in
+/// PTX, but have not yet been run against the reference on a GPU: say so unless `--check`
+/// compares them here and now.
 fn unchecked_form_warning(graph: &attnc_ir::Graph, sources: &attnc_frontend::Sources, check: bool) {
     let recurrence = graph
         .node_indices()
         .find(|n| matches!(graph.node(*n).op, attnc_ir::graph::Op::Recurrence { .. }));
     if let (Some(n), false) = (recurrence, check) {
         let d = attnc_frontend::Diagnostic::warning(
-            "recurrences run on CUDA as a scan that has not yet been checked on a GPU".to_string(),
+            "recurrences run on CUDA in a form (chunked, or a scan) not yet checked on a GPU"
+                .to_string(),
             graph.node(n).span,
-            "compiled as a CUDA scan",
+            "compiled for CUDA",
         )
         .with_note("`--check` compares the outputs with the f64 reference on this run");
         crate::report::warn(&[d], sources);

@@ -63,6 +63,9 @@ pub(super) struct Step<'c, 'a> {
     /// How many contractions over rows were written (not found in the cache).
     pub contractions: usize,
     pub node: NodeIndex,
+    /// Values given for arena nodes at this site, read at the site's own position only: the
+    /// chunked form's read-outs (`x @ S`, `dot(x, z)`), computed by its products.
+    pub fixed: HashMap<ExprId, Val>,
 }
 
 impl Step<'_, '_> {
@@ -127,7 +130,12 @@ impl Step<'_, '_> {
             }
         };
         let name = &self.states[k].name;
-        match &self.homes[k] {
+        let Some(home) = self.homes.get(k) else {
+            return Err(self.err(format!(
+                "a read of the state `{name}` outside the read-outs of the chunked form"
+            )));
+        };
+        match home {
             Home::Registers { rows } => match pos {
                 [Pos::Row(r, _), Pos::Own] if r < rows && (self.split || self.ctx.group == 1) => {
                     let regs = if after { &self.new[k] } else { &self.old[k] };
@@ -150,6 +158,14 @@ impl Step<'_, '_> {
     }
 
     pub fn eval(&mut self, e: &mut Emitter, id: ExprId, pos: &[Pos]) -> Result<Val, NvptxError> {
+        if let Some(v) = self.fixed.get(&id) {
+            return match pos {
+                [] | [Pos::Own] => Ok(v.clone()),
+                _ => Err(self.err(
+                    "a read-out of a state used at another column than the output's (each thread of the chunked form has its own column's read-outs)",
+                )),
+            };
+        }
         let key = (id, pos.iter().map(Pos::key).collect::<Vec<_>>());
         if let Some(v) = self.cache.get(&key) {
             return Ok(v.clone());
@@ -175,9 +191,26 @@ impl Step<'_, '_> {
         Ok(match self.arena.node(id).clone() {
             ExprNode::Operand(k) => {
                 let v = self.operands[k as usize];
-                let buf = self.ctx.bufs.get(&v.node).ok_or_else(|| {
-                    NvptxError::internal(graph, self.node, "a recurrence operand with no buffer")
-                })?;
+                let Some(buf) = self.ctx.bufs.get(&v.node) else {
+                    // The chunked form reads its loads where it uses them, unbuffered.
+                    if let attnc_ir::graph::Op::Load { .. } = graph.node(v.node).op {
+                        let f = feature_of(graph, v.node);
+                        let at = match (&f, pos.first()) {
+                            (Feature::Scalar, _) | (_, None) => None,
+                            (_, Some(p)) => {
+                                let len = self.len(&f, 0)?;
+                                Some(self.index(e, p, len))
+                            }
+                        };
+                        let x = self.ctx.load(e, v.node, at.as_ref())?;
+                        return Ok(e.cast(&x, &Ty::F32));
+                    }
+                    return Err(NvptxError::internal(
+                        graph,
+                        self.node,
+                        "a recurrence operand with no buffer",
+                    ));
+                };
                 let i = match (feature_of(graph, v.node), pos.first()) {
                     (Feature::Scalar, _) | (_, None) => e.index(0),
                     (_, Some(p)) => self.index(e, p, buf.len),
